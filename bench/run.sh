@@ -1,0 +1,21 @@
+#!/bin/sh
+# make bench: runs every case in mproc and in Python's multiprocessing in the
+# same run and prints mproc/Python ratios.  A case is bench/cases/NAME.lua and
+# bench/cases/NAME.py; each prints lines "metric<TAB>value<TAB>unit[<TAB>target]"
+# where unit "s" means seconds per operation (lower is better) and any other
+# unit (ops/s, MB/s) a rate (higher is better).  target, on the Lua side, is
+# the goal for the ratio, e.g. "<=0.2" or ">=3".
+# usage: bench/run.sh [case ...]
+cd "$(dirname "$0")/.." || exit 1
+export LUA_PATH="./lua/?.lua;./lua/?/init.lua;./bench/?.lua;;" LUA_CPATH="./build/?.so;;"
+PY=${PYTHON:-python3}
+[ $# -gt 0 ] || set -- $(ls bench/cases/*.lua | sed 's#.*/##; s#\.lua$##')
+echo "mproc $(git rev-parse --short HEAD 2>/dev/null) | $(lua5.4 -v 2>&1 | head -c 40) | $($PY --version 2>&1) | $(nproc) cores | $(date -u +%Y-%m-%d)"
+printf '%-40s %14s %14s %8s  %s\n' "case/metric" "mproc" "python" "ratio" "target"
+for c in "$@"; do
+  l=$(mktemp); p=$(mktemp)
+  lua5.4 "bench/cases/$c.lua" >"$l" || echo "!! $c.lua failed"
+  if [ -f "bench/cases/$c.py" ]; then $PY "bench/cases/$c.py" >"$p" || echo "!! $c.py failed"; fi
+  lua5.4 bench/ratio.lua "$c" "$l" "$p"
+  rm -f "$l" "$p"
+done

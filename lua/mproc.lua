@@ -1,0 +1,16 @@
+-- mproc: processes, pipes, queues, pools and shared memory for Lua 5.4.
+-- This façade only gathers the public names that each module exports.
+local M = {}
+
+local MODULES = { "errors", "codec", "process", "pipe", "sync", "shared", "sched_api" }
+
+for _, name in ipairs(MODULES) do
+  local mod = require("mproc." .. name)
+  for k, v in pairs(mod.exports) do
+    assert(M[k] == nil, "mproc: two modules export " .. k)
+    M[k] = v
+  end
+end
+
+M._VERSION = "mproc " .. require("mproc.core").version
+return M

@@ -1,0 +1,2 @@
+-- stub: filled by the codec work
+return { exports = {} }

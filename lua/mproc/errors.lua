@@ -1,0 +1,50 @@
+-- Error objects (API.md "Conventions").  The C core returns runtime failures
+-- as `false, kind, message [, errno]`; this module turns them into raised
+-- mp.Error tables.  Programmer mistakes stay plain strings (argerror style).
+local Error = {}
+Error.__name = "mproc.Error"
+
+local KINDS = {
+  Empty = true, Full = true, Timeout = true, EOF = true, Closed = true,
+  SerializeError = true, TaskError = true, WorkerLost = true,
+  BrokenBarrier = true, Cancelled = true, AuthenticationError = true,
+  RemoteError = true, OSError = true, CalledProcessError = true,
+  Interrupted = true,
+}
+
+function Error.__tostring(e)
+  return e.kind .. ": " .. e.message
+end
+
+-- Makes an error object; `fields` (optional) adds traceback, value, errno...
+local function new(kind, message, fields)
+  assert(KINDS[kind], "unknown error kind")
+  local e = {}
+  if fields then for k, v in pairs(fields) do e[k] = v end end
+  e.kind, e.message = kind, message
+  return setmetatable(e, Error)
+end
+
+local function raise(kind, message, fields)
+  error(new(kind, message, fields), 0)
+end
+
+local function is_error(v, kind)
+  return getmetatable(v) == Error and (kind == nil or v.kind == kind)
+end
+
+-- check(ok, ...): passes a success through (its values minus the status)
+-- and raises the failure `false, kind, message [, errno]`.
+local function fail(kind, message, err)
+  raise(kind, message, err and { errno = err } or nil)
+end
+
+local function check(ok, ...)
+  if ok then return ... end
+  return fail(...)
+end
+
+return {
+  Error = Error, new = new, raise = raise, is_error = is_error, check = check,
+  exports = { Error = Error, is_error = is_error },
+}

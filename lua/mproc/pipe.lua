@@ -1,0 +1,2 @@
+-- stub: filled by the pipe work
+return { exports = {} }

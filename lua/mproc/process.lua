@@ -1,0 +1,2 @@
+-- stub: filled by the process work
+return { exports = {} }

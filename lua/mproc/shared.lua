@@ -1,0 +1,2 @@
+-- stub: filled by the shared-memory/synchronisation work
+return { exports = {} }

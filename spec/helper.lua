@@ -1,0 +1,77 @@
+-- Busted helper: after every spec file, fails the run if a process started
+-- by it is still running (or a zombie) or a shared-memory segment of ours is
+-- left in /dev/shm.  Processes are found by the MPROC_SPEC_TOKEN variable that
+-- tools/run-specs.sh puts in the environment, which every descendant inherits.
+local busted = require "busted"
+
+local token = os.getenv("MPROC_SPEC_TOKEN")
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function ancestors()
+  local set, pid = {}, read("/proc/self/stat"):match("^(%d+)")
+  while pid and pid ~= "0" and not set[pid] do
+    set[pid] = true
+    local stat = read("/proc/" .. pid .. "/stat")
+    pid = stat and stat:match("^%d+ %b() %S+ (%d+)")
+  end
+  return set
+end
+
+local function strays()
+  local found, mine = {}, ancestors()
+  local p = io.popen("ls /proc")
+  for pid in p:lines() do
+    if pid:match("^%d+$") and not mine[pid] then
+      local env = read("/proc/" .. pid .. "/environ")
+      if env and env:find("MPROC_SPEC_TOKEN=" .. token, 1, true) then
+        local cmd = (read("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
+        local stat = read("/proc/" .. pid .. "/stat") or ""
+        found[#found + 1] = pid .. " [" .. (stat:match("^%d+ %b() (%S+)") or "?") .. "] " .. cmd
+      end
+    end
+  end
+  p:close()
+  return found
+end
+
+local function shm_left()
+  local found = {}
+  local p = io.popen("ls /dev/shm 2>/dev/null")
+  for name in p:lines() do
+    if name:lower():find("mproc", 1, true) then found[#found + 1] = name end
+  end
+  p:close()
+  return found
+end
+
+local function check()
+  if not token then return end
+  local left, shm
+  for _ = 1, 40 do               -- children get up to 2 s to die with us
+    left, shm = strays(), shm_left()
+    if #left == 0 and #shm == 0 then return end
+    os.execute("sleep 0.05")
+  end
+  io.stderr:write("\n!! spec helper: this spec file left things behind\n")
+  for _, l in ipairs(left) do
+    io.stderr:write("   process ", l, "\n")
+    os.execute("kill -9 " .. l:match("^%d+") .. " 2>/dev/null")
+  end
+  for _, s in ipairs(shm) do
+    io.stderr:write("   /dev/shm/", s, "\n")
+    os.remove("/dev/shm/" .. s)
+  end
+  os.exit(1)
+end
+
+busted.subscribe({ "exit" }, function()
+  check()
+  return nil, true
+end)

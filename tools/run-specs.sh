@@ -1,0 +1,37 @@
+#!/bin/sh
+# Runs each spec file in its own busted process under a wall-clock limit,
+# so a deadlock fails one file instead of hanging the run.
+# usage: run-specs.sh BUILD_DIR [spec files...]
+build=${1:-build}; shift
+[ $# -gt 0 ] || set -- spec/*_spec.lua
+limit=${SPEC_TIMEOUT:-240}
+if [ -n "${MPROC_ASAN:-}" ]; then
+  LD_PRELOAD=$(gcc -print-file-name=libasan.so)
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allow_user_segv_handler=1
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
+fi
+passed=0; failed=0; bad=""
+for f in "$@"; do
+  MPROC_SPEC_TOKEN="$(basename "$f" .lua)-$$-$(date +%s%N)"
+  export MPROC_SPEC_TOKEN
+  out=$(mktemp)
+  timeout -k 10 "$limit" busted --cpath="./$build/?.so" -o utfTerminal "$f" >"$out" 2>&1
+  rc=$?
+  cat "$out"
+  line=$(grep -aE '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)
+  s=$(echo "$line" | sed -E 's/^.*[^0-9]?([0-9]+) successes?.*$/\1/')
+  fl=$(echo "$line" | sed -E 's/^.* ([0-9]+) failures?.*$/\1/')
+  e=$(echo "$line" | sed -E 's/^.* ([0-9]+) errors?.*$/\1/')
+  [ -n "$line" ] || { s=0; fl=0; e=0; }
+  passed=$((passed + s)); failed=$((failed + fl + e))
+  if [ $rc -ne 0 ]; then
+    [ $rc -eq 124 ] && echo "!! $f: killed after ${limit}s (deadlock?)"
+    [ $((fl + e)) -eq 0 ] && failed=$((failed + 1))
+    bad="$bad $f"
+  fi
+  rm -f "$out"
+done
+[ -n "$bad" ] && echo "failing spec files:$bad"
+echo "specs: $passed passed, $failed failed"
+[ -z "$bad" ]

@@ -22,7 +22,8 @@ end
 
 -- Prints one result line for bench/run.sh.
 function M.report(metric, value, unit, target)
-  io.write(metric, "\t", ("%.9g"):format(value), "\t", unit, target and ("\t" .. target) or "", "\n")
+  io.write(metric, "\t", ("%.9g"):format(value), "\t", unit,
+    target and ("\t" .. target) or "", "\n")
   io.stdout:flush()
 end
 

@@ -1,0 +1,51 @@
+rockspec_format = "3.0"
+package = "mproc"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null",
+}
+description = {
+  summary = "Processes, pools, queues, pipes, locks and shared memory for Lua 5.4",
+  detailed = [[
+mproc gives Lua what Python's multiprocessing gives Python: processes,
+process pools with async results, queues, pipes, locks and other
+synchronisation, shared memory, managers and subprocesses.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["mproc.core"] = {
+      sources = {
+        "src/lmproc.c", "src/wait.c", "src/codec.c",
+        "src/proc.c", "src/lproc.c",
+        "src/conn.c", "src/lconn.c",
+        "src/shm.c", "src/lshm.c",
+        "src/sync.c", "src/lsync.c",
+      },
+      incdirs = { "src" },
+    },
+    ["mproc"] = "lua/mproc.lua",
+    ["mproc.errors"] = "lua/mproc/errors.lua",
+    ["mproc.util"] = "lua/mproc/util.lua",
+    ["mproc.sched"] = "lua/mproc/sched.lua",
+    ["mproc.sched_api"] = "lua/mproc/sched_api.lua",
+    ["mproc.codec"] = "lua/mproc/codec.lua",
+    ["mproc.process"] = "lua/mproc/process.lua",
+    ["mproc.pipe"] = "lua/mproc/pipe.lua",
+    ["mproc.sync"] = "lua/mproc/sync.lua",
+    ["mproc.shared"] = "lua/mproc/shared.lua",
+  },
+  platforms = {
+    linux = {
+      modules = {
+        ["mproc.core"] = {
+          libraries = { "pthread", "rt" },
+        },
+      },
+    },
+  },
+}

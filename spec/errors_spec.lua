@@ -1,0 +1,120 @@
+local mp = require "mproc"
+local errors = require "mproc.errors"
+local util = require "mproc.util"
+local sched = require "mproc.sched"
+local core = require "mproc.core"
+
+describe("mproc.Error", function()
+  it("makes error objects with kind, message and extra fields", function()
+    local e = errors.new("OSError", "open: No such file", { errno = 2 })
+    assert.equal(mp.Error, getmetatable(e))
+    assert.equal("OSError", e.kind)
+    assert.equal(2, e.errno)
+    assert.equal("OSError: open: No such file", tostring(e))
+  end)
+
+  it("refuses unknown kinds", function()
+    assert.has_error(function() errors.new("Nope", "x") end, "unknown error kind")
+  end)
+
+  it("raises them without position information", function()
+    local ok, e = pcall(errors.raise, "Timeout", "timed out")
+    assert.is_false(ok)
+    assert.is_true(mp.is_error(e, "Timeout"))
+    assert.equal("timed out", e.message)
+  end)
+
+  describe("mp.is_error()", function()
+    it("tells error objects and their kind", function()
+      local e = errors.new("EOF", "gone")
+      assert.is_true(mp.is_error(e))
+      assert.is_true(mp.is_error(e, "EOF"))
+      assert.is_false(mp.is_error(e, "Closed"))
+      assert.is_false(mp.is_error("EOF: gone"))
+      assert.is_false(mp.is_error({ kind = "EOF", message = "x" }))
+      assert.is_false(mp.is_error(nil))
+    end)
+  end)
+
+  describe("check()", function()
+    it("passes successes through without the status", function()
+      assert.same({ 1, nil, 3 }, { errors.check(true, 1, nil, 3) })
+      assert.equal(0, select("#", errors.check(true)))
+    end)
+
+    it("raises failures as error objects, with errno", function()
+      local ok, e = pcall(errors.check, false, "OSError", "read: Bad file descriptor", 9)
+      assert.is_false(ok)
+      assert.is_true(mp.is_error(e, "OSError"))
+      assert.equal(9, e.errno)
+      assert.equal("read: Bad file descriptor", e.message)
+    end)
+  end)
+end)
+
+describe("mproc.util", function()
+  it("formats argument errors like luaL_argerror", function()
+    local function put(_, t) util.check_timeout(t, 2, "put") end
+    assert.has_error(function() put(nil, "x") end,
+      "bad argument #2 to 'put' (number expected, got string)")
+    assert.has_error(function() put(nil, -1) end,
+      "bad argument #2 to 'put' (timeout must be >= 0)")
+    assert.has_error(function() put(nil, 0 / 0) end,
+      "bad argument #2 to 'put' (timeout must be >= 0)")
+    assert.has_no_error(function() put(nil, nil) end)
+    assert.has_error(function() util.check_type(3, "table", 1, "Process") end,
+      "bad argument #1 to 'Process' (table expected, got number)")
+    assert.has_error(function() util.check_type(nil, "table", 1, "Process") end,
+      "bad argument #1 to 'Process' (table expected, got no value)")
+  end)
+end)
+
+describe("the waiting point", function()
+  describe("mp.sleep()", function()
+    it("sleeps about as long as asked", function()
+      local t0 = core.now()
+      mp.sleep(0.1)
+      local dt = core.now() - t0
+      assert.is_true(dt >= 0.099, "slept " .. dt)
+      assert.is_true(dt < 1.5, "slept " .. dt)
+    end)
+
+    it("checks its argument", function()
+      assert.has_error(function() mp.sleep("x") end,
+        "bad argument #1 to 'sleep' (number expected, got string)")
+      assert.has_error(function() mp.sleep(-1) end,
+        "bad argument #1 to 'sleep' (timeout must be >= 0)")
+    end)
+  end)
+
+  describe("sched.wait_fd()", function()
+    it("returns false when the deadline passes on an idle descriptor", function()
+      local a, b = mp.Pipe()
+      local t0 = core.now()
+      assert.is_false(sched.wait_fd(a:fileno(), "r", sched.deadline(0.2)))
+      local dt = core.now() - t0
+      assert.is_true(dt >= 0.19 and dt < 1.5, "waited " .. dt)
+      b:send_bytes("x")
+      assert.is_true(sched.wait_fd(a:fileno(), "r", sched.deadline(1)))
+      assert.is_true(sched.wait_fd(a:fileno(), "r", nil))
+      a:close(); b:close()
+    end)
+
+    it("computes deadlines and remaining time", function()
+      assert.is_nil(sched.deadline(nil))
+      assert.is_nil(sched.deadline(math.huge))
+      local d = sched.deadline(10)
+      assert.is_true(sched.remaining(d) > 9 and sched.remaining(d) <= 10)
+      assert.equal(0, sched.remaining(core.now() - 1))
+      assert.is_nil(sched.remaining(nil))
+    end)
+  end)
+
+  describe("core.poll_fd()", function()
+    it("rejects a closed descriptor and bad modes", function()
+      assert.has_error(function() core.poll_fd(987654, "r", 0) end)
+      assert.has_error(function() core.poll_fd(0, "x", 0) end,
+        "bad argument #2 to 'poll_fd' (mode must be \"r\", \"w\" or \"rw\")")
+    end)
+  end)
+end)

@@ -5,6 +5,8 @@
 local busted = require "busted"
 
 local token = os.getenv("MPROC_SPEC_TOKEN")
+-- Segments created before this file started belong to someone else.
+local marker = os.tmpname()
 
 local function read(path)
   local f = io.open(path, "rb")
@@ -30,8 +32,10 @@ local function strays()
   for pid in p:lines() do
     if pid:match("^%d+$") and not mine[pid] then
       local env = read("/proc/" .. pid .. "/environ")
-      if env and env:find("MPROC_SPEC_TOKEN=" .. token, 1, true) then
-        local cmd = (read("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
+      local cmd = (read("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
+      -- our own `ls` children below are not strays
+      if env and env:find("MPROC_SPEC_TOKEN=" .. token, 1, true)
+         and not cmd:find("ls /proc", 1, true) and not cmd:find("/dev/shm", 1, true) then
         local stat = read("/proc/" .. pid .. "/stat") or ""
         found[#found + 1] = pid .. " [" .. (stat:match("^%d+ %b() (%S+)") or "?") .. "] " .. cmd
       end
@@ -41,11 +45,23 @@ local function strays()
   return found
 end
 
+-- A live process that is not part of this spec run (another run going on at
+-- the same time) owns the segments whose names carry its pid.
+local function foreign_pid(name)
+  for digits in name:gmatch("%d+") do
+    local env = read("/proc/" .. digits .. "/environ")
+    if env and not env:find("MPROC_SPEC_TOKEN=" .. token, 1, true) then return true end
+  end
+  return false
+end
+
 local function shm_left()
   local found = {}
-  local p = io.popen("ls /dev/shm 2>/dev/null")
-  for name in p:lines() do
-    if name:lower():find("mproc", 1, true) then found[#found + 1] = name end
+  local p = io.popen("find /dev/shm -maxdepth 1 -iname '*mproc*' -newer " .. marker
+    .. " 2>/dev/null")
+  for path in p:lines() do
+    local name = path:match("[^/]+$")
+    if not foreign_pid(name) then found[#found + 1] = name end
   end
   p:close()
   return found
@@ -68,10 +84,12 @@ local function check()
     io.stderr:write("   /dev/shm/", s, "\n")
     os.remove("/dev/shm/" .. s)
   end
+  os.remove(marker)
   os.exit(1)
 end
 
 busted.subscribe({ "exit" }, function()
   check()
+  os.remove(marker)
   return nil, true
 end)

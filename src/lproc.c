@@ -1,3 +1,237 @@
-/* stub: replaced by the proc work */
+/*
+ * lproc.c: bindings of proc.c.  A started process is represented by a
+ * small "mproc.Child" userdata (pid + sentinel descriptor) that the Lua
+ * layer (lua/mproc/process.lua) wraps; its __gc closes the sentinel and
+ * forgets the child without ever waiting.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "lmproc.h"
-int mproc_open_proc(lua_State *L) { (void)L; return 0; }
+
+#define CHILD_T "mproc.Child"
+
+typedef struct lchild {
+  pid_t pid;        /* 0: closed */
+  int sentinel;     /* -1: closed */
+  int ended;
+  int exitcode;
+} lchild;
+
+#define tochild(L, i) ((lchild *)luaL_checkudata(L, i, CHILD_T))
+
+static lchild *checkchild(lua_State *L, int i) {
+  lchild *c = tochild(L, i);
+  if (c->pid == 0) luaL_error(L, "attempt to use a closed process");
+  return c;
+}
+
+/* {======================================================================
+ * Forking
+ * ======================================================================= */
+
+/* proc_fork(detached, daemon) -> true, pid, child | true, 0 (in the child)
+ * | false, "OSError", msg, errno */
+static int l_proc_fork(lua_State *L) {
+  int flags = 0, fd = -1;
+  pid_t pid;
+  lchild *c;
+  if (lua_toboolean(L, 1)) flags |= MPROC_FORK_DETACHED;
+  if (lua_toboolean(L, 2)) flags |= MPROC_FORK_DAEMON;
+  /* created closed, then the process is started (no error can come after) */
+  c = (lchild *)lua_newuserdatauv(L, sizeof *c, 0);
+  c->pid = 0;
+  c->sentinel = -1;
+  c->ended = 0;
+  c->exitcode = 0;
+  luaL_setmetatable(L, CHILD_T);
+  pid = mproc_fork(flags, &fd);
+  if (pid < 0) return mproc_fail_errno(L, errno, "fork");
+  lua_pushboolean(L, 1);
+  lua_pushinteger(L, pid);
+  if (pid == 0) return 2;
+  c->pid = pid;
+  c->sentinel = fd;
+  lua_pushvalue(L, -3);
+  return 3;
+}
+
+/* fork([detached]) -> true, pid | true, 0 | false, "OSError", msg, errno */
+static int l_fork(lua_State *L) {
+  int flags = MPROC_FORK_PLAIN;
+  pid_t pid;
+  if (lua_toboolean(L, 1)) flags |= MPROC_FORK_DETACHED;
+  pid = mproc_fork(flags, NULL);
+  if (pid < 0) return mproc_fail_errno(L, errno, "fork");
+  lua_pushboolean(L, 1);
+  lua_pushinteger(L, pid);
+  return 2;
+}
+
+/* exit(code): the exit path of a child, then _exit; never returns */
+static int l_exit(lua_State *L) {
+  int code;
+  if (lua_isboolean(L, 1)) code = lua_toboolean(L, 1) ? 0 : 1;
+  else code = (int)luaL_optinteger(L, 1, 0);
+  mproc_exit(code);
+  return 0;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * Children
+ * ======================================================================= */
+
+static void child_record(lchild *c, int status) {
+  c->ended = 1;
+  c->exitcode = mproc_exitcode(status);
+}
+
+/* child_poll(c [, block]) -> true, exitcode | true, nil (running)
+ * | false, "OSError", msg, errno */
+static int l_child_poll(lua_State *L) {
+  lchild *c = checkchild(L, 1);
+  int block = lua_toboolean(L, 2), status, r;
+  if (!c->ended) {
+    r = mproc_child_status(c->pid, block, &status);
+    if (r < 0) return mproc_fail_errno(L, errno, "waitpid");
+    if (r > 0) child_record(c, status);
+  }
+  lua_pushboolean(L, 1);
+  if (c->ended) lua_pushinteger(L, c->exitcode);
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* child_signal(c, sig) -> true | false, "OSError", ... (no-op once ended) */
+static int l_child_signal(lua_State *L) {
+  lchild *c = checkchild(L, 1);
+  int sig = (int)luaL_checkinteger(L, 2);
+  if (!c->ended && mproc_child_signal(c->pid, sig) < 0)
+    return mproc_fail_errno(L, errno, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_child_fileno(lua_State *L) {
+  lua_pushinteger(L, checkchild(L, 1)->sentinel);
+  return 1;
+}
+
+/* __gc and __close: tolerant of closed objects, never waits */
+static int l_child_close(lua_State *L) {
+  lchild *c = tochild(L, 1);
+  if (c->sentinel >= 0) close(c->sentinel);
+  c->sentinel = -1;
+  if (c->pid > 0 && !c->ended) mproc_child_release(c->pid);
+  c->pid = 0;
+  return 0;
+}
+
+/* waitpid(pid, block) -> true, exitcode | true, nil | false, OSError... */
+static int l_waitpid(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  int status, r = mproc_child_status(pid, lua_toboolean(L, 2), &status);
+  if (r < 0) return mproc_fail_errno(L, errno, "waitpid");
+  lua_pushboolean(L, 1);
+  if (r > 0) lua_pushinteger(L, mproc_exitcode(status));
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* fork_sentinel(pid) -> fd | nil (not an mp.fork child of ours) */
+static int l_fork_sentinel(lua_State *L) {
+  int fd = mproc_fork_sentinel((pid_t)luaL_checkinteger(L, 1));
+  if (fd < 0) lua_pushnil(L);
+  else lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int l_child_running(lua_State *L) {
+  lua_pushboolean(L, mproc_child_running((pid_t)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+static int l_child_notify_fd(lua_State *L) {
+  int fd = mproc_child_notify_fd();
+  if (fd < 0) lua_pushnil(L);
+  else lua_pushinteger(L, fd);
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * Small functions
+ * ======================================================================= */
+
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+static int l_getppid(lua_State *L) {
+  lua_pushinteger(L, getppid());
+  return 1;
+}
+
+static int l_cpu_count(lua_State *L) {
+  lua_pushinteger(L, mproc_cpu_count());
+  return 1;
+}
+
+/* kill(pid, sig) -> true | false, "OSError", msg, errno */
+static int l_kill(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  int sig = (int)luaL_checkinteger(L, 2);
+  if (kill(pid, sig) < 0) return mproc_fail_errno(L, errno, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* close_fd(fd): for descriptors handed out by the core */
+static int l_close_fd(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  lua_pushboolean(L, close(fd) == 0);
+  return 1;
+}
+
+/* }====================================================================== */
+
+int mproc_open_proc(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"proc_fork", l_proc_fork},
+    {"fork", l_fork},
+    {"exit", l_exit},
+    {"child_poll", l_child_poll},
+    {"child_signal", l_child_signal},
+    {"child_fileno", l_child_fileno},
+    {"child_close", l_child_close},
+    {"child_running", l_child_running},
+    {"child_notify_fd", l_child_notify_fd},
+    {"waitpid", l_waitpid},
+    {"fork_sentinel", l_fork_sentinel},
+    {"getpid", l_getpid},
+    {"getppid", l_getppid},
+    {"cpu_count", l_cpu_count},
+    {"kill", l_kill},
+    {"close_fd", l_close_fd},
+    {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__gc", l_child_close},
+    {"__close", l_child_close},
+    {NULL, NULL}
+  };
+  mproc_newclass(L, CHILD_T, NULL, meta);
+  mproc_setfuncs(L, funcs);
+  lua_pushinteger(L, SIGTERM);
+  lua_setfield(L, -2, "SIGTERM");
+  lua_pushinteger(L, SIGKILL);
+  lua_setfield(L, -2, "SIGKILL");
+  return 0;
+}

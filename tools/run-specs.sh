@@ -20,9 +20,9 @@ for f in "$@"; do
   rc=$?
   cat "$out"
   line=$(grep -aE '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)
-  s=$(echo "$line" | sed -E 's/^.*[^0-9]?([0-9]+) successes?.*$/\1/')
-  fl=$(echo "$line" | sed -E 's/^.* ([0-9]+) failures?.*$/\1/')
-  e=$(echo "$line" | sed -E 's/^.* ([0-9]+) errors?.*$/\1/')
+  s=$(echo "$line" | grep -oE '[0-9]+ success' | grep -oE '[0-9]+')
+  fl=$(echo "$line" | grep -oE '[0-9]+ failure' | grep -oE '[0-9]+')
+  e=$(echo "$line" | grep -oE '[0-9]+ error' | grep -oE '[0-9]+')
   [ -n "$line" ] || { s=0; fl=0; e=0; }
   passed=$((passed + s)); failed=$((failed + fl + e))
   if [ $rc -ne 0 ]; then

@@ -1,2 +1,481 @@
--- stub: filled by the process work
-return { exports = {} }
+-- Processes (API.md "Processes"): mp.Process, subclassing with :extend(),
+-- mp.fork/mp.waitpid and the process-wide functions.  The C core
+-- (src/proc.c) forks, reaps and runs the exit path; this module is the
+-- policy: names, the child's bootstrap, joins through the one waiting point.
+local core = require "mproc.core"
+local errors = require "mproc.errors"
+local sched = require "mproc.sched"
+local util = require "mproc.util"
+local codec = require "mproc.codec"
+
+local check, argerror = errors.check, util.argerror
+local getpid = core.getpid
+local pack, unpack = table.pack, table.unpack
+
+-- Private state of each Process object (instances keep only user fields,
+-- so that `self.x` is free for subclasses and the fields can be sent).
+local priv = setmetatable({}, { __mode = "k" })
+
+-- Per-process state, reset in every child.
+local state = {
+  counter = 0,      -- Process-N numbering
+  identity = "",    -- "" in the main process, "1", "1:2"... in children
+  children = {},    -- started, not yet reaped Process objects (in order)
+  current = { name = "MainProcess", pid = getpid(), daemon = false },
+  parent = nil,
+}
+
+local M = {}
+
+-- {=====================================================================
+-- Children bookkeeping
+-- ======================================================================
+
+local function finish(s, code)
+  s.ended, s.exitcode = true, code
+end
+
+-- Polls every child once, forgets the finished ones (Python's _cleanup).
+local function reap_children()
+  if #state.children == 0 then return end
+  local kept = {}
+  for _, p in ipairs(state.children) do
+    local s = priv[p]
+    if not s.ended and not s.closed then
+      local ok, code = core.child_poll(s.child)
+      if ok and code ~= nil then finish(s, code)
+      elseif ok then kept[#kept + 1] = p end
+    end
+  end
+  state.children = kept
+end
+
+local function forget_child(p)
+  local list = state.children
+  for i = 1, #list do
+    if list[i] == p then table.remove(list, i) return end
+  end
+end
+
+-- A process whose scheduler hooks (mp.run) were inherited must block for
+-- real: the parent's coroutines do not run here.
+local function reset_sched()
+  if sched.reset_child then return sched.reset_child() end
+  for k in pairs(sched.hooks) do sched.hooks[k] = nil end
+end
+
+-- }=====================================================================
+
+-- {=====================================================================
+-- The child side
+-- ======================================================================
+
+local function child_exit(code)
+  core.exit(code)
+end
+
+local function error_text(e)
+  if type(e) == "string" then return e end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then return tostring(e) end
+  return ("(error object is a %s value)"):format(type(e))
+end
+
+-- The child's traceback, without the bootstrap's own frames below run().
+local function traceback(e)
+  local tb = debug.traceback(error_text(e), 2)
+  local cut = tb:find("\n[^\n]*%[C%]: in function 'xpcall'")
+  if cut then tb = tb:sub(1, cut - 1) end
+  local n
+  repeat
+    tb, n = tb:gsub("\n[^\n]*mproc/process%.lua:[^\n]*$", "")
+    if n == 0 then tb, n = tb:gsub("\n%s*%(%.%.%.tail calls%.%.%.%)$", "") end
+    if n == 0 then tb, n = tb:gsub("\n%s*%[C%]: in %?$", "") end
+  until n == 0
+  return tb
+end
+
+-- Turns this forked process into the Process `self`.
+local function become_child(self, s)
+  state.parent = { name = state.current.name, pid = core.getppid() }
+  state.current = self
+  state.identity, state.counter, state.children = s.identity, 0, {}
+  s.pid, s.is_self, s.child, s.sentinel = getpid(), true, nil, nil
+  os.exit = child_exit  -- luacheck: ignore 122 (the child's own exit path)
+  reset_sched()
+end
+
+local function child_body(self, s, payload)
+  become_child(self, s)
+  if payload then
+    s.target = codec.decode(payload[1])
+    s.args = codec.decode(payload[2])
+    if payload[3] then
+      for k, v in pairs(codec.decode(payload[3])) do rawset(self, k, v) end
+    end
+  end
+  -- the collector was paused by child_main: restart it for the user's code
+  collectgarbage("restart")
+  return self:run()
+end
+
+-- Runs in the child and never returns: every path ends in core.exit.
+local function child_main(self, s, payload)
+  -- A collector step here would write to most of the heap inherited from
+  -- the parent (copy-on-write faults): the bootstrap runs without it.
+  collectgarbage("stop")
+  local ok, err = xpcall(child_body, traceback, self, s, payload)
+  if ok then child_exit(0) end
+  pcall(function()
+    io.stderr:write("Process ", tostring(s.name), ":\n", tostring(err), "\n")
+    io.stderr:flush()
+  end)
+  child_exit(1)
+end
+
+-- }=====================================================================
+
+-- {=====================================================================
+-- Process class
+-- ======================================================================
+
+local Process = {}
+
+local function state_of(self, fname)
+  local s = priv[self]
+  if not s then
+    error(("bad argument #1 to '%s' (Process expected, got %s)")
+      :format(fname, util.typename(self)), 3)
+  end
+  if s.closed then error("attempt to use a closed process", 3) end
+  return s
+end
+
+local GETTERS = {
+  name = function(s) return s.name end,
+  daemon = function(s) return s.daemon end,
+  pid = function(s)
+    if s.closed then error("attempt to use a closed process", 3) end
+    return s.pid
+  end,
+  sentinel = function(s)
+    if s.closed then error("attempt to use a closed process", 3) end
+    return s.sentinel
+  end,
+  exitcode = function(s)
+    if s.closed then error("attempt to use a closed process", 3) end
+    if s.child and not s.ended then
+      local code = check(core.child_poll(s.child))
+      if code ~= nil then finish(s, code) end
+    end
+    return s.exitcode
+  end,
+}
+
+local SETTERS = {
+  name = function(s, v)
+    if type(v) ~= "string" then
+      argerror(1, "name", "string expected, got " .. util.typename(v), 3)
+    end
+    s.name = v
+  end,
+  daemon = function(s, v)
+    if s.started then error("cannot set daemon after start", 3) end
+    if type(v) ~= "boolean" then
+      argerror(1, "daemon", "boolean expected, got " .. util.typename(v), 3)
+    end
+    s.daemon = v
+  end,
+}
+
+local function readonly(field)
+  return function() error(("cannot set read-only field '%s'"):format(field), 3) end
+end
+SETTERS.pid, SETTERS.exitcode, SETTERS.sentinel =
+  readonly("pid"), readonly("exitcode"), readonly("sentinel")
+
+local function tostr(self)
+  local s = priv[self]
+  local what = s.closed and "closed" or not s.started and "initial"
+    or s.ended and ("exitcode=" .. tostring(s.exitcode)) or "started"
+  return ("<Process name='%s'%s %s>"):format(s.name,
+    s.pid and (" pid=" .. s.pid) or "", what)
+end
+
+-- Parses mp.Process(fn, ...) / mp.Process{...} into s (and self fields).
+local OPTS = { target = true, args = true, name = true, daemon = true, detached = true }
+
+local function is_callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+local function parse(cls, self, s, a, ...)
+  if a == nil or type(a) == "function" then
+    s.target, s.args = a, pack(...)
+    return
+  end
+  if type(a) ~= "table" then
+    argerror(1, "Process", "function or table expected, got " .. util.typename(a), 3)
+  end
+  for k, v in pairs(a) do
+    if not OPTS[k] then
+      if cls == Process or type(k) ~= "string" then
+        argerror(1, "Process", ("unknown option '%s'"):format(tostring(k)), 3)
+      end
+      rawset(self, k, v)  -- Worker{x = 1}: an instance field
+    end
+  end
+  local t, args = a.target, a.args
+  if t ~= nil and not is_callable(t) then
+    argerror(1, "Process", "'target' must be a function, got " .. util.typename(t), 3)
+  end
+  if args ~= nil and type(args) ~= "table" then
+    argerror(1, "Process", "'args' must be a table, got " .. util.typename(args), 3)
+  end
+  for _, k in ipairs { "name", "daemon", "detached" } do
+    local want = k == "name" and "string" or "boolean"
+    if a[k] ~= nil and type(a[k]) ~= want then
+      argerror(1, "Process", ("'%s' must be a %s, got %s"):format(k, want,
+        util.typename(a[k])), 3)
+    end
+  end
+  s.target = t
+  s.args = args and { n = args.n or #args, unpack(args, 1, args.n or #args) } or { n = 0 }
+  if a.name ~= nil then s.name = a.name end
+  s.daemon = a.daemon or false
+  s.detached = a.detached or false
+end
+
+local function construct(cls, ...)
+  local self = setmetatable({}, cls)
+  state.counter = state.counter + 1
+  local id = state.identity == "" and tostring(state.counter)
+    or (state.identity .. ":" .. state.counter)
+  local s = { identity = id, name = "Process-" .. id, daemon = false,
+              detached = false, started = false, closed = false, ended = false,
+              args = { n = 0 } }
+  priv[self] = s
+  local init = cls.init
+  if init ~= nil then
+    init(self, ...)  -- a subclass with its own constructor: Worker(loop)
+  else
+    parse(cls, self, s, ...)
+  end
+  return self
+end
+
+local function close_mm(self)
+  local s = priv[self]
+  if not s or s.closed then return end
+  if s.started and not s.ended and not s.is_self and s.creator == getpid() then
+    if s.daemon then core.child_signal(s.child, core.SIGTERM) end
+    sched.wait_fd(s.sentinel, "r", nil)
+    local ok, code = core.child_poll(s.child, true)
+    if ok and code ~= nil then finish(s, code) end
+  end
+  s.closed = true
+  if s.child then core.child_close(s.child) end
+  s.sentinel = nil
+  forget_child(self)
+end
+
+local function make_class(parent, methods)
+  local cls = {}
+  cls.__index = function(self, k)
+    local get = GETTERS[k]
+    if get then
+      local s = priv[self]
+      if s then return get(s) end
+    end
+    return cls[k]
+  end
+  cls.__newindex = function(self, k, v)
+    local set = SETTERS[k]
+    local s = priv[self]
+    if set and s then return set(s, v) end
+    rawset(self, k, v)
+  end
+  cls.__close = close_mm
+  cls.__tostring = tostr
+  cls.__name = "mproc.Process"
+  if methods then
+    for k, v in pairs(methods) do cls[k] = v end
+  end
+  return setmetatable(cls, { __index = parent, __call = construct })
+end
+
+-- Serializes what the child needs before forking (DESIGN.md invariant 4):
+-- an unsendable argument raises SerializeError here and nothing starts.
+local function payload_of(self, s)
+  local encode = codec.encode
+  if not encode or not codec.decode then return nil end  -- codec not built yet
+  local fields
+  if next(self) ~= nil then
+    fields = {}
+    for k, v in next, self do fields[k] = v end
+  end
+  return { encode(s.target, "target"), encode(s.args, "args"),
+           fields and encode(fields, "self") }
+end
+
+function Process:start()
+  local s = state_of(self, "start")
+  if s.started then error("cannot start a process twice", 2) end
+  if s.is_self then error("cannot start a process twice", 2) end
+  reap_children()
+  local payload = payload_of(self, s)
+  local pid, child = check(core.proc_fork(s.detached, s.daemon))
+  if pid == 0 then child_main(self, s, payload) end
+  s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
+  s.sentinel = core.child_fileno(child)
+  local list = state.children
+  list[#list + 1] = self
+end
+
+function Process:run()
+  local s = priv[self]
+  if s and s.target then return s.target(unpack(s.args, 1, s.args.n)) end
+end
+
+function Process:join(timeout)
+  local s = state_of(self, "join")
+  util.check_timeout(timeout, 1, "join")
+  if not s.started then error("can only join a started process", 2) end
+  if s.is_self or s.creator ~= getpid() then error("can only join a child process", 2) end
+  if s.ended then return true end
+  if not sched.wait_fd(s.sentinel, "r", sched.deadline(timeout)) then return false end
+  finish(s, check(core.child_poll(s.child, true)))
+  forget_child(self)
+  return true
+end
+
+function Process:is_alive()
+  local s = state_of(self, "is_alive")
+  if s.is_self then return true end
+  if not s.started or s.ended then return false end
+  if s.creator ~= getpid() then error("can only test a child process", 2) end
+  local code = check(core.child_poll(s.child))
+  if code == nil then return true end
+  finish(s, code)
+  forget_child(self)
+  return false
+end
+
+local function signal(self, fname, sig)
+  local s = state_of(self, fname)
+  if not s.started then error(("can only %s a started process"):format(fname), 3) end
+  if s.is_self then return check(core.kill(getpid(), sig)) end
+  if s.ended then return end
+  check(core.child_signal(s.child, sig))
+end
+
+function Process:terminate() signal(self, "terminate", core.SIGTERM) end
+function Process:kill() signal(self, "kill", core.SIGKILL) end
+
+function Process:close()
+  local s = priv[self]
+  if not s then state_of(self, "close") end
+  if s.closed then return end
+  if s.started and not s.ended and not s.is_self then
+    local ok, code = core.child_poll(s.child)
+    if ok and code ~= nil then finish(s, code) end
+    if not s.ended then error("cannot close a running process", 2) end
+  end
+  s.closed = true
+  if s.child then core.child_close(s.child) end
+  s.sentinel = nil
+  forget_child(self)
+end
+
+-- Process:extend([methods]) -> a subclass, constructed like mp.Process.
+function Process:extend(methods)
+  if methods ~= nil and type(methods) ~= "table" then
+    argerror(1, "extend", "table expected, got " .. util.typename(methods))
+  end
+  return make_class(self, methods)
+end
+
+Process = make_class(nil, Process)
+
+-- }=====================================================================
+
+-- {=====================================================================
+-- Module functions
+-- ======================================================================
+
+local function active_children()
+  reap_children()
+  local out = {}
+  for i, p in ipairs(state.children) do out[i] = p end
+  return out
+end
+
+local function current_process()
+  return state.current
+end
+
+local function parent_process()
+  return state.parent
+end
+
+-- mp.fork(): 0 in the child, the child's pid in the parent.  The child
+-- keeps running the caller's code; it dies with its parent (no orphans) and
+-- is reaped automatically when nobody calls mp.waitpid for it.
+local function fork()
+  local pid = check(core.fork())
+  if pid == 0 then
+    local cur = state.current
+    state.parent = { name = cur.name, pid = core.getppid() }
+    state.current = { name = cur.name, pid = getpid(), daemon = false }
+    state.children = {}
+  end
+  return pid
+end
+
+local function waitpid(pid, timeout)
+  if math.type(pid) ~= "integer" then
+    argerror(1, "waitpid", "integer expected, got " .. (pid == nil and "no value"
+      or math.type(pid) or util.typename(pid)))
+  end
+  util.check_timeout(timeout, 2, "waitpid")
+  local deadline = sched.deadline(timeout)
+  local fd = core.fork_sentinel(pid)
+  if fd then
+    if not sched.wait_fd(fd, "r", deadline) then return nil end
+    return check(core.waitpid(pid, true))
+  end
+  -- not an mp.fork child: poll (raises OSError ECHILD for a stranger)
+  local nap = 0.001
+  while true do
+    local code = check(core.waitpid(pid, false))
+    if code ~= nil then return code end
+    local left = sched.remaining(deadline)
+    if left == 0 then return nil end
+    sched.sleep(left and math.min(nap, left) or nap)
+    nap = math.min(nap * 2, 0.05)
+  end
+end
+
+local function cpu_count() return core.cpu_count() end
+local function mp_getpid() return getpid() end
+local function mp_getppid() return core.getppid() end
+
+M.Process = Process
+M.fork = fork
+M.waitpid = waitpid
+M.child_exit = child_exit
+M.reset_sched = reset_sched
+M.exports = {
+  Process = Process,
+  current_process = current_process,
+  parent_process = parent_process,
+  active_children = active_children,
+  cpu_count = cpu_count,
+  getpid = mp_getpid,
+  getppid = mp_getppid,
+  fork = fork,
+  waitpid = waitpid,
+}
+return M

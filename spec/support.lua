@@ -1,0 +1,110 @@
+-- Support for specs: running a body in another process.
+--
+--   local support = require "support"
+--   assert.equal(0, support.in_child(function() assert(x == 1) end))
+--   local out, ok = support.run_script("print(1)", { MPROC_NO_PDEATHSIG = "1" })
+local core = require "mproc.core"
+local process = require "mproc.process"
+
+local M = {}
+
+local DEFAULT_TIMEOUT = 30
+
+-- Runs fn(...) in a forked child that always ends in _exit (after the
+-- exit path: its own children are joined) and returns its exitcode:
+-- fn returning nil/true -> 0, false -> 1, an integer n -> n; an error ->
+-- the error and its traceback on stderr, then 1; os.exit(n) -> n; killed by
+-- a signal -> -signum.  The child is killed (SIGKILL) when it has not
+-- ended after `timeout` seconds (default 30), and nil, "timeout" returned.
+function M.in_child(fn, timeout, ...)
+  if type(timeout) ~= "number" then return M.in_child(fn, DEFAULT_TIMEOUT, timeout, ...) end
+  local args = table.pack(...)
+  local pid = process.fork()
+  if pid == 0 then
+    local code = 1
+    pcall(function()
+      os.exit = process.child_exit  -- luacheck: ignore 122
+      process.reset_sched()
+      local ok, r = xpcall(fn, debug.traceback, table.unpack(args, 1, args.n))
+      if not ok then
+        io.stderr:write("in_child: ", tostring(r), "\n")
+      elseif r == nil or r == true then code = 0
+      elseif r == false then code = 1
+      elseif math.type(r) == "integer" then code = r
+      end
+    end)
+    core.exit(code)
+  end
+  local code = process.waitpid(pid, timeout)
+  if code == nil then
+    core.kill(pid, core.SIGKILL)
+    process.waitpid(pid, 5)
+    return nil, "timeout"
+  end
+  return code
+end
+
+-- LUA_PATH / LUA_CPATH for a lua5.4 started from a spec (the same modules).
+function M.lua_env()
+  return ("LUA_PATH=%q LUA_CPATH=%q"):format(package.path, package.cpath)
+end
+
+-- Runs Lua source `src` in a fresh lua5.4 (the same modules); `env` adds
+-- environment variables.  Output (stdout and stderr) goes to a file, so
+-- that a process left running by the script (detached) cannot hold up the
+-- caller; with opts.pipe it is read through a pipe instead (stdout is then
+-- a pipe, not a file).  Returns the output, then os.execute's results.
+function M.run_script(src, env, opts)
+  local path, out_path = os.tmpname(), os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  local vars = { M.lua_env() }
+  for k, v in pairs(env or {}) do vars[#vars + 1] = ("%s=%q"):format(k, v) end
+  local cmd = table.concat(vars, " ") .. " timeout -k 5 60 lua5.4 " .. path
+  local out, ok, how, n
+  if opts and opts.pipe then
+    local p = assert(io.popen(cmd .. " 2>&1", "r"))
+    out = p:read("a")
+    ok, how, n = p:close()
+  else
+    ok, how, n = os.execute(cmd .. " >" .. out_path .. " 2>&1")
+    local g = assert(io.open(out_path, "rb"))
+    out = g:read("a")
+    g:close()
+  end
+  os.remove(path)
+  os.remove(out_path)
+  return out, ok, how, n
+end
+
+-- True when pid exists and is not a zombie.
+function M.alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return false end
+  local stat = f:read("a")
+  f:close()
+  local st = stat:match("^%d+ %b() (%S)")
+  return st ~= nil and st ~= "Z" and st ~= "X"
+end
+
+-- The state letter of pid ("R", "S", "Z"...) or nil when it is gone.
+function M.proc_state(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return nil end
+  local stat = f:read("a")
+  f:close()
+  return stat:match("^%d+ %b() (%S)")
+end
+
+-- Polls pred() every 10 ms until it is true or `timeout` seconds passed.
+function M.wait_until(pred, timeout)
+  local deadline = core.now() + (timeout or 5)
+  repeat
+    if pred() then return true end
+    core.sleep(0.01)
+  until core.now() >= deadline
+  return pred() and true or false
+end
+
+return M

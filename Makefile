@@ -6,10 +6,10 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes
 ALLCFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
-LIBS     := -lpthread $(shell [ "$$(uname)" = Linux ] && echo -lrt)
+LIBS     := -lcrypto -lpthread $(shell [ "$$(uname)" = Linux ] && echo -lrt)
 SRC      := $(sort $(wildcard src/*.c))
 HDR      := $(wildcard src/*.h)
-PKGS_RUN  := lua5.4 liblua5.4-dev gcc make libc6-dev
+PKGS_RUN  := lua5.4 liblua5.4-dev gcc make libc6-dev libssl-dev
 PKGS_TEST := $(PKGS_RUN) lua-busted lua-check luarocks procps
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
@@ -59,11 +59,12 @@ bench: build
 
 # libFuzzer over mp.loads(s, {functions = false}); FUZZ_SECONDS to change.
 FUZZ_SECONDS ?= 600
-fuzz:
+fuzz: build
 	@sh tools/deps.sh clang libclang-rt-14-dev
-	@mkdir -p build/fuzz fuzz/corpus
+	@mkdir -p build/fuzz/corpus fuzz/corpus
+	@$(ENV) $(LUA) fuzz/seed.lua
 	clang -g -O1 -fsanitize=fuzzer,address,undefined $(LUA_INC) -Isrc \
-	  -o build/fuzz/fuzz_loads fuzz/fuzz_loads.c src/codec.c src/lmproc.c src/wait.c -llua5.4
+	  -o build/fuzz/fuzz_loads fuzz/fuzz_loads.c $(SRC) -llua5.4 $(LIBS)
 	./build/fuzz/fuzz_loads -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	  build/fuzz/corpus fuzz/corpus
 

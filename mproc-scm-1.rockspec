@@ -15,6 +15,9 @@ synchronisation, shared memory, managers and subprocesses.]],
 dependencies = {
   "lua >= 5.4, < 5.5",
 }
+external_dependencies = {
+  CRYPTO = { library = "crypto" },
+}
 build = {
   type = "builtin",
   modules = {
@@ -25,8 +28,12 @@ build = {
         "src/conn.c", "src/lconn.c",
         "src/shm.c", "src/lshm.c",
         "src/sync.c", "src/lsync.c",
+        "src/ring.c", "src/lqueue.c",
+        "src/spawn.c", "src/lspawn.c",
+        "src/net.c", "src/lnet.c",
       },
       incdirs = { "src" },
+      libraries = { "crypto" },
     },
     ["mproc"] = "lua/mproc.lua",
     ["mproc.errors"] = "lua/mproc/errors.lua",
@@ -38,12 +45,15 @@ build = {
     ["mproc.pipe"] = "lua/mproc/pipe.lua",
     ["mproc.sync"] = "lua/mproc/sync.lua",
     ["mproc.shared"] = "lua/mproc/shared.lua",
+    ["mproc.queue"] = "lua/mproc/queue.lua",
+    ["mproc.subprocess"] = "lua/mproc/subprocess.lua",
+    ["mproc.manager"] = "lua/mproc/manager.lua",
   },
   platforms = {
     linux = {
       modules = {
         ["mproc.core"] = {
-          libraries = { "pthread", "rt" },
+          libraries = { "crypto", "pthread", "rt" },
         },
       },
     },

@@ -16,6 +16,9 @@ int mproc_open_proc(lua_State *L);
 int mproc_open_conn(lua_State *L);
 int mproc_open_sync(lua_State *L);
 int mproc_open_shm(lua_State *L);
+int mproc_open_queue(lua_State *L);
+int mproc_open_spawn(lua_State *L);
+int mproc_open_net(lua_State *L);
 
 /* Runtime failures are returned, not raised (STYLE.md): the C function
  * pushes false, kind, message and returns 3; lua/mproc/errors.lua turns

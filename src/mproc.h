@@ -43,5 +43,6 @@ int mproc_set_cloexec(int fd, int on);
 #include "conn.h"
 #include "shm.h"
 #include "sync.h"
+#include "ring.h"
 
 #endif

@@ -1,2 +1,57 @@
--- stub: filled by the codec work
-return { exports = {} }
+-- The value codec (docs/values.md): mp.dumps, mp.loads, mp.register.
+-- The work is done in C (src/codec.c); this module checks arguments and
+-- turns the C side's `false, "SerializeError", msg` into raised mp.Error.
+local core = require "mproc.core"
+local errors = require "mproc.errors"
+local util = require "mproc.util"
+
+local c_dumps, c_loads = core.dumps, core.loads
+local raise, argerror, typename = errors.raise, util.argerror, util.typename
+
+local M = {}
+
+-- encode(v [, root]) -> string; raises SerializeError whose message names
+-- the path of the offending value from `root` ("value" by default).
+function M.encode(v, root)
+  local ok, s, msg = c_dumps(v, root)
+  if ok then return s end
+  raise(s, msg)
+end
+
+-- decode(s [, nofuncs]) -> value; raises SerializeError.
+function M.decode(s, nofuncs)
+  local ok, v, msg = c_loads(s, nofuncs)
+  if ok then return v end
+  raise(v, msg)
+end
+
+-- mp.dumps(v) and mp.loads(s [, opts]) are C closures (no Lua call in
+-- between: they are on every message's path); they raise SerializeError
+-- through errors.raise and check their arguments like the wrappers here.
+local dumps, loads = core.codec_functions(raise)
+
+local IDENTITY = { table = true, ["function"] = true, userdata = true, thread = true }
+
+local function register(name, value)
+  if type(name) ~= "string" then
+    argerror(1, "register", "string expected, got "
+      .. (name == nil and "no value" or typename(name)))
+  end
+  if name == "" then argerror(1, "register", "name must not be empty") end
+  if not IDENTITY[type(value)] then
+    argerror(2, "register", "table, function or userdata expected, got "
+      .. (value == nil and "no value" or typename(value)))
+  end
+  core.register(name, value)
+  return value
+end
+
+-- For the modules that define mproc objects: fn(handle) rebuilds an object
+-- of `typename` sent by reference from another process.
+function M.register_reftype(name, fn)
+  core.register_reftype(name, fn)
+end
+
+M.dumps, M.loads, M.register = dumps, loads, register
+M.exports = { dumps = dumps, loads = loads, register = register }
+return M

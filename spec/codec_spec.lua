@@ -1,0 +1,632 @@
+local mp = require "mproc"
+local codec = require "mproc.codec"
+local core = require "mproc.core"
+
+-- Round trip through the public functions.
+local function rt(v, opts)
+  return mp.loads(mp.dumps(v), opts)
+end
+
+local function bits(x) return string.pack("<d", x) end
+
+-- The SerializeError raised by fn(...), or fails.
+local function serr(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  assert(mp.is_error(e, "SerializeError"), "expected a SerializeError, got " .. tostring(e))
+  return e.message
+end
+
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- Runs `code` in a fresh lua5.4 (another process, so no shared identity
+-- table, registrations or globals) with `data` readable as the global
+-- INPUT; returns what the child printed.
+local function in_lua(code, data)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(data or "")
+  f:close()
+  local prelude = ("local f = io.open(%q, 'rb') INPUT = f:read('a') f:close() "):format(path)
+  local cmd = ("LUA_PATH=%s LUA_CPATH=%s timeout 30 lua5.4 -e %s 2>&1"):format(
+    shell_quote(package.path), shell_quote(package.cpath), shell_quote(prelude .. code))
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  os.remove(path)
+  return out
+end
+
+describe("mproc.codec", function()
+  describe("mp.dumps() and mp.loads()", function()
+    it("round-trip nil and booleans", function()
+      assert.is_nil(rt(nil))
+      assert.is_true(rt(true))
+      assert.is_false(rt(false))
+    end)
+
+    it("round-trip integers exactly, keeping their subtype", function()
+      for _, i in ipairs { 0, 1, -1, 127, 128, -32, -33, -128, -129, 255, 256, 32767,
+          32768, -32768, -32769, 65535, 65536, 2 ^ 31 | 0, -(2 ^ 31 | 0), 2 ^ 32 | 0,
+          2 ^ 53 | 0, math.maxinteger, math.mininteger, math.mininteger + 1 } do
+        local r = rt(i)
+        assert.equal("integer", math.type(r))
+        assert.equal(i, r)
+      end
+      assert.equal("float", math.type(rt(1.0)))
+    end)
+
+    it("round-trip floats bit for bit", function()
+      local payload = string.unpack("<d", "\1\0\0\0\0\0\xf8\x7f")   -- a NaN with a payload
+      for _, x in ipairs { 0.0, 1.5, -2.25, 1e308, 5e-324, math.pi, math.huge,
+          -math.huge, 2 ^ 63, payload, 0 / 0 } do
+        assert.equal(bits(x), bits(rt(x)))
+      end
+      local nan = rt(0 / 0)
+      assert.is_true(nan ~= nan)
+      assert.equal(-math.huge, 1 / rt(-0.0))
+      assert.equal(math.huge, 1 / rt(0.0))
+    end)
+
+    it("round-trip binary strings of every header size", function()
+      local all = {}
+      for i = 0, 255 do all[#all + 1] = string.char(i) end
+      all = table.concat(all)
+      for _, s in ipairs { "", "a", "\0", all, ("x"):rep(63), ("x"):rep(64),
+          ("y"):rep(255), ("y"):rep(256), ("z"):rep(65535), ("z"):rep(65536) } do
+        assert.equal(s, rt(s))
+      end
+    end)
+
+    it("round-trips a 100 MiB string", function()
+      local s = ("0123456789abcdef"):rep(100 * 2 ^ 20 // 16)
+      local enc = mp.dumps(s)
+      assert.is_true(#enc <= #s + 16)
+      local r = mp.loads(enc)
+      assert.equal(#s, #r)
+      assert.is_true(r == s)
+    end)
+
+    it("is compact for small values", function()
+      assert.equal(2, #mp.dumps(5))            -- version byte + one byte
+      assert.equal(2, #mp.dumps(-3))
+      assert.equal(2, #mp.dumps(true))
+      assert.equal(5, #mp.dumps("abc"))        -- one byte of header
+      assert.equal(1 + 2 + 200, #mp.dumps(("a"):rep(200)))
+      assert.equal(1 + 3 + 3, #mp.dumps({ 1, 2, 3 }))   -- tag, count, nhash, items
+    end)
+
+    it("round-trips nested tables, lists with holes and any key type", function()
+      local key = { "k" }
+      local t = {
+        1, 2, nil, 4, "five",
+        name = "x", nested = { deeper = { deepest = { 1.5 } } },
+        [0] = "zero", [-1] = "neg", [1.5] = "float", [true] = "yes", [false] = "no",
+        [1e100] = "big", [key] = "table key", ["a b"] = "spaced",
+      }
+      local r = rt(t)
+      assert.equal(1, r[1]); assert.equal(2, r[2]); assert.is_nil(r[3])
+      assert.equal(4, r[4]); assert.equal("five", r[5])
+      assert.equal("x", r.name)
+      assert.equal(1.5, r.nested.deeper.deepest[1])
+      assert.equal("zero", r[0]); assert.equal("neg", r[-1])
+      assert.equal("float", r[1.5]); assert.equal("yes", r[true]); assert.equal("no", r[false])
+      assert.equal("big", r[1e100]); assert.equal("spaced", r["a b"])
+      local found
+      for k, v in pairs(r) do
+        if type(k) == "table" then found = k; assert.equal("table key", v) end
+      end
+      assert.same({ "k" }, found)
+    end)
+
+    it("round-trips sparse tables without padding them", function()
+      local t = {}
+      for i = 0, 40 do t[1 << i] = i end
+      local s = mp.dumps(t)
+      assert.is_true(#s < 1000)
+      local r = mp.loads(s)
+      for i = 0, 40 do assert.equal(i, r[1 << i]) end
+      local n = 0
+      for _ in pairs(r) do n = n + 1 end
+      assert.equal(41, n)
+    end)
+
+    it("round-trips big lists and tables with many keys", function()
+      local list, map = {}, {}
+      for i = 1, 100000 do list[i] = i * 2 end
+      for i = 1, 1000 do map["k" .. i] = { i } end
+      local rl, rm = rt(list), rt(map)
+      assert.equal(100000, #rl)
+      assert.equal(200000, rl[100000])
+      for i = 1, 1000 do assert.equal(i, rm["k" .. i][1]) end
+    end)
+
+    it("keeps shared references and cycles within one message", function()
+      local shared = { "s" }
+      local t = { a = shared, b = shared, list = { shared, shared } }
+      t.self = t
+      t[shared] = shared
+      local r = rt(t)
+      assert.equal(r, r.self)
+      assert.equal(r.a, r.b)
+      assert.equal(r.a, r.list[1])
+      assert.equal(r.a, r.list[2])
+      assert.equal(r.a, r[r.a])
+      assert.are_not.equal(shared, r.a)
+      assert.same({ "s" }, r.a)
+    end)
+
+    it("copies again in each message", function()
+      local shared = {}
+      local a, b = rt(shared), rt(shared)
+      assert.are_not.equal(a, b)
+    end)
+
+    it("sends metatables with their table, shared ones stay shared", function()
+      local Point = {}
+      Point.__index = Point
+      function Point.norm2(p) return p.x * p.x + p.y * p.y end
+      local pts = { setmetatable({ x = 1, y = 2 }, Point), setmetatable({ x = 3, y = 4 }, Point) }
+      local r = rt(pts)
+      assert.equal(5, r[1]:norm2())
+      assert.equal(25, r[2]:norm2())
+      assert.equal(getmetatable(r[1]), getmetatable(r[2]))
+      assert.are_not.equal(Point, getmetatable(r[1]))
+    end)
+
+    it("uses the real metatable, ignoring __metatable and metamethods", function()
+      local t = setmetatable({ a = 1 }, {
+        __metatable = "locked",
+        __index = function() error("no __index during encoding") end,
+        __newindex = function() error("no __newindex during decoding") end,
+        __pairs = function() error("no __pairs") end,
+      })
+      local r = rt(t)
+      assert.equal(1, rawget(r, "a"))
+      assert.equal("locked", getmetatable(r))
+    end)
+
+    it("sends Lua functions with their upvalues copied", function()
+      local base, t = 10, { k = 5 }
+      local function add(x) return x + base + t.k end
+      local r = rt(add)
+      assert.equal(16, r(1))
+      base, t.k = 100, 100          -- copies: the sender's changes don't show
+      assert.equal(16, r(1))
+    end)
+
+    it("keeps upvalues shared between closures of one message", function()
+      local n = 0
+      local function inc() n = n + 1; return n end
+      local function get() return n end
+      local r = rt({ inc = inc, get = get })
+      r.inc(); r.inc()
+      assert.equal(2, r.get())
+      assert.equal(0, n)
+    end)
+
+    it("sends recursive and nested closures", function()
+      local function fact(k) if k <= 1 then return 1 end return k * fact(k - 1) end
+      assert.equal(120, rt(fact)(5))
+      local function maker(a) return function(b) return a .. b end end
+      assert.equal("ab", rt(maker("a"))("b"))
+      assert.equal(maker, rt({ maker, maker })[1] == nil and nil or maker)
+      local two = rt({ maker, maker })
+      assert.equal(two[1], two[2])
+    end)
+
+    it("binds _ENV and the global table to the receiver's globals", function()
+      local function uses_globals() return tostring, _G end
+      local r = rt(uses_globals)
+      local ts, g = r()
+      assert.equal(tostring, ts)
+      assert.equal(_G, g)
+      assert.equal(_G, rt(_G))
+      assert.equal(_G, rt({ env = _G }).env)
+      local out = in_lua([[
+        GREETING = "child globals"
+        local f = require("mproc").loads(INPUT)
+        print(f())
+      ]], mp.dumps(function() return GREETING, _G == _ENV end))  -- luacheck: ignore 113
+      assert.equal("child globals\ttrue\n", out)
+    end)
+
+    it("binds any _ENV upvalue to the receiver's globals", function()
+      local f
+      do
+        local _ENV = { codec_spec_x = 42, _G = _G }  -- luacheck: ignore 211
+        f = function() return codec_spec_x, _G end  -- luacheck: ignore 113
+      end
+      assert.equal(42, f())
+      _G.codec_spec_x = "global x"
+      local ok, gx, g = pcall(rt(f))
+      _G.codec_spec_x = nil
+      assert.is_true(ok)
+      assert.equal("global x", gx)
+      assert.equal(_G, g)
+      assert.is_true(#mp.dumps(f) < 400)
+    end)
+
+    it("keeps line numbers in tracebacks of functions it sent", function()
+      local line = debug.getinfo(1, "l").currentline + 1
+      local f = function() error("boom") end
+      local ok, e = pcall(rt(f))
+      assert.is_false(ok)
+      assert.matches("codec_spec.lua:" .. line .. ": boom", e, 1, true)
+    end)
+
+    it("sends C functions reachable from package.loaded by name", function()
+      local r = rt({ math.sqrt, string.format, print, io.write, table.concat, core.now })
+      assert.equal(math.sqrt, r[1])
+      assert.equal(string.format, r[2])
+      assert.equal(print, r[3])
+      assert.equal(io.write, r[4])
+      assert.equal(table.concat, r[5])
+      assert.equal(core.now, r[6])
+      assert.is_true(#mp.dumps(math.sqrt) < 16)
+      assert.equal("2.0", in_lua([[print(require("mproc").loads(INPUT)(4))]],
+        mp.dumps(math.sqrt)):match("^(.-)\n"))
+    end)
+
+    it("sends modules in package.loaded by name", function()
+      assert.equal(string, rt(string))
+      assert.equal(math, rt({ m = math }).m)
+      local codec_mod = rt(codec)
+      assert.equal(codec, codec_mod)
+      local str = string
+      local function up() return str end
+      assert.equal(string, rt(up)())
+      assert.is_true(#mp.dumps(string) < 16)
+    end)
+
+    it("notices modules loaded after its first use", function()
+      local mod = { hello = function() return "hi" end }
+      package.loaded["codec_spec_late_module"] = mod
+      local function user() return mod end
+      assert.equal(mod, rt(user)())
+      package.loaded["codec_spec_late_module"] = nil
+    end)
+
+    it("accepts an empty message only as an error", function()
+      assert.matches("malformed data %(empty%)", serr(mp.loads, ""))
+    end)
+  end)
+
+  describe("mp.register()", function()
+    it("sends a registered value by name", function()
+      local config = mp.register("codec_spec.config", { depth = 3 })
+      assert.equal(config, rt(config))
+      assert.equal(config, rt({ c = config, d = config }).d)
+      assert.is_true(#mp.dumps(config) < 32)
+    end)
+
+    it("sends registered C functions and userdata", function()
+      local it = string.gmatch("a b", "%a")
+      mp.register("codec_spec.iter", it)
+      assert.equal(it, rt(it))
+      local tmp <close> = io.tmpfile()
+      mp.register("codec_spec.tmpfile", tmp)
+      assert.equal(tmp, rt({ out = tmp }).out)
+    end)
+
+    it("returns the value it registered", function()
+      local t = {}
+      assert.equal(t, mp.register("codec_spec.ret", t))
+    end)
+
+    it("fails to receive a name the receiver has not registered", function()
+      local t = mp.register("codec_spec.unknown", {})
+      local out = in_lua([[
+        local mp = require("mproc")
+        local ok, e = pcall(mp.loads, INPUT)
+        print(e.kind, e.message)
+      ]], mp.dumps({ x = t }))
+      assert.equal('SerializeError\tcannot receive "codec_spec.unknown" here '
+        .. "(not registered with mp.register)\n", out)
+    end)
+
+    it("checks its arguments", function()
+      assert.has_error(function() mp.register(1, {}) end,
+        "bad argument #1 to 'register' (string expected, got number)")
+      assert.has_error(function() mp.register() end,
+        "bad argument #1 to 'register' (string expected, got no value)")
+      assert.has_error(function() mp.register("", {}) end,
+        "bad argument #1 to 'register' (name must not be empty)")
+      assert.has_error(function() mp.register("x", 5) end,
+        "bad argument #2 to 'register' (table, function or userdata expected, got number)")
+      assert.has_error(function() mp.register("x") end,
+        "bad argument #2 to 'register' (table, function or userdata expected, got no value)")
+    end)
+  end)
+
+  describe("unsendable values", function()
+    it("raise SerializeError naming the path", function()
+      local ud = io.stdout
+      assert.equal("args[2].config.on_done: cannot send a userdata",
+        serr(codec.encode, { 1, { config = { on_done = ud } } }, "args"))
+      assert.equal("value: cannot send a userdata", serr(mp.dumps, ud))
+      assert.equal('value["a b"][10]: cannot send a userdata',
+        serr(mp.dumps, { ["a b"] = { [10] = ud } }))
+      assert.equal('value["end"]: cannot send a userdata', serr(mp.dumps, { ["end"] = ud }))
+      assert.equal("value[true]: cannot send a userdata", serr(mp.dumps, { [true] = ud }))
+      assert.equal("value[1.5]: cannot send a userdata", serr(mp.dumps, { [1.5] = ud }))
+      assert.equal("value[<table>]: cannot send a userdata", serr(mp.dumps, { [{}] = ud }))
+      assert.equal('value["a\\"b\\n"]: cannot send a userdata',
+        serr(mp.dumps, { ['a"b\n'] = ud }))
+      assert.equal("value[-7]: cannot send a userdata", serr(mp.dumps, { [-7] = ud }))
+    end)
+
+    it("name keys, metatables and upvalues in the path", function()
+      local ud = io.stdout
+      assert.equal("value.t<key>: cannot send a userdata", serr(mp.dumps, { t = { [ud] = 1 } }))
+      assert.equal("value<metatable>.__index: cannot send a userdata",
+        serr(mp.dumps, setmetatable({}, { __index = ud })))
+      local function f() return ud end
+      assert.equal("value.cb<upvalue ud>: cannot send a userdata", serr(mp.dumps, { cb = f }))
+    end)
+
+    it("name the kind of value", function()
+      assert.equal("value.co: cannot send a coroutine",
+        serr(mp.dumps, { co = coroutine.create(print) }))
+      local light = debug.upvalueid(function() return rt end, 1)
+      assert.equal("value: cannot send a light userdata", serr(mp.dumps, light))
+      assert.equal("value.it: cannot send a C function (not found in package.loaded; "
+        .. "use mp.register)", serr(mp.dumps, { it = string.gmatch("", "") }))
+    end)
+
+    it("are found before anything is written", function()
+      local buf_ok = mp.dumps({ 1, 2, 3 })
+      serr(mp.dumps, { 1, 2, io.stdout })
+      assert.equal(buf_ok, mp.dumps({ 1, 2, 3 }))
+    end)
+
+    it("stop at 200 levels of nesting", function()
+      local function nest(n)
+        local t = {}
+        local cur = t
+        for _ = 2, n do cur.x = {}; cur = cur.x end
+        return t
+      end
+      local ok200 = rt(nest(200))
+      assert.is_table(ok200.x)
+      local msg = serr(mp.dumps, nest(201))
+      assert.matches("^value%.x%.x.*: nesting deeper than 200 levels$", msg)
+      local cyc = {}
+      cyc.self = cyc
+      assert.equal(cyc, rt(cyc).self and rt(cyc).self.self and cyc)
+    end)
+  end)
+
+  describe("mproc objects", function()
+    local Thing = {}
+    Thing.__index = Thing
+    Thing.__mproc_encode = function(o) return "codec_spec.Thing", "handle:" .. o.n end
+    local function thing(n) return setmetatable({ n = n }, Thing) end
+    after_each(function() core.register_reftype("codec_spec.Thing", nil) end)
+
+    it("come back as the very same object in the same process", function()
+      local a, b = thing(1), thing(2)
+      local r = rt({ a, b, a })
+      assert.equal(a, r[1])
+      assert.equal(b, r[2])
+      assert.equal(a, r[3])
+      assert.equal(a, rt(a))
+      assert.equal(mp.dumps(a), mp.dumps(a))      -- a stable identity
+    end)
+
+    it("are rebuilt by the registered decoder elsewhere", function()
+      local a = thing(7)
+      local s = mp.dumps({ a, a, x = a })
+      core._codec_forget_ids()                   -- as in an unrelated process
+      local calls = {}
+      codec.register_reftype("codec_spec.Thing", function(h)
+        calls[#calls + 1] = h
+        return setmetatable({ n = tonumber(h:match("%d+")), remote = true }, Thing)
+      end)
+      local r = mp.loads(s)
+      assert.same({ "handle:7" }, calls)
+      assert.are_not.equal(a, r[1])
+      assert.is_true(r[1].remote)
+      assert.equal(7, r[1].n)
+      assert.equal(r[1], r[2])
+      assert.equal(r[1], r.x)
+      assert.equal(r[1], mp.loads(s)[1])          -- the same id: the same object
+      assert.same({ "handle:7" }, calls)
+      assert.equal(r[1], rt(r[1]))
+    end)
+
+    it("are rebuilt in another process", function()
+      local s = mp.dumps({ thing(3) })
+      local out = in_lua([[
+        local core = require("mproc.core")
+        local mp = require("mproc")
+        core.register_reftype("codec_spec.Thing", function(h) return { h = h } end)
+        print(mp.loads(INPUT)[1].h)
+      ]], s)
+      assert.equal("handle:3\n", out)
+    end)
+
+    it("fail to arrive where no decoder is registered", function()
+      local s = mp.dumps(thing(1))
+      core._codec_forget_ids()
+      assert.equal("cannot receive a codec_spec.Thing here (no decoder registered for it)",
+        serr(mp.loads, s))
+    end)
+
+    it("report a failing decoder", function()
+      local s = mp.dumps(thing(1))
+      core._codec_forget_ids()
+      core.register_reftype("codec_spec.Thing", function() error("gone", 0) end)
+      assert.equal("cannot receive a codec_spec.Thing (gone)", serr(mp.loads, s))
+      core.register_reftype("codec_spec.Thing", function() return nil end)
+      assert.equal("cannot receive a codec_spec.Thing (its decoder returned nil)",
+        serr(mp.loads, s))
+    end)
+
+    it("report a failing __mproc_encode with the path", function()
+      local Bad = { __mproc_encode = function() error("no handle", 0) end }
+      assert.equal("value.lock: cannot send a table (__mproc_encode failed: no handle)",
+        serr(mp.dumps, { lock = setmetatable({}, Bad) }))
+      local Odd = { __mproc_encode = function() return 1 end }
+      assert.equal("value[1]: cannot send a table (__mproc_encode must return two strings)",
+        serr(mp.dumps, { setmetatable({}, Odd) }))
+    end)
+
+    it("may encode and decode inside __mproc_encode and the decoder", function()
+      local Nested = {}
+      Nested.__mproc_encode = function(o)
+        return "codec_spec.Nested", mp.dumps({ inner = o.inner, f = math.floor })
+      end
+      local obj = setmetatable({ inner = { 1, 2, { 3 } } }, Nested)
+      local s = mp.dumps({ obj, { 4, obj } })
+      core._codec_forget_ids()
+      core.register_reftype("codec_spec.Nested", function(h)
+        return setmetatable(mp.loads(h), Nested)
+      end)
+      local r = mp.loads(s)
+      assert.same({ 1, 2, { 3 } }, r[1].inner)
+      assert.equal(math.floor, r[1].f)
+      assert.equal(r[1], r[2][2])
+      core.register_reftype("codec_spec.Nested", nil)
+    end)
+
+    it("work for userdata", function()
+      local mt = getmetatable(io.stderr)
+      mt.__mproc_encode = function() return "codec_spec.File", "stderr" end
+      local ok, r = pcall(rt, { f = io.stderr })
+      mt.__mproc_encode = nil
+      assert.is_true(ok, tostring(r))
+      assert.equal(io.stderr, r.f)
+    end)
+  end)
+
+  describe("functions = false", function()
+    it("rejects function values", function()
+      local msg = "cannot receive a function here (functions = false)"
+      assert.equal(msg, serr(mp.loads, mp.dumps(function() end), { functions = false }))
+      assert.equal(msg, serr(mp.loads, mp.dumps({ a = { function() end } }),
+        { functions = false }))
+      assert.equal(msg, serr(mp.loads, mp.dumps({ math.sqrt }), { functions = false }))
+    end)
+
+    it("accepts data", function()
+      assert.same({ 1, { a = "b" } }, rt({ 1, { a = "b" } }, { functions = false }))
+      assert.equal(string, rt(string, { functions = false }))
+      assert.equal(3, rt(function() return 3 end, { functions = true })())
+    end)
+  end)
+
+  describe("malformed input", function()
+    local samples = {}
+    setup(function()
+      local cyc = { 1 }
+      cyc.self = cyc
+      local up = 1
+      local Point = { __index = {} }
+      for _, v in ipairs {
+        0, -1, 300, -70000, math.mininteger, 1.5, "", "abc", ("x"):rep(300), true,
+        { 1, 2, 3 }, { a = 1, b = { c = "d", [2.5] = false } }, cyc,
+        { cyc, cyc }, setmetatable({ 1 }, Point), string, math.sqrt, _G,
+        function() return up end,
+      } do
+        samples[#samples + 1] = mp.dumps(v)
+      end
+    end)
+
+    -- Decoding may succeed or raise SerializeError, nothing else.
+    local function safe(s, opts)
+      local ok, e = pcall(mp.loads, s, opts)
+      if not ok and not mp.is_error(e, "SerializeError") then
+        error("unexpected error: " .. tostring(e))
+      end
+      return ok
+    end
+
+    it("refuses wrong versions and trailing bytes", function()
+      assert.equal("malformed data (format version 9, expected 1)",
+        serr(mp.loads, "\9\0"))
+      assert.equal("malformed data (trailing bytes at byte 2)", serr(mp.loads, "\1\0\0"))
+      assert.equal("malformed data (unknown tag at byte 1)", serr(mp.loads, "\1\xdf"))
+      assert.equal("malformed data (bad reference at byte 1)", serr(mp.loads, "\1\xd4\1"))
+    end)
+
+    it("raises SerializeError on every truncation of valid encodings", function()
+      for _, s in ipairs(samples) do
+        for n = 0, #s - 1 do
+          assert.is_false(safe(s:sub(1, n)))
+        end
+      end
+    end)
+
+    it("survives single-byte mutations", function()
+      math.randomseed(1234)
+      for _, s in ipairs(samples) do
+        for _ = 1, 300 do
+          local i = math.random(#s)
+          local m = s:sub(1, i - 1) .. string.char(math.random(0, 255)) .. s:sub(i + 1)
+          safe(m, { functions = false })
+        end
+      end
+    end)
+
+    it("survives random bytes", function()
+      math.randomseed(4321)
+      for _ = 1, 5000 do
+        local t = { "\1" }
+        for j = 1, math.random(0, 40) do t[j + 1] = string.char(math.random(0, 255)) end
+        safe(table.concat(t), { functions = false })
+      end
+    end)
+
+    it("refuses lengths and counts larger than the data", function()
+      assert.matches("malformed data", serr(mp.loads, "\1\xcb\255\255\255\255\255\255\255\127"))
+      assert.matches("malformed data", serr(mp.loads, "\1\xcc\255\255\255\255\15\0"))
+      assert.matches("malformed data", serr(mp.loads, "\1\xcc\0\200"))
+      assert.matches("malformed data",
+        serr(mp.loads, "\1\xcc" .. ("\128"):rep(10) .. "\1\0"))
+      assert.matches("malformed data %(nesting deeper than 200 levels%)",
+        serr(mp.loads, "\1" .. ("\xcc\1\0"):rep(300)))
+      assert.matches("malformed data %(nil or NaN table key",
+        serr(mp.loads, "\1\xcc\0\1\xc0\1"))
+      assert.matches("malformed data %(nil or NaN table key",
+        serr(mp.loads, "\1\xcc\0\1\xc7" .. string.pack("<d", 0 / 0) .. "\1"))
+    end)
+  end)
+
+  describe("mp.loads()", function()
+    it("checks its arguments", function()
+      assert.has_error(function() mp.loads() end,
+        "bad argument #1 to 'loads' (string expected, got no value)")
+      assert.has_error(function() mp.loads(5) end,
+        "bad argument #1 to 'loads' (string expected, got number)")
+      assert.has_error(function() mp.loads("x", 5) end,
+        "bad argument #2 to 'loads' (table expected, got number)")
+    end)
+  end)
+
+  describe("core.dumps() and core.loads()", function()
+    it("return status first instead of raising", function()
+      local ok, s = core.dumps({ 1, "x" })
+      assert.is_true(ok)
+      assert.same({ true, { 1, "x" } }, { core.loads(s) })
+      assert.same({ false, "SerializeError", "args.f: cannot send a userdata" },
+        { core.dumps({ f = io.stdout }, "args") })
+      assert.same({ false, "SerializeError", "malformed data (empty)" }, { core.loads("") })
+      assert.same({ false, "SerializeError",
+        "cannot receive a function here (functions = false)" },
+        { core.loads((select(2, core.dumps(print))), true) })
+    end)
+  end)
+
+  describe("codec.encode() and codec.decode()", function()
+    it("encode with a root name and decode", function()
+      assert.same({ 1, "a" }, codec.decode(codec.encode({ 1, "a" }, "args")))
+      local co = coroutine.create(print)
+      local function fn() return co end
+      assert.equal("task.fn<upvalue co>: cannot send a coroutine",
+        serr(codec.encode, { fn = fn }, "task"))
+      assert.equal("cannot receive a function here (functions = false)",
+        serr(codec.decode, codec.encode(print), true))
+    end)
+  end)
+end)

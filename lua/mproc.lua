@@ -2,7 +2,10 @@
 -- This façade only gathers the public names that each module exports.
 local M = {}
 
-local MODULES = { "errors", "codec", "process", "pipe", "sync", "shared", "queue", "subprocess", "manager", "sched_api" }
+local MODULES = {
+  "errors", "codec", "process", "pipe", "sync", "shared", "queue",
+  "subprocess", "manager", "sched_api",
+}
 
 for _, name in ipairs(MODULES) do
   local mod = require("mproc." .. name)

@@ -35,6 +35,13 @@ void mproc_setfuncs(lua_State *L, const luaL_Reg *l);
 void mproc_newclass(lua_State *L, const char *tname,
                     const luaL_Reg *methods, const luaL_Reg *metamethods);
 
+/* lsync.c, shared with lshm.c: handles of objects in slab segments. */
+int mproc_sync_encode(lua_State *L, const char *tname, mproc_seg *seg, const void *obj);
+void *mproc_sync_attach(lua_State *L, const char *handle, int kind, size_t minsize,
+                        mproc_seg **seg);
+int mproc_sync_push_rlock(lua_State *L, mproc_seg *seg, mproc_lock *l);
+double mproc_sync_opttimeout(lua_State *L, int arg);
+
 /* {======================================================================
  * codec.c: Lua values <-> bytes.  Encoding goes into an mproc_buf so that
  * callers (pipes, queues) can frame it without an extra copy.

@@ -1,2 +1,54 @@
--- stub: filled by the shared-memory/synchronisation work
-return { exports = {} }
+-- Shared data (API.md "Shared memory"): Value, Array and SharedMemory.
+-- The objects are C (src/lshm.c); this module adds argument idiom, the
+-- runtime-error conversion of SharedMemory and the by-reference decoders.
+local core = require "mproc.core"
+local errors = require "mproc.errors"
+
+local check = errors.check
+
+local M = {}
+
+-- SharedMemory{create = true, size = n [, name = s]} or {name = s}
+local function SharedMemory(...)
+  local s = check(core.SharedMemory(...))
+  return s
+end
+
+local function attach(tname)
+  return function(handle)
+    return check(core.shm_attach(tname, handle))
+  end
+end
+
+-- In this process (or a fork child of it) the same name gives the same
+-- object; elsewhere the segment is attached by name.
+local by_name = setmetatable({}, { __mode = "v" })
+local shm_encode = debug.getregistry()["mproc.SharedMemory"].__mproc_encode
+debug.getregistry()["mproc.SharedMemory"].__mproc_encode = function(s)
+  local tname, name = shm_encode(s)
+  by_name[name] = s
+  return tname, name
+end
+
+local function decode_shm(name)
+  local s = by_name[name]
+  if s and not s:_closed() then return s end
+  return check(core.SharedMemory({ name = name }))
+end
+
+M.decoders = {
+  ["mproc.Value"] = attach("mproc.Value"),
+  ["mproc.Array"] = attach("mproc.Array"),
+  ["mproc.SharedMemory"] = decode_shm,
+}
+if core.register_reftype then
+  for tname, fn in pairs(M.decoders) do core.register_reftype(tname, fn) end
+end
+
+M.exports = {
+  Value = core.Value,
+  Array = core.Array,
+  SharedMemory = SharedMemory,
+}
+
+return M

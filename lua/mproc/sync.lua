@@ -1,2 +1,217 @@
--- stub: filled by the shared-memory/synchronisation work
-return { exports = {} }
+-- Synchronisation primitives (API.md "Synchronisation").  The objects and
+-- their fast paths are C (src/lsync.c, methods straight in the metatables);
+-- this module adds what waits in Lua: `M.block`, the waiting point for
+-- shared objects, and the methods that orchestrate several C steps
+-- (Condition:wait, wait_for, Barrier:wait), plus the by-reference decoders.
+local core = require "mproc.core"
+local errors = require "mproc.errors"
+local sched = require "mproc.sched"
+local util = require "mproc.util"
+
+local check, raise = errors.check, errors.raise
+local check_timeout = util.check_timeout
+local now = core.now
+local registry = debug.getregistry()
+
+local M = {}
+
+-- A wait on a shared object cannot be a poll on a descriptor: C waits in
+-- slices this long, then returns here, so that SIGINT reaches Lua and a
+-- scheduler (sched.hooks.wait_shared) can interleave other work.
+M.SLICE = 0.05
+
+-- Calls step(obj, slice, ...) until it reports something or the timeout
+-- (seconds, nil: forever) runs out.  A step returns nothing when its slice
+-- ran out, `false, kind, message` on failure (raised here) and anything
+-- else when done.  Returns the step's results, or false after the timeout.
+function M.block(step, obj, timeout, ...)
+  local hook = sched.hooks.wait_shared
+  if hook then return hook(step, obj, timeout, ...) end
+  local deadline = timeout and now() + timeout
+  local slice = M.SLICE
+  while true do
+    local s = slice
+    if deadline then
+      local left = deadline - now()
+      if left < s then s = left > 0 and left or 0 end
+    end
+    local ok, a, b, c = step(obj, s, ...)
+    if ok ~= nil then
+      if ok == false then return check(false, a, b, c) end
+      return ok, a, b
+    end
+    if deadline and now() >= deadline then return false end
+  end
+end
+
+-- The slow path of x:guard([timeout]): acquire or raise Timeout.
+local function guard_slow(obj, timeout)
+  if not obj:acquire(timeout) then
+    raise("Timeout", ("could not acquire the %s within %g s"):format(
+      util.typename(obj):gsub("^mproc%.", ""), timeout))
+  end
+  return obj:_guard()
+end
+
+core.sync_hooks(function(step, obj, timeout) return M.block(step, obj, timeout) end,
+                guard_slow)
+
+-- {=====================================================================
+-- Condition
+-- ======================================================================
+
+local Cond = registry["mproc.Condition"].__methods
+
+-- wait([timeout]) -> true when notified, false on timeout.  Releases the
+-- lock (every level of an RLock) while waiting and takes it back after.
+function Cond.wait(self, timeout)
+  check_timeout(timeout, 1, "wait")
+  local ticket = self:_enter()         -- raises unless we hold the lock
+  local lock = self:_lock()
+  local depth = lock:_release_save()
+  local ok, got = pcall(M.block, self._step, self, timeout, ticket)
+  if not (ok and got) then
+    local late = self:_leave(ticket)    -- a notification that came anyway
+    if ok and late then got = true end
+  end
+  -- take the lock back whatever happened (as Python does), then report
+  while not lock:acquire(M.SLICE) do end
+  lock:_restore(depth)
+  if not ok then error(got, 0) end
+  return got == true
+end
+
+-- wait_for(pred [, timeout]) -> the last value of pred()
+function Cond.wait_for(self, pred, timeout)
+  util.check_type(pred, "function", 1, "wait_for")
+  check_timeout(timeout, 2, "wait_for")
+  local result = pred()
+  local deadline = sched.deadline(timeout)
+  while not result do
+    local left = sched.remaining(deadline)
+    if left and left <= 0 then break end
+    self:wait(left)
+    result = pred()
+  end
+  return result
+end
+
+local function Condition(lock)
+  if lock == nil then lock = core.RLock() end
+  local c = core.Condition(lock)
+  return c
+end
+
+-- }=====================================================================
+
+-- {=====================================================================
+-- Barrier
+-- ======================================================================
+
+local Bar = registry["mproc.Barrier"].__methods
+
+-- wait([timeout]) -> arrival index 1..parties.  The last to arrive runs
+-- the action (an error there breaks the barrier and is re-raised).  A
+-- timeout breaks the barrier, as in Python.
+function Bar.wait(self, timeout)
+  check_timeout(timeout, 1, "wait")
+  local action, default = self:_info()
+  if timeout == nil then timeout = default end
+  local index, gen, last = check(self:_arrive(action == nil))
+  if last then
+    if action ~= nil then
+      local ok, err = pcall(action)
+      if not ok then
+        self:abort()
+        error(err, 0)
+      end
+      self:_pass()
+    end
+    return index
+  end
+  if not M.block(self._step, self, timeout, gen) then
+    self:abort()
+    raise("BrokenBarrier", ("barrier wait timed out after %g s; the barrier is broken")
+      :format(timeout))
+  end
+  return index
+end
+
+-- }=====================================================================
+
+-- {=====================================================================
+-- By reference through the codec
+-- ======================================================================
+
+local function codec_fn(name)
+  local ok, codec = pcall(require, "mproc.codec")
+  return ok and type(codec) == "table" and codec.exports and codec.exports[name]
+end
+
+local function attach(tname)
+  return function(handle)
+    return check(core.sync_attach(tname, handle))
+  end
+end
+
+-- Condition: its own handle, then its lock's ("|" never occurs in one).
+local cond_encode = registry["mproc.Condition"].__mproc_encode
+registry["mproc.Condition"].__mproc_encode = function(c)
+  local tname, h = cond_encode(c)
+  local ltname, lh = getmetatable(c:_lock()).__mproc_encode(c:_lock())
+  return tname, h .. "|" .. ltname .. "|" .. lh
+end
+
+local function decode_condition(handle)
+  local h, ltname, lh = handle:match("^([^|]*)|([^|]*)|(.*)$")
+  if not h then raise("SerializeError", "malformed Condition handle") end
+  local lock = check(core.sync_attach(ltname, lh))
+  return check(core.sync_attach("mproc.Condition", h, lock))
+end
+
+-- Barrier: its handle, then its action encoded by the codec.
+registry["mproc.Barrier"].__mproc_encode = function(b)
+  local tname, h = b:_encode()
+  local action = b:_info()
+  if action ~= nil then
+    local dumps = codec_fn("dumps")
+    if dumps then return tname, h .. "\0" .. dumps(action) end
+  end
+  return tname, h
+end
+
+local function decode_barrier(handle)
+  local h, act = handle:match("^([^%z]*)%z(.*)$")
+  local b = check(core.sync_attach("mproc.Barrier", h or handle))
+  if act and b:_info() == nil then
+    local loads = codec_fn("loads")
+    if loads then b:_set_action(loads(act)) end
+  end
+  return b
+end
+
+M.decoders = {
+  ["mproc.Lock"] = attach("mproc.Lock"),
+  ["mproc.RLock"] = attach("mproc.RLock"),
+  ["mproc.Semaphore"] = attach("mproc.Semaphore"),
+  ["mproc.Event"] = attach("mproc.Event"),
+  ["mproc.Condition"] = decode_condition,
+  ["mproc.Barrier"] = decode_barrier,
+}
+if core.register_reftype then
+  for tname, fn in pairs(M.decoders) do core.register_reftype(tname, fn) end
+end
+
+-- }=====================================================================
+
+M.exports = {
+  Lock = core.Lock,
+  RLock = core.RLock,
+  Semaphore = core.Semaphore,
+  BoundedSemaphore = core.BoundedSemaphore,
+  Event = core.Event,
+  Condition = Condition,
+  Barrier = core.Barrier,
+}
+
+return M

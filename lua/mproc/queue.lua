@@ -1,0 +1,118 @@
+-- Queue, JoinableQueue, SimpleQueue: shared-memory rings (src/ring.c).
+-- The methods are C functions (src/lqueue.c) so the common put/get costs
+-- no Lua frame; when a call would block, C calls the slow paths below,
+-- which wait in short slices (SIGINT gets through between slices) via
+-- `block`, the one place a scheduler hooks in.
+local core = require "mproc.core"
+local errors = require "mproc.errors"
+local sched = require "mproc.sched"
+local util = require "mproc.util"
+
+local raise, check = errors.raise, errors.check
+local deadline_of, remaining = sched.deadline, sched.remaining
+
+local SLICE = 0.05      -- longest blocking wait in C between returns to Lua
+
+-- Waits until the queue may be ready for `what` ("get", "put", "join") or
+-- the deadline passes.  A scheduler (mp.run) installs
+-- sched.hooks.wait_shared(probe, deadline); probe(seconds) waits in C at
+-- most that long and returns true when the queue looks ready.
+local function block(q, what, deadline)
+  local hook = sched.hooks.wait_shared
+  if hook then
+    return hook(function(s) return q:_wait(what, s) end, deadline)
+  end
+  local left = remaining(deadline)
+  if left == nil or left > SLICE then left = SLICE end
+  return q:_wait(what, left)
+end
+
+-- put/put_many that found the queue full: `frames` holds the encoded rest.
+local function slow_put(q, frames, timeout, pushed)
+  local deadline = deadline_of(timeout)
+  local pos, n, done = 1
+  while true do
+    pos, n, done = q:_put_frames(frames, pos)
+    pushed = pushed + n
+    if done then return end
+    if remaining(deadline) == 0 then
+      q:_discard(frames, pos)
+      raise("Full", "queue is full", { put = pushed })
+    end
+    block(q, "put", deadline)
+  end
+end
+
+local function slow_get(q, timeout, max)
+  local deadline = deadline_of(timeout)
+  while true do
+    local ok, v = q:_try_get(max)
+    if ok then return v end
+    if remaining(deadline) == 0 then raise("Empty", "queue is empty") end
+    block(q, "get", deadline)
+  end
+end
+
+local function slow_join(q, timeout)
+  local deadline = deadline_of(timeout)
+  while q:_unfinished() > 0 do
+    if remaining(deadline) == 0 then return false end
+    block(q, "join", deadline)
+  end
+  return true
+end
+
+core.queue_hooks {
+  raise = raise,
+  raise_errno = function(msg, errno) raise("OSError", msg, { errno = errno }) end,
+  raise_full = function(pushed) raise("Full", "queue is full", { put = pushed }) end,
+  slow_put = slow_put, slow_get = slow_get, slow_join = slow_join,
+}
+
+-- maxsize: nil or an integer; <= 0 means unbounded (as in Python).
+local function check_opts(fname, maxsize, opts)
+  if maxsize ~= nil and math.type(maxsize) ~= "integer" then
+    if type(maxsize) == "number" then
+      util.argerror(1, fname, "number has no integer representation", 2)
+    end
+    util.argerror(1, fname, "number expected, got " .. util.typename(maxsize), 2)
+  end
+  local ring
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      util.argerror(2, fname, "table expected, got " .. util.typename(opts), 2)
+    end
+    ring = opts.ring_size
+    if ring ~= nil and (math.type(ring) ~= "integer" or ring < 0) then
+      util.argerror(2, fname, "ring_size must be a non-negative integer", 2)
+    end
+  end
+  return ring
+end
+
+local function Queue(maxsize, opts)
+  local ring = check_opts("Queue", maxsize, opts)
+  return check(core.queue_new("Queue", maxsize, ring))
+end
+
+local function JoinableQueue(maxsize, opts)
+  local ring = check_opts("JoinableQueue", maxsize, opts)
+  return check(core.queue_new("JoinableQueue", maxsize, ring))
+end
+
+local function SimpleQueue()
+  return check(core.queue_new("SimpleQueue"))
+end
+
+-- Queues travel by reference: the codec sends the ring's name and the
+-- receiver attaches it.
+if core.register_reftype then
+  local function attach(handle) return check(core.queue_attach(handle)) end
+  for _, tname in ipairs { "mproc.Queue", "mproc.JoinableQueue", "mproc.SimpleQueue" } do
+    core.register_reftype(tname, attach)
+  end
+end
+
+return {
+  exports = { Queue = Queue, JoinableQueue = JoinableQueue, SimpleQueue = SimpleQueue },
+}

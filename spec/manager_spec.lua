@@ -1,0 +1,358 @@
+local mp = require "mproc"
+local core = require "mproc.core"
+local support = require "support"
+
+-- Targets reach these as upvalues, not through busted's _ENV.
+local os, pcall, error = os, pcall, error
+
+local function errmsg(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
+  return err
+end
+
+local function elapsed(fn)
+  local t = core.now()
+  local r = table.pack(pcall(fn))
+  return core.now() - t, table.unpack(r, 1, r.n)
+end
+
+-- A server on 127.0.0.1 with a free port, serving one shared queue and a
+-- function that fails; returns the manager and its port.
+local function remote_server(key)
+  local q = mp.BaseManager.types.Queue()
+  local d = mp.BaseManager.types.dict()
+  local m = mp.BaseManager{ address = { "127.0.0.1", 0 }, authkey = key }
+  m:register("queue", function() return q end)
+  m:register("dict", function() return d end)
+  m:register("boom", function() error("boom on the server") end)
+  m:register("answer", function(x) return x * 2 end)
+  m:register("obj", function() return { hello = function() return "hi" end } end)
+  m:start()
+  return m, m.address[2]
+end
+
+local function client(port, key)
+  local c = mp.BaseManager{ address = { "127.0.0.1", port }, authkey = key }
+  c:register("queue"); c:register("dict"); c:register("boom"); c:register("answer")
+  c:register("obj")
+  return c
+end
+
+describe("mproc.Manager", function()
+  local m
+  setup(function() m = mp.Manager() end)
+  teardown(function() m:shutdown() end)
+
+  describe(":dict()", function()
+    it("indexes naturally and has methods", function()
+      local d = m:dict({ a = 1 })
+      d.key = 1
+      d[2] = "two"
+      assert.equal(1, d.key)
+      assert.equal("two", d[2])
+      assert.equal(1, d:get("key"))
+      assert.equal("dflt", d:get("missing", "dflt"))
+      assert.is_nil(d.missing)
+      assert.equal(3, #d)
+      assert.equal(3, d:items().n)
+      d.a = nil
+      assert.equal(2, #d)
+      local seen = {}
+      for k, v in pairs(d) do seen[k] = v end
+      assert.same({ key = 1, [2] = "two" }, seen)
+      assert.equal(1, d:pop("key"))
+      assert.is_false(d:has("key"))
+    end)
+  end)
+
+  describe(":list()", function()
+    it("is 1-based with # and methods", function()
+      local l = m:list({ "a" })
+      l:append("b")
+      l:extend({ "c", "d" })
+      assert.equal(4, #l)
+      assert.equal("a", l[1])
+      assert.equal("d", l[4])
+      assert.is_nil(l[5])
+      l[1] = "A"
+      assert.equal("A", l[1])
+      assert.equal("d", l:pop())
+      assert.same({ "A", "b", "c", n = 3 }, l:totable())
+      local err = errmsg(l.pop, l, 10)
+      assert.is_true(mp.is_error(err, "RemoteError"))
+      assert.equal("list index out of range", err.message)
+      assert.truthy(err.traceback:find("stack traceback", 1, true))
+    end)
+  end)
+
+  describe(":Namespace() / :Value() / :Lock() / :Event()", function()
+    it("work as their local counterparts", function()
+      local ns = m:Namespace()
+      ns.counter = 0
+      ns.counter = ns.counter + 1
+      assert.equal(1, ns.counter)
+      local v = m:Value("int64", 3)
+      v.value = v.value + 1
+      assert.equal(4, v.value)
+      assert.equal(6, v:add(2))
+      assert.is_true(v:cas(6, 7))
+      assert.equal(7, v:get())
+      local lock = m:Lock()
+      assert.is_true(lock:acquire())
+      local dt, ok, r = elapsed(function() return lock:acquire(0.2) end)
+      assert.is_true(ok)
+      assert.is_false(r)
+      assert.truthy(dt >= 0.18 and dt < 1.5)
+      lock:release()
+      do local _ <close> = lock:guard(1) end
+      assert.is_true(lock:acquire(0))
+      lock:release()
+      local ev = m:Event()
+      assert.is_false(ev:wait(0.05))
+      ev:set()
+      assert.is_true(ev:wait(1))
+      assert.is_true(ev:is_set())
+    end)
+  end)
+
+  describe(":Queue()", function()
+    it("raises Empty after the timeout and Full when full", function()
+      local q = m:Queue(1)
+      q:put("x")
+      local err = errmsg(q.put, q, "y", 0.1)
+      assert.is_true(mp.is_error(err, "Full"))
+      assert.equal("x", q:get(1))
+      local dt, ok, e = elapsed(function() return q:get(0.2) end)
+      assert.is_false(ok)
+      assert.is_true(mp.is_error(e, "Empty"))
+      assert.truthy(dt >= 0.18 and dt < 1.5)
+      assert.is_true(mp.is_error(errmsg(q.get_nowait, q), "Empty"))
+    end)
+
+    it("serves other clients while one waits", function()
+      local q = m:Queue()
+      local p = mp.Process(function(qq)
+        qq:put(qq:get(10) + 1)    -- blocks in the server until we put
+      end, q)
+      p:start()
+      core.sleep(0.1)
+      local d = m:dict()
+      d.x = 1                     -- not blocked by the waiting get
+      q:put(41)
+      core.sleep(0.2)
+      assert.equal(42, q:get(5))
+      assert.is_true(p:join(5))
+      assert.equal(0, p.exitcode)
+    end)
+  end)
+
+  it("passes proxies to child processes", function()
+    local d, l = m:dict(), m:list()
+    local procs = {}
+    for i = 1, 8 do
+      procs[i] = mp.Process(function(dd, ll, n) dd[n] = n * n; ll:append(n) end, d, l, i)
+      procs[i]:start()
+    end
+    for i = 1, 8 do assert.is_true(procs[i]:join(10)); assert.equal(0, procs[i].exitcode) end
+    assert.equal(8, #d)
+    assert.equal(8, #l)
+    assert.equal(49, d[7])
+  end)
+
+  it("raises on a closed manager and ends its server", function()
+    local m2 = mp.Manager()
+    local d = m2:dict()
+    m2:shutdown()
+    local err = errmsg(function() return d.x end)
+    assert.truthy(mp.is_error(err, "EOF") or mp.is_error(err, "OSError"))
+    assert.equal("manager is not started or connected", errmsg(m2.dict, m2))
+    m2:shutdown()   -- idempotent
+  end)
+
+  it("closes with <close>", function()
+    local d
+    do
+      local m3 <close> = mp.Manager()
+      d = m3:dict()
+      d.a = 1
+    end
+    assert.is_false(pcall(function() return d.a end))
+  end)
+
+  it("rejects bad arguments", function()
+    assert.equal("bad argument #1 to 'Manager' (table expected, got number)", errmsg(mp.Manager, 5))
+    assert.equal("bad argument #1 to 'Value' (string expected, got no value)", errmsg(m.Value, m))
+    assert.equal("bad argument #1 to 'Queue' (integer expected, got string)",
+      errmsg(m.Queue, m, "x"))
+    assert.equal("bad argument #1 to 'dict' (manager expected, got no value)", errmsg(m.dict))
+  end)
+end)
+
+describe("mproc.BaseManager", function()
+  local server, port
+  setup(function() server, port = remote_server("secret") end)
+  teardown(function() server:shutdown() end)
+
+  describe(":connect()", function()
+    it("works on 127.0.0.1 with the right key", function()
+      local c = client(port, "secret")
+      c:connect()
+      local q = c:queue()
+      q:put({ 1, 2 })
+      assert.same({ 1, 2 }, q:get(5))
+      assert.equal(42, c:answer(21))
+    end)
+
+    it("raises AuthenticationError with a wrong key", function()
+      local c = client(port, "wrong")
+      local err = errmsg(c.connect, c)
+      assert.is_true(mp.is_error(err, "AuthenticationError"))
+      assert.equal("digest sent was rejected (wrong authkey)", err.message)
+      -- the server lives on
+      local ok = client(port, "secret"):connect()
+      assert.truthy(ok)
+    end)
+
+    it("raises OSError when nobody listens", function()
+      local c = mp.BaseManager{ address = "/tmp/mproc-no-such-socket", authkey = "k" }
+      local err = errmsg(c.connect, c)
+      assert.is_true(mp.is_error(err, "OSError"))
+    end)
+  end)
+
+  it("turns server-side errors into RemoteError", function()
+    local c = client(port, "secret"):connect()
+    local err = errmsg(c.boom, c)
+    assert.is_true(mp.is_error(err, "RemoteError"))
+    assert.truthy(err.message:find("boom on the server", 1, true))
+    local obj = c:obj()
+    assert.equal("hi", obj:hello())
+    err = errmsg(obj.nosuch, obj)
+    assert.is_true(mp.is_error(err, "RemoteError"))
+    assert.equal("'auto' object has no method 'nosuch'", err.message)
+  end)
+
+  it("survives garbage bytes and oversized frames", function()
+    local junks = { "GARBAGE\255\255\255\255xxxxxxxx", "\0\0\0\5hello",
+                    "\255\255\255\255\0\0\1\0\0\0\0\0" }
+    for _, junk in ipairs(junks) do
+      local fd = assert(select(2, core.net_connect_tcp("127.0.0.1", port)))
+      local c = core.net_conn(fd)
+      core.poll_fd(fd, "w", 1)
+      c:_send(junk)
+      core.sleep(0.05)
+      c:_close()
+    end
+    local c = client(port, "secret"):connect()
+    assert.equal(4, c:answer(2))
+  end)
+
+  it("survives a client dying in the middle of a request", function()
+    local code = support.in_child(function()
+      local c = client(port, "secret"):connect()
+      local q = c:queue()
+      local p = mp.Process(function() core.kill(core.getppid(), 9) end)
+      p:start()
+      q:get(30)   -- parked in the server when we are killed
+    end, 10)
+    assert.equal(-9, code)
+    -- and one dying mid-frame
+    code = support.in_child(function()
+      local fd = select(2, core.net_connect_tcp("127.0.0.1", port))
+      core.poll_fd(fd, "w", 1)
+      core.kill(core.getpid(), 9)
+    end, 10)
+    assert.equal(-9, code)
+    local c = client(port, "secret"):connect()
+    c:queue():put("still here")
+    assert.equal("still here", c:queue():get(5))
+  end)
+
+  it("serves 8 clients at once", function()
+    local procs = {}
+    for i = 1, 8 do
+      procs[i] = mp.Process(function(n)
+        local c = client(port, "secret"):connect()
+        local d = c:dict()
+        for k = 1, 50 do d[n * 100 + k] = k end
+        c:queue():put(n)
+      end, i)
+      procs[i]:start()
+    end
+    for i = 1, 8 do assert.is_true(procs[i]:join(20)); assert.equal(0, procs[i].exitcode) end
+    local c = client(port, "secret"):connect()
+    assert.equal(400, #c:dict())
+    local got = {}
+    for _ = 1, 8 do got[#got + 1] = c:queue():get(5) end
+    table.sort(got)
+    assert.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, got)
+  end)
+
+  it("serves on a Unix socket and serve_forever in a child", function()
+    local path = os.tmpname() .. ".sock"
+    local p = mp.Process(function()
+      local s = mp.BaseManager{ address = path, authkey = "k" }
+      s:register("answer", function() return 7 end)
+      s:serve_forever()
+    end)
+    p:start()
+    local c = mp.BaseManager{ address = path, authkey = "k" }
+    c:register("answer")
+    for _ = 1, 100 do
+      if pcall(c.connect, c) then break end
+      core.sleep(0.02)
+    end
+    assert.equal(7, c:answer())
+    c:shutdown()                 -- a client: disconnects only
+    assert.equal(7, c:connect():answer())
+    c:stop_server()
+    assert.is_true(p:join(5))
+    os.remove(path)
+  end)
+
+  it("runs the distributed master and worker examples on loopback", function()
+    local sp = mp.subprocess
+    local env = {}
+    for _, k in ipairs({ "PATH", "MPROC_SPEC_TOKEN", "LD_PRELOAD", "ASAN_OPTIONS",
+                         "UBSAN_OPTIONS" }) do
+      env[k] = os.getenv(k)
+    end
+    env.LUA_PATH = package.path
+    env.LUA_CPATH = package.cpath
+    env.RESULT_TIMEOUT = "20"
+    local mport = 20000 + core.getpid() % 20000
+    local master = sp.Popen(
+      { "lua5.4", "examples/distributed_master.lua", "127.0.0.1", mport, "abc" },
+      { stdout = "pipe", env = env })
+    core.sleep(0.5)
+    local w = sp.run({ "lua5.4", "examples/distributed_worker.lua", "127.0.0.1", mport, "abc" },
+      { capture = true, env = env, timeout = 30 })
+    local out = master:communicate(nil, 30)
+    assert.equal(0, master.returncode)
+    assert.equal(0, w.returncode, w.stderr)
+    local n = 0
+    for _ in out:gmatch("Result: %d+ %* %d+ = %d+") do n = n + 1 end
+    assert.equal(10, n)
+    local bad = sp.run({ "lua5.4", "examples/distributed_worker.lua", "127.0.0.1", mport, "nope" },
+      { capture = true, env = env, timeout = 30 })
+    assert.is_not.equal(0, bad.returncode)
+  end)
+
+  it("rejects bad arguments", function()
+    assert.equal("bad argument #1 to 'BaseManager' "
+      .. "(address must be {host, port} or a Unix socket path)",
+      errmsg(mp.BaseManager, { address = 5 }))
+    assert.equal("bad argument #1 to 'BaseManager' (authkey must be a string)",
+      errmsg(mp.BaseManager, { authkey = 5 }))
+    local b = mp.BaseManager{}
+    assert.equal("bad argument #1 to 'register' (string expected, got number)",
+      errmsg(b.register, b, 1))
+    assert.equal("bad argument #2 to 'register' (function expected, got number)",
+      errmsg(b.register, b, "x", 1))
+    assert.equal("bad argument #1 to 'register' ('start' is a manager method)",
+      errmsg(b.register, b, "start", function() end))
+    assert.equal("connect needs an address", errmsg(b.connect, b))
+  end)
+end)

@@ -1,0 +1,506 @@
+local mp = require "mproc"
+local core = require "mproc.core"
+local support = require "support"
+
+-- /dev/shm entries made by process `pid`.
+local function shm_of(pid)
+  local found = {}
+  local p = io.popen("ls /dev/shm 2>/dev/null")
+  for name in p:lines() do
+    if name:find("mproc-" .. pid .. "-", 1, true) then found[#found + 1] = name end
+  end
+  p:close()
+  return found
+end
+
+local function exists(name)
+  local f = io.open("/dev/shm/" .. name, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function error_of(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert.is_false(ok)
+  return e
+end
+
+local INTS = {
+  { "int8", "b", -128, 127 }, { "uint8", "B", 0, 255 },
+  { "int16", "h", -32768, 32767 }, { "uint16", "H", 0, 65535 },
+  { "int32", "i", -2147483648, 2147483647 }, { "uint32", "I", 0, 4294967295 },
+  { "int64", "q", math.mininteger, math.maxinteger },
+}
+
+describe("mproc.Value", function()
+  describe("mp.Value()", function()
+    it("holds every integer type within its range", function()
+      for _, t in ipairs(INTS) do
+        local name, code, lo, hi = t[1], t[2], t[3], t[4]
+        for _, tn in ipairs({ name, code }) do
+          local v = mp.Value(tn, lo)
+          assert.equal(lo, v.value)
+          v.value = hi
+          assert.equal(hi, v:get())
+          v:set(0)
+          assert.equal(0, v.value)
+          assert.equal(name, v:_type())
+          if name ~= "int64" then
+            assert.has_error(function() v:set(hi + 1) end,
+              ("bad argument #1 to 'set' (value out of range for %s)"):format(name))
+            assert.has_error(function() v:set(lo - 1) end,
+              ("bad argument #1 to 'set' (value out of range for %s)"):format(name))
+          end
+        end
+      end
+    end)
+
+    it("holds uint64 as the integer's bits", function()
+      local v = mp.Value("Q", -1)
+      assert.equal(-1, v.value)
+      assert.equal("uint64", v:_type())
+      v.value = math.maxinteger
+      assert.equal(math.maxinteger, v.value)
+      assert.equal("uint64", mp.Value("L", 0):_type())
+      assert.equal("int64", mp.Value("l", 0):_type())
+    end)
+
+    it("holds floats, doubles and bools", function()
+      local d = mp.Value("double", 0.1)
+      assert.equal(0.1, d.value)
+      d.value = -math.huge
+      assert.equal(-math.huge, d.value)
+      local f = mp.Value("f", 0.5)
+      assert.equal(0.5, f.value)
+      f.value = 0.1
+      assert.is_true(math.abs(f.value - 0.1) < 1e-7)
+      assert.equal("float", f:_type())
+      local b = mp.Value("?", true)
+      assert.is_true(b.value)
+      b.value = false
+      assert.is_false(b:get())
+      assert.equal("bool", mp.Value("bool", false):_type())
+    end)
+
+    it("starts at zero without an initial value", function()
+      assert.equal(0, mp.Value("int32").value)
+      assert.equal(0.0, mp.Value("d").value)
+      assert.is_false(mp.Value("bool").value)
+    end)
+
+    it("checks its arguments", function()
+      assert.has_error(function() mp.Value("int128", 0) end,
+        "bad argument #1 to 'Value' (unknown type 'int128')")
+      assert.has_error(function() mp.Value(3, 0) end,
+        "bad argument #1 to 'Value' (unknown type '3')")
+      assert.has_error(function() mp.Value("int32", 1.5) end,
+        "bad argument #2 to 'Value' (number has no integer representation)")
+      assert.has_error(function() mp.Value("int32", "x") end,
+        "bad argument #2 to 'Value' (number expected, got string)")
+      assert.has_error(function() mp.Value("bool", 1) end,
+        "bad argument #2 to 'Value' (boolean expected, got number)")
+      assert.has_error(function() mp.Value("int32", 0, { lock = 1 }) end,
+        "bad argument #3 to 'Value' ('lock' must be a boolean)")
+      assert.has_error(function() mp.Value("int32", 0, 5) end,
+        "bad argument #3 to 'Value' (table expected, got number)")
+      local v = mp.Value("int32", 0)
+      assert.has_error(function() v.other = 1 end,
+        "cannot set field 'other' of a Value (only 'value')")
+      assert.has_error(function() v.value = "x" end)
+    end)
+  end)
+
+  describe(":add()", function()
+    it("adds atomically and returns the new value", function()
+      local v = mp.Value("int64", 5, { lock = false })
+      assert.equal(8, v:add(3))
+      assert.equal(6, v:add(-2))
+      local d = mp.Value("double", 1.5)
+      assert.equal(2.0, d:add(0.5))
+      local f = mp.Value("float", 1)
+      assert.equal(1.5, f:add(0.5))
+      local b = mp.Value("int8", 127)
+      assert.equal(-128, b:add(1))  -- wraps like the machine type
+      assert.has_error(function() mp.Value("bool", true):add(1) end, "cannot add to a bool Value")
+    end)
+
+    it("gives exact counts without the lock (4 processes x 10000)", function()
+      local v = mp.Value("int64", 0, { lock = false })
+      local ps = {}
+      for i = 1, 4 do
+        ps[i] = mp.Process(function() for _ = 1, 10000 do v:add(1) end end)
+        ps[i]:start()
+      end
+      for i = 1, 4 do
+        assert.is_true(ps[i]:join(60))
+        assert.equal(0, ps[i].exitcode)
+      end
+      assert.equal(40000, v.value)
+    end)
+  end)
+
+  describe(":cas()", function()
+    it("swaps only when the value is the expected one", function()
+      local v = mp.Value("int32", 1)
+      assert.is_true(v:cas(1, 2))
+      assert.is_false(v:cas(1, 3))
+      assert.equal(2, v.value)
+      local d = mp.Value("double", 0.5)
+      assert.is_true(d:cas(0.5, 1.25))
+      assert.equal(1.25, d.value)
+      local b = mp.Value("bool", false)
+      assert.is_true(b:cas(false, true))
+      assert.is_true(b.value)
+    end)
+  end)
+
+  describe(":get_lock()", function()
+    it("returns the same RLock every time", function()
+      local v = mp.Value("int64", 0)
+      local l = v:get_lock()
+      assert.equal(l, v:get_lock())
+      assert.equal("mproc.RLock", getmetatable(l).__name)
+      assert.is_true(l:acquire())
+      assert.is_true(l:acquire())
+      l:release(); l:release()
+    end)
+
+    it("protects read-modify-write across processes", function()
+      local v = mp.Value("int64", 0)
+      local ps = {}
+      for i = 1, 4 do
+        ps[i] = mp.Process(function()
+          local lock = v:get_lock()
+          for _ = 1, 10000 do
+            local _ <close> = lock:guard()
+            v.value = v.value + 1
+          end
+        end)
+        ps[i]:start()
+      end
+      for i = 1, 4 do
+        assert.is_true(ps[i]:join(60))
+        assert.equal(0, ps[i].exitcode)
+      end
+      assert.equal(40000, v.value)
+    end)
+
+    it("raises for a Value without lock", function()
+      local v = mp.Value("int64", 0, { lock = false })
+      assert.has_error(function() v:get_lock() end,
+        "this Value has no lock (created with lock = false)")
+    end)
+  end)
+
+  describe(":close()", function()
+    it("makes every use raise", function()
+      local v = mp.Value("int32", 1)
+      v:close()
+      v:close()
+      assert.has_error(function() return v.value end, "attempt to use a closed value")
+      assert.has_error(function() v:get() end, "attempt to use a closed value")
+      assert.has_error(function() v:add(1) end, "attempt to use a closed value")
+    end)
+  end)
+end)
+
+describe("mproc.Array", function()
+  describe("mp.Array()", function()
+    it("is made from a size (zeroed) or from a list", function()
+      local a = mp.Array("int32", 5)
+      assert.equal(5, #a)
+      assert.same({ 0, 0, 0, 0, 0 }, a:totable())
+      local d = mp.Array("d", { 1, 2.5, 3 })
+      assert.equal(3, #d)
+      assert.equal(2.5, d[2])
+      assert.same({ 1.0, 2.5, 3.0 }, d:totable())
+      assert.equal(0, #mp.Array("int8", 0))
+      assert.same({ true, false }, mp.Array("bool", { true, false }):totable())
+    end)
+
+    it("checks its arguments", function()
+      assert.has_error(function() mp.Array("int32", -1) end,
+        "bad argument #2 to 'Array' (size out of range)")
+      assert.has_error(function() mp.Array("int32", "x") end,
+        "bad argument #2 to 'Array' (number expected, got string)")
+      assert.has_error(function() mp.Array("nope", 3) end,
+        "bad argument #1 to 'Array' (unknown type 'nope')")
+      assert.has_error(function() mp.Array("uint8", { 1, 256 }) end,
+        "bad argument #2 to 'Array' (item 2: value out of range for uint8)")
+      assert.has_error(function() mp.Array("int8", { 1, "x" }) end,
+        "bad argument #2 to 'Array' (item 2: number expected, got string)")
+    end)
+  end)
+
+  describe("a[i]", function()
+    it("reads and writes elements", function()
+      local a = mp.Array("int16", 3)
+      a[1] = 5
+      a[3] = -7
+      assert.equal(5, a[1])
+      assert.equal(-7, a[3])
+      a[2.0] = 1
+      assert.equal(1, a[2])
+    end)
+
+    it("is bounds-checked, naming the index", function()
+      local a = mp.Array("int32", 3)
+      assert.has_error(function() return a[0] end, "array index 0 out of range (1..3)")
+      assert.has_error(function() return a[4] end, "array index 4 out of range (1..3)")
+      assert.has_error(function() a[-1] = 1 end, "array index -1 out of range (1..3)")
+      assert.has_error(function() return a[1.5] end, "array index must be an integer, got number")
+      assert.has_error(function() a.x = 1 end, "array index must be an integer, got string")
+      assert.is_nil(a.nothing)
+    end)
+
+    it("is shared with other processes", function()
+      local a = mp.Array("double", 4, { lock = false })
+      assert.equal(0, support.in_child(function()
+        for i = 1, 4 do a[i] = i * 1.5 end
+      end))
+      assert.same({ 1.5, 3.0, 4.5, 6.0 }, a:totable())
+    end)
+  end)
+
+  describe(":fill()", function()
+    it("sets every element", function()
+      local a = mp.Array("uint8", 4)
+      a:fill(9)
+      assert.same({ 9, 9, 9, 9 }, a:totable())
+      assert.has_error(function() a:fill(-1) end,
+        "bad argument #1 to 'fill' (value out of range for uint8)")
+    end)
+  end)
+
+  describe(":get_lock()", function()
+    it("returns the array's RLock, or raises for a raw array", function()
+      local a = mp.Array("int32", 2)
+      assert.equal(a:get_lock(), a:get_lock())
+      assert.has_error(function() mp.Array("int32", 2, { lock = false }):get_lock() end,
+        "this Array has no lock (created with lock = false)")
+    end)
+  end)
+
+  describe(":close()", function()
+    it("makes every use raise", function()
+      local a = mp.Array("int32", 2)
+      a:close()
+      assert.has_error(function() return a[1] end, "attempt to use a closed array")
+      assert.has_error(function() return #a end, "attempt to use a closed array")
+      assert.has_error(function() a:totable() end, "attempt to use a closed array")
+    end)
+  end)
+end)
+
+describe("mproc.SharedMemory", function()
+  describe("mp.SharedMemory()", function()
+    it("creates a zeroed segment with a name and a size", function()
+      local s <close> = mp.SharedMemory{ create = true, size = 4096 }
+      assert.equal(4096, s.size)
+      assert.matches("^mproc%-", s.name)
+      assert.is_true(exists(s.name))
+      assert.equal(("\0"):rep(16), s:read(1, 16))
+    end)
+
+    it("attaches by name in the same process", function()
+      local s <close> = mp.SharedMemory{ create = true, size = 10 }
+      local t <close> = mp.SharedMemory{ name = s.name }
+      s:write(1, "abc")
+      assert.equal("abc", t:read(1, 3))
+      assert.equal(10, t.size)
+    end)
+
+    it("attaches by name from an unrelated process", function()
+      local s <close> = mp.SharedMemory{ create = true, size = 64 }
+      s:write(1, "from parent")
+      local out = support.run_script(([[
+        local mp = require "mproc"
+        local t = mp.SharedMemory{ name = %q }
+        io.write("read:", t:read(1, 11), "\n")
+        t:write(20, "from child")
+        t:close()
+      ]]):format(s.name))
+      assert.matches("read:from parent", out, 1, true)
+      assert.equal("from child", s:read(20, 10))
+    end)
+
+    it("raises OSError for a name that does not exist", function()
+      local e = error_of(mp.SharedMemory, { name = "mproc-none-" .. mp.getpid() })
+      assert.is_true(mp.is_error(e, "OSError"))
+      assert.equal("no shared memory named 'mproc-none-" .. mp.getpid() .. "'", e.message)
+    end)
+
+    it("creates a segment with a chosen name, once", function()
+      local name = "mproc-named-" .. mp.getpid()
+      local s <close> = mp.SharedMemory{ create = true, size = 8, name = name }
+      assert.equal(name, s.name)
+      local e = error_of(mp.SharedMemory, { create = true, size = 8, name = name })
+      assert.is_true(mp.is_error(e, "OSError"))
+      assert.equal(17, e.errno)   -- EEXIST
+    end)
+
+    it("checks its arguments", function()
+      assert.has_error(function() mp.SharedMemory() end,
+        "bad argument #1 to 'SharedMemory' (table expected, got no value)")
+      assert.has_error(function() mp.SharedMemory{ create = true } end,
+        "bad argument #1 to 'SharedMemory' ('size' must be a positive integer)")
+      assert.has_error(function() mp.SharedMemory{ create = true, size = 0 } end,
+        "bad argument #1 to 'SharedMemory' ('size' must be a positive integer)")
+      assert.has_error(function() mp.SharedMemory{} end,
+        "bad argument #1 to 'SharedMemory' ('name' expected (or create = true))")
+      assert.has_error(function() mp.SharedMemory{ name = "a/b" } end,
+        "bad argument #1 to 'SharedMemory' ('name' must be a non-empty string without '/')")
+    end)
+  end)
+
+  describe(":write() and :read()", function()
+    it("are 1-based and bounds-checked", function()
+      local s <close> = mp.SharedMemory{ create = true, size = 8 }
+      s:write(5, "wxyz")
+      assert.equal("wxyz", s:read(5, 4))
+      assert.equal("wxyz", s:read(5))
+      assert.equal("", s:read(9, 0))
+      s:write(9, "")
+      assert.has_error(function() s:write(6, "wxyz") end,
+        "bad argument #2 to 'write' (4 bytes at position 6 run past the end (8))")
+      assert.has_error(function() s:write(0, "a") end,
+        "bad argument #1 to 'write' (position 0 out of range (1..8))")
+      assert.has_error(function() s:read(10, 1) end,
+        "bad argument #1 to 'read' (position 10 out of range (1..8))")
+      assert.has_error(function() s:read(1, 9) end,
+        "bad argument #2 to 'read' (length 9 out of range (0..8))")
+    end)
+
+    it("carry binary data", function()
+      local s <close> = mp.SharedMemory{ create = true, size = 256 }
+      local all = {}
+      for i = 0, 255 do all[#all + 1] = string.char(i) end
+      s:write(1, table.concat(all))
+      assert.equal(table.concat(all), s:read())
+    end)
+  end)
+
+  describe(":close() and :unlink()", function()
+    it("close makes read and write raise, and unlinks the last handle", function()
+      local s = mp.SharedMemory{ create = true, size = 8 }
+      local name = s.name
+      s:close()
+      s:close()
+      assert.has_error(function() s:read(1, 1) end, "attempt to use a closed shared memory")
+      assert.has_error(function() s:write(1, "x") end, "attempt to use a closed shared memory")
+      assert.equal(name, s.name)
+      assert.is_false(exists(name))
+      s:unlink()   -- after close: harmless
+    end)
+
+    it("keeps the name while another process holds a handle", function()
+      local s = mp.SharedMemory{ create = true, size = 8 }
+      local name = s.name
+      local r, w = mp.Pipe(false)
+      local go = mp.Event()
+      local p = mp.Process(function(conn)
+        local t = mp.SharedMemory{ name = name }
+        conn:send("attached")
+        go:wait(20)
+        t:close()
+      end, w)
+      p:start()
+      assert.is_true(r:poll(10))
+      assert.equal("attached", r:recv())
+      s:close()
+      assert.is_true(exists(name))
+      go:set()
+      assert.is_true(p:join(10))
+      assert.equal(0, p.exitcode)
+      assert.is_true(support.wait_until(function() return not exists(name) end, 5))
+      r:close(); w:close()
+    end)
+
+    it("unlink removes the name while the mapping stays usable", function()
+      local s <close> = mp.SharedMemory{ create = true, size = 8 }
+      s:write(1, "x")
+      s:unlink()
+      assert.is_false(exists(s.name))
+      assert.equal("x", s:read(1, 1))
+      s:unlink()
+    end)
+
+    it("a SIGKILLed creator's segments are swept when its parent exits", function()
+      local out = support.run_script([[
+        local mp = require "mproc"
+        local core = require "mproc.core"
+        local r, w = mp.Pipe(false)
+        local p = mp.Process(function()
+          local s = mp.SharedMemory{ create = true, size = 8 }
+          w:send(s.name)
+          core.sleep(30)
+          return s
+        end)
+        p:start()
+        local name = r:recv()
+        p:kill()
+        p:join(10)
+        local f = io.open("/dev/shm/" .. name)
+        print("name", name, f ~= nil)
+        if f then f:close() end
+      ]])
+      local name, there = out:match("name\t(%S+)\t(%S+)")
+      assert.equal("true", there)       -- nobody could unlink it yet
+      assert.is_false(exists(name))     -- the parent's exit swept it
+    end)
+
+    it("a creator's exit unlinks what it created", function()
+      local r, w = mp.Pipe(false)
+      assert.equal(0, support.in_child(function()
+        local s = mp.SharedMemory{ create = true, size = 8 }
+        w:send(s.name)
+        return s ~= nil   -- exits holding it
+      end))
+      local name = r:recv()
+      assert.is_false(exists(name))
+      r:close(); w:close()
+    end)
+  end)
+end)
+
+describe("mproc shared data by reference", function()
+  it("decodes to the very same object in this process", function()
+    for _, o in ipairs({ mp.Value("int32", 1), mp.Array("d", 2),
+                         mp.SharedMemory{ create = true, size = 8 } }) do
+      assert.equal(o, mp.loads(mp.dumps(o)))
+      o:close()
+    end
+  end)
+
+  it("reaches a process started before it was made, through a pipe", function()
+    local a, b = mp.Pipe()
+    local p = mp.Process(function(conn)
+      local v, arr, shm = conn:recv(), conn:recv(), conn:recv()
+      v:add(41)
+      arr[2] = 7
+      shm:write(1, "hi")
+      conn:send(true)
+      assert(conn:recv())
+    end, b)
+    p:start()
+    local v, arr = mp.Value("int64", 1), mp.Array("int32", 3)
+    local shm <close> = mp.SharedMemory{ create = true, size = 4 }
+    a:send(v); a:send(arr); a:send(shm)
+    assert.is_true(a:poll(10))
+    assert.is_true(a:recv())
+    assert.equal(42, v.value)
+    assert.same({ 0, 7, 0 }, arr:totable())
+    assert.equal("hi", shm:read(1, 2))
+    a:send(true)
+    assert.is_true(p:join(10))
+    assert.equal(0, p.exitcode)
+    a:close(); b:close()
+  end)
+
+  it("leave nothing behind once collected", function()
+    collectgarbage()
+    collectgarbage()
+    assert.same({}, shm_of(mp.getpid()))
+    assert.is_function(core.shm_attach)
+  end)
+end)

@@ -1,0 +1,597 @@
+/*
+ * ring.c: the shared-memory message ring of mp.Queue (see ring.h).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mproc.h"
+#include "ring.h"
+
+#define RING_MAGIC   0x6d717231u   /* "mqr1" */
+#define RING_DEFCAP  ((size_t)4 << 20)
+#define RING_MINCAP  ((size_t)4096)
+#define FRAME_HDR    8
+
+struct mproc_ring_hdr {
+  uint32_t magic, kind;
+  uint64_t cap, maxsize, dataoff;
+  int32_t overflow;             /* handles not in `holders` (under mu) */
+  uint32_t pad0;
+  struct { int32_t pid, n; } holders[64];  /* open handles per process */
+  uint64_t seq;                 /* big-segment counter (atomic) */
+  pthread_mutex_t mu;
+  pthread_cond_t cv_get, cv_put, cv_join;
+  /* guarded by mu */
+  uint64_t head, tail;          /* byte offsets, only grow */
+  uint64_t count, unfinished;
+  uint32_t getters, putters, joiners;
+  /* journal: the values before the change in progress */
+  uint32_t j_valid;
+  uint64_t j_head, j_tail, j_count, j_unfinished;
+};
+
+#define DATA(h) ((char *)(h) + (h)->dataoff)
+#define FENCE() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
+static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/* {======================================================================
+ * Private buffers
+ * ======================================================================= */
+
+int mproc_bytes_reserve(mproc_bytes *b, size_t need) {
+  size_t cap;
+  char *p;
+  if (b->cap >= need) return 0;
+  cap = b->cap ? b->cap : 256;
+  while (cap < need) {
+    if (cap > ((size_t)-1) / 2) { errno = ENOMEM; return -1; }
+    cap *= 2;
+  }
+  p = realloc(b->data, cap);
+  if (p == NULL) { errno = ENOMEM; return -1; }
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+void mproc_bytes_free(mproc_bytes *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * Unlinking: rings this process created are unlinked at its exit
+ * ======================================================================= */
+
+typedef struct created {
+  struct created *next;
+  pid_t pid;
+  char name[MPROC_RING_NAMELEN];
+} created;
+
+static created *created_list;
+static int atexit_done;
+
+/* Unlinks the big segments of ring `name` (Linux: every leftover, even
+ * one whose frame was never published). */
+static void unlink_bigs(const char *name) {
+#ifdef __linux__
+  DIR *d = opendir("/dev/shm");
+  struct dirent *e;
+  size_t n = strlen(name + 1);
+  char path[300];
+  if (d == NULL) return;
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, name + 1, n) == 0 && e->d_name[n] == '.' &&
+        strlen(e->d_name) < sizeof path - 1) {
+      snprintf(path, sizeof path, "/%s", e->d_name);
+      shm_unlink(path);
+    }
+  }
+  closedir(d);
+#else
+  (void)name;
+#endif
+}
+
+/* Unlinks the big segments still queued in a mapped ring. */
+static void discard_queued(mproc_ring_hdr *h) {
+  uint64_t off = h->head;
+  char name[MPROC_RING_NAMELEN + 32];
+  while (off < h->tail) {
+    const char *f = DATA(h) + (off & (h->cap - 1));
+    uint32_t len, flags;
+    memcpy(&len, f, 4);
+    memcpy(&flags, f + 4, 4);
+    if ((flags & MPROC_FRAME_BIG) && len < sizeof name) {
+      uint64_t p = (off + FRAME_HDR) & (h->cap - 1);
+      size_t first = h->cap - p < len ? (size_t)(h->cap - p) : len;
+      memcpy(name, DATA(h) + p, first);
+      memcpy(name + first, DATA(h), len - first);
+      name[len] = '\0';
+      shm_unlink(name);
+    }
+    off += FRAME_HDR + pad8(len);
+  }
+}
+
+static void forget_created(const char *name) {
+  created **pp = &created_list;
+  while (*pp) {
+    if (strcmp((*pp)->name, name) == 0) {
+      created *c = *pp;
+      *pp = c->next;
+      free(c);
+      return;
+    }
+    pp = &(*pp)->next;
+  }
+}
+
+static void unlink_at_exit(void) {
+  pid_t me = getpid();
+  created *c;
+  for (c = created_list; c; c = c->next) {
+    if (c->pid != me) continue;       /* inherited through fork: not ours */
+    shm_unlink(c->name);
+    unlink_bigs(c->name);
+  }
+}
+
+static void remember_created(const char *name) {
+  created *c = (created *)calloc(1, sizeof *c);
+  if (c == NULL) return;              /* still unlinked by its last close */
+  if (!atexit_done) atexit_done = (atexit(unlink_at_exit) == 0);
+  c->pid = getpid();
+  memcpy(c->name, name, MPROC_RING_NAMELEN);
+  c->next = created_list;
+  created_list = c;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * Create, attach, close
+ * ======================================================================= */
+
+static void random_name(char *buf, size_t n) {
+  static unsigned counter;
+  struct timespec ts;
+  uint64_t x;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  x = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^
+      ((uint64_t)++counter << 40) ^ (uint64_t)(uintptr_t)&ts;
+  x ^= x >> 31; x *= 0xBF58476D1CE4E5B9ull; x ^= x >> 29;
+  snprintf(buf, n, "/mproc-q%ld-%012llx", (long)getpid(),
+           (unsigned long long)(x & 0xffffffffffffull));
+}
+
+static int init_sync(mproc_ring_hdr *h) {
+  pthread_mutexattr_t ma;
+  pthread_condattr_t ca;
+  int e = 0;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+#if defined(PTHREAD_MUTEX_ROBUST) || defined(__linux__)
+  pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+#endif
+  e = pthread_mutex_init(&h->mu, &ma);
+  pthread_mutexattr_destroy(&ma);
+  if (e) { errno = e; return -1; }
+  pthread_condattr_init(&ca);
+  pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  if ((e = pthread_cond_init(&h->cv_get, &ca)) == 0 &&
+      (e = pthread_cond_init(&h->cv_put, &ca)) == 0)
+    e = pthread_cond_init(&h->cv_join, &ca);
+  pthread_condattr_destroy(&ca);
+  if (e) { errno = e; return -1; }
+  return 0;
+}
+
+int mproc_ring_create(mproc_ring *r, size_t cap, uint64_t maxsize, int kind) {
+  size_t c = RING_MINCAP, dataoff = pad8(sizeof(mproc_ring_hdr));
+  size_t len;
+  int fd = -1, tries;
+  void *p;
+  mproc_ring_hdr *h;
+  if (cap == 0) cap = RING_DEFCAP;
+  while (c < cap) c *= 2;             /* a power of two: cheap wrapping */
+  dataoff = (dataoff + 63) & ~(size_t)63;
+  len = dataoff + c;
+  for (tries = 0; tries < 16 && fd < 0; tries++) {
+    random_name(r->name, sizeof r->name);
+    fd = shm_open(r->name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0 && errno != EEXIST) return -1;
+  }
+  if (fd < 0) return -1;
+  if (ftruncate(fd, (off_t)len) < 0) goto fail;
+  p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) goto fail;
+  close(fd);
+  h = (mproc_ring_hdr *)p;
+  memset(h, 0, sizeof *h);
+  h->kind = (uint32_t)kind;
+  h->cap = c;
+  h->maxsize = maxsize;
+  h->dataoff = dataoff;
+  h->holders[0].pid = (int32_t)getpid();
+  h->holders[0].n = 1;
+  if (init_sync(h) < 0) {
+    int e = errno;
+    munmap(p, len);
+    shm_unlink(r->name);
+    errno = e;
+    return -1;
+  }
+  __atomic_store_n(&h->magic, RING_MAGIC, __ATOMIC_RELEASE);
+  r->h = h;
+  r->maplen = len;
+  r->pid = getpid();
+  remember_created(r->name);
+  return 0;
+fail:
+  {
+    int e = errno;
+    close(fd);
+    shm_unlink(r->name);
+    errno = e;
+  }
+  return -1;
+}
+
+static int pid_alive(int32_t pid) {
+  return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+/* Adds d (+1 / -1) to pid's handle count (mutex held); returns how many
+ * handles live processes still hold.  Dead holders (SIGKILLed) are
+ * dropped, so they do not keep the ring alive. */
+static int hold(mproc_ring_hdr *h, pid_t me, int d) {
+  int i, live = h->overflow, done = 0;
+  for (i = 0; i < 64 && !done; i++)
+    if (h->holders[i].pid == (int32_t)me) {
+      h->holders[i].n += d;
+      if (h->holders[i].n <= 0) h->holders[i].pid = 0;
+      done = 1;
+    }
+  for (i = 0; i < 64 && !done && d > 0; i++)
+    if (h->holders[i].pid == 0 || !pid_alive(h->holders[i].pid)) {
+      h->holders[i].pid = (int32_t)me;
+      h->holders[i].n = d;
+      done = 1;
+    }
+  if (!done) {
+    if (d > 0 || h->overflow > 0) h->overflow += d;
+  }
+  for (i = 0; i < 64; i++)
+    if (h->holders[i].pid && pid_alive(h->holders[i].pid))
+      live += h->holders[i].n;
+  return live;
+}
+
+int mproc_ring_attach(mproc_ring *r, const char *name) {
+  struct stat st;
+  int fd;
+  void *p;
+  mproc_ring_hdr *h;
+  if (strlen(name) >= sizeof r->name || name[0] != '/') {
+    errno = EINVAL;
+    return -1;
+  }
+  fd = shm_open(name, O_RDWR, 0);
+  if (fd < 0) return -1;
+  if (fstat(fd, &st) < 0) { int e = errno; close(fd); errno = e; return -1; }
+  if ((size_t)st.st_size < sizeof(mproc_ring_hdr) + RING_MINCAP) {
+    close(fd);
+    errno = EINVAL;
+    return -1;
+  }
+  p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return -1;
+  h = (mproc_ring_hdr *)p;
+  if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != RING_MAGIC ||
+      h->dataoff + h->cap != (uint64_t)st.st_size) {
+    munmap(p, (size_t)st.st_size);
+    errno = EINVAL;
+    return -1;
+  }
+  r->h = h;
+  r->maplen = (size_t)st.st_size;
+  r->pid = getpid();
+  strcpy(r->name, name);
+  if (mproc_ring_lock(r) == 0) {
+    hold(h, r->pid, 1);
+    mproc_ring_unlock(r);
+  }
+  return 0;
+}
+
+void mproc_ring_close(mproc_ring *r) {
+  mproc_ring_hdr *h = r->h;
+  int last = 0;
+  if (h == NULL) return;
+  if (r->pid == getpid() && mproc_ring_lock(r) == 0) {
+    last = hold(h, r->pid, -1) == 0;
+    mproc_ring_unlock(r);
+  }
+  r->h = NULL;
+  if (last) {
+    /* last handle: nobody can reach the queued messages any more */
+    shm_unlink(r->name);
+    discard_queued(h);
+    unlink_bigs(r->name);
+    forget_created(r->name);
+  }
+  munmap(h, r->maplen);
+}
+
+int mproc_ring_kind(const mproc_ring *r) { return (int)r->h->kind; }
+uint64_t mproc_ring_maxsize(const mproc_ring *r) { return r->h->maxsize; }
+size_t mproc_ring_capacity(const mproc_ring *r) { return (size_t)r->h->cap; }
+size_t mproc_ring_big_threshold(const mproc_ring *r) {
+  return (size_t)r->h->cap / 4;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * Locking and recovery
+ * ======================================================================= */
+
+static void journal_begin(mproc_ring_hdr *h) {
+  h->j_head = h->head;
+  h->j_tail = h->tail;
+  h->j_count = h->count;
+  h->j_unfinished = h->unfinished;
+  FENCE();
+  h->j_valid = 1;
+  FENCE();
+}
+
+static void journal_end(mproc_ring_hdr *h) {
+  FENCE();
+  h->j_valid = 0;
+}
+
+/* The owner died holding the mutex: undo its unfinished change, so its
+ * message is absent (put) or still there (get). */
+static void repair(mproc_ring_hdr *h) {
+  if (h->j_valid) {
+    __atomic_store_n(&h->head, h->j_head, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->tail, h->j_tail, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->count, h->j_count, __ATOMIC_RELAXED);
+    h->unfinished = h->j_unfinished;
+    h->j_valid = 0;
+  }
+#if defined(PTHREAD_MUTEX_ROBUST) || defined(__linux__)
+  pthread_mutex_consistent(&h->mu);
+#endif
+}
+
+int mproc_ring_lock(mproc_ring *r) {
+  int e;
+  do e = pthread_mutex_lock(&r->h->mu); while (e == EINTR);
+  if (e == EOWNERDEAD) { repair(r->h); e = 0; }
+  if (e) { errno = e; return -1; }
+  return 0;
+}
+
+void mproc_ring_unlock(mproc_ring *r) {
+  pthread_mutex_unlock(&r->h->mu);
+}
+
+uint64_t mproc_ring_count(const mproc_ring *r) { return r->h->count; }
+uint64_t mproc_ring_unfinished(const mproc_ring *r) {
+  return r->h->unfinished;
+}
+
+static uint64_t frame_size(size_t n) { return FRAME_HDR + pad8(n); }
+
+int mproc_ring_room(const mproc_ring *r, size_t n) {
+  const mproc_ring_hdr *h = r->h;
+  if (h->maxsize && h->count >= h->maxsize) return 0;
+  if (h->cap - (h->tail - h->head) < frame_size(n)) return -1;
+  return 1;
+}
+
+size_t mproc_ring_free(const mproc_ring *r) {
+  return (size_t)(r->h->cap - (r->h->tail - r->h->head));
+}
+
+void mproc_ring_push(mproc_ring *r, const void *p, size_t n, unsigned flags) {
+  mproc_ring_hdr *h = r->h;
+  uint64_t mask = h->cap - 1, t = h->tail;
+  char *d = DATA(h);
+  uint32_t hd[2];
+  uint64_t pos = (t + FRAME_HDR) & mask;
+  size_t first = h->cap - pos < n ? (size_t)(h->cap - pos) : n;
+  hd[0] = (uint32_t)n;
+  hd[1] = (uint32_t)flags;
+  memcpy(d + (t & mask), hd, FRAME_HDR);   /* never wraps: 8-aligned */
+  memcpy(d + pos, p, first);
+  if (first < n) memcpy(d, (const char *)p + first, n - first);
+  /* the frame is written: publish it */
+  journal_begin(h);
+  __atomic_store_n(&h->tail, t + frame_size(n), __ATOMIC_RELEASE);
+  __atomic_store_n(&h->count, h->count + 1, __ATOMIC_RELEASE);
+  if (h->kind == MPROC_RING_JOINABLE) h->unfinished++;
+  journal_end(h);
+  if (h->getters) pthread_cond_signal(&h->cv_get);
+}
+
+int mproc_ring_pop(mproc_ring *r, mproc_bytes *out) {
+  mproc_ring_hdr *h = r->h;
+  uint64_t mask = h->cap - 1, hd = h->head, pos;
+  const char *d = DATA(h);
+  uint32_t len;
+  size_t first, fs;
+  char *o;
+  if (h->count == 0) return 0;
+  memcpy(&len, d + (hd & mask), 4);
+  fs = (size_t)frame_size(len);
+  if (mproc_bytes_reserve(out, out->len + fs) < 0) return -1;
+  o = out->data + out->len;
+  memcpy(o, d + (hd & mask), FRAME_HDR);
+  pos = (hd + FRAME_HDR) & mask;
+  first = h->cap - pos < len ? (size_t)(h->cap - pos) : len;
+  memcpy(o + FRAME_HDR, d + pos, first);
+  if (first < len) memcpy(o + FRAME_HDR + first, d, len - first);
+  out->len += fs;
+  journal_begin(h);
+  __atomic_store_n(&h->head, hd + fs, __ATOMIC_RELEASE);
+  __atomic_store_n(&h->count, h->count - 1, __ATOMIC_RELEASE);
+  journal_end(h);
+  if (h->putters) pthread_cond_broadcast(&h->cv_put);
+  return 1;
+}
+
+int mproc_ring_task_done(mproc_ring *r) {
+  mproc_ring_hdr *h = r->h;
+  if (h->unfinished == 0) return 1;
+  h->unfinished--;                    /* one store: no journal needed */
+  if (h->unfinished == 0 && h->joiners) pthread_cond_broadcast(&h->cv_join);
+  return 0;
+}
+
+static int holds(const mproc_ring *r, int what, size_t n) {
+  switch (what) {
+    case MPROC_WAIT_GET: return r->h->count > 0;
+    case MPROC_WAIT_PUT: return mproc_ring_room(r, n) == 1;
+    default: return r->h->unfinished == 0;
+  }
+}
+
+int mproc_ring_wait(mproc_ring *r, int what, size_t n, double seconds) {
+  mproc_ring_hdr *h = r->h;
+  pthread_cond_t *cv = what == MPROC_WAIT_GET ? &h->cv_get :
+                       what == MPROC_WAIT_PUT ? &h->cv_put : &h->cv_join;
+  uint32_t *waiters = what == MPROC_WAIT_GET ? &h->getters :
+                      what == MPROC_WAIT_PUT ? &h->putters : &h->joiners;
+  double deadline = mproc_now() + (seconds > 0 ? seconds : 0);
+  struct timespec ts;
+  int e;
+  for (;;) {
+    if (holds(r, what, n)) return 1;
+    if (mproc_now() >= deadline) return 0;
+    ts.tv_sec = (time_t)deadline;
+    ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    (*waiters)++;
+    e = pthread_cond_timedwait(cv, &h->mu, &ts);
+    (*waiters)--;
+    if (e == EOWNERDEAD) repair(h);
+    else if (e && e != ETIMEDOUT && e != EINTR) { errno = e; return -1; }
+  }
+}
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+int mproc_ring_spin(const mproc_ring *r, int what) {
+  const mproc_ring_hdr *h = r->h;
+  int i;
+  for (i = 0; i < 4000; i++) {
+    uint64_t c = __atomic_load_n(&h->count, __ATOMIC_RELAXED);
+    if (what == MPROC_WAIT_GET ? c > 0 : (h->maxsize == 0 || c < h->maxsize))
+      return 1;
+    cpu_relax();
+  }
+  return 0;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * Big messages
+ * ======================================================================= */
+
+int mproc_ring_big_write(mproc_ring *r, const void *p, size_t n, char *name) {
+  uint64_t seq = __atomic_add_fetch(&r->h->seq, 1, __ATOMIC_RELAXED);
+  const char *s = (const char *)p;
+  int fd;
+  snprintf(name, MPROC_RING_NAMELEN + 24, "%s.%llx", r->name,
+           (unsigned long long)seq);
+  fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return -1;
+  while (n > 0) {                     /* write(): ENOSPC is reported here */
+    ssize_t w = write(fd, s, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+    if (w < 0) {
+      int e = errno;
+      if (e == EINTR) continue;
+      close(fd);
+      shm_unlink(name);
+      errno = e;
+      return -1;
+    }
+    s += w;
+    n -= (size_t)w;
+  }
+  close(fd);
+  return 0;
+}
+
+static int big_name(const char *name, size_t namelen, char *buf) {
+  if (namelen == 0 || namelen >= MPROC_RING_NAMELEN + 24 || name[0] != '/' ||
+      memchr(name, '\0', namelen)) {
+    errno = EINVAL;
+    return -1;
+  }
+  memcpy(buf, name, namelen);
+  buf[namelen] = '\0';
+  return 0;
+}
+
+int mproc_ring_big_map(const char *name, size_t namelen, void **p, size_t *n) {
+  char buf[MPROC_RING_NAMELEN + 24];
+  struct stat st;
+  int fd, flags = MAP_SHARED;
+  void *m;
+  if (big_name(name, namelen, buf) < 0) return -1;
+  fd = shm_open(buf, O_RDONLY, 0);
+  if (fd < 0) return -1;
+  shm_unlink(buf);                    /* delivered once: gone from the fs */
+  if (fstat(fd, &st) < 0) { int e = errno; close(fd); errno = e; return -1; }
+  if (st.st_size == 0) { close(fd); errno = EINVAL; return -1; }
+#ifdef MAP_POPULATE
+  flags |= MAP_POPULATE;
+#endif
+  m = mmap(NULL, (size_t)st.st_size, PROT_READ, flags, fd, 0);
+  close(fd);
+  if (m == MAP_FAILED) return -1;
+  *p = m;
+  *n = (size_t)st.st_size;
+  return 0;
+}
+
+void mproc_ring_big_release(void *p, size_t n) {
+  munmap(p, n);
+}
+
+void mproc_ring_big_discard(const char *name, size_t namelen) {
+  char buf[MPROC_RING_NAMELEN + 24];
+  if (big_name(name, namelen, buf) == 0) shm_unlink(buf);
+}
+
+/* }====================================================================== */

@@ -1,2 +1,121 @@
--- stub: filled by the pipe work
-return { exports = {} }
+-- mp.Pipe (API.md "Queues and pipes").  A Pipe end is a C userdata
+-- ("mproc.Conn", src/lconn.c) whose private methods never block; the
+-- public methods below add the waiting, always through sched.wait_fd (the
+-- one waiting point), and turn failures into mp.Error objects.
+local core = require "mproc.core"
+local errors = require "mproc.errors"
+local sched = require "mproc.sched"
+local util = require "mproc.util"
+
+local Conn = core.Conn
+local check = errors.check
+local wait_fd, deadline = sched.wait_fd, sched.deadline
+local poll_fd = core.poll_fd
+local argerror, typename = util.argerror, util.typename
+local tointeger, mtype = math.tointeger, math.type
+
+-- The C steps carry the public names, so that a bad `self` reads
+-- "bad argument #1 to 'send' (mproc.Conn expected, got number)".
+local send, send_bytes, flush = Conn._send, Conn._send_bytes, Conn._flush
+local recv, pollfd = Conn._recv, Conn._pollfd
+
+-- Raises the failure `false, kind, message [, errno]` of a C step.
+local function fail(kind, message, err)
+  return check(false, kind, message, err)
+end
+
+-- An integer argument (nil gives `default`).
+local function intarg(v, n, fname, default)
+  if v == nil then return default end
+  local i = tointeger(v)
+  if i then return i end
+  argerror(n, fname, mtype(v) and "number has no integer representation"
+    or ("number expected, got " .. typename(v)), 3)
+end
+
+-- Finishes a send: the C step returned `nil, in_flight, fd` when it must
+-- wait for the socket (in_flight false: an older interrupted frame was
+-- still in the way and `retry` must be called again).
+local function finish(self, ok, a, b, c, retry, ...)
+  while ok == nil do
+    wait_fd(b, "w", nil)
+    if a then ok, a, b, c = flush(self) else ok, a, b, c = retry(self, ...) end
+  end
+  if not ok then fail(a, b, c) end
+end
+
+function Conn:send(v)
+  local ok, a, b, c = send(self, v)
+  if ok then return end
+  finish(self, ok, a, b, c, send, v)
+end
+
+-- offset: bytes of s to skip (0-based, as in Python); size: bytes to send.
+function Conn:send_bytes(s, offset, size)
+  if type(s) ~= "string" then
+    argerror(1, "send_bytes", "string expected, got " .. (s == nil and "no value" or typename(s)))
+  end
+  local len = #s
+  offset = intarg(offset, 2, "send_bytes", 0)
+  if offset < 0 or offset > len then argerror(2, "send_bytes", "offset out of range") end
+  size = intarg(size, 3, "send_bytes", len - offset)
+  if size < 0 or size > len - offset then argerror(3, "send_bytes", "size out of range") end
+  local ok, a, b, c = send_bytes(self, s, offset, size)
+  if ok then return end
+  finish(self, ok, a, b, c, send_bytes, s, offset, size)
+end
+
+local function receive(self, raw, maxlen)
+  local ok, a, b, c = recv(self, raw, maxlen)
+  while ok == nil do  -- nothing yet: a is the descriptor to wait for
+    wait_fd(a, "r", nil)
+    ok, a, b, c = recv(self, raw, maxlen)
+  end
+  if ok then return a end
+  return fail(a, b, c)
+end
+
+function Conn:recv()
+  return receive(self, false)
+end
+
+function Conn:recv_bytes(maxlen)
+  maxlen = intarg(maxlen, 1, "recv_bytes", nil)
+  if maxlen and maxlen < 0 then argerror(1, "recv_bytes", "maxlen must be >= 0") end
+  return receive(self, true, maxlen)
+end
+
+-- Unlike every other timeout, poll's defaults to 0 (as in Python).
+function Conn:poll(timeout)
+  local fd = pollfd(self)
+  if timeout == nil or timeout == 0 then return poll_fd(fd, "r", 0) end
+  util.check_timeout(timeout, 1, "poll")
+  return wait_fd(fd, "r", deadline(timeout))
+end
+
+local function Pipe(duplex)
+  if duplex == nil then
+    duplex = true
+  elseif type(duplex) ~= "boolean" then
+    argerror(1, "Pipe", "boolean expected, got " .. typename(duplex))
+  end
+  return check(core.pipe(duplex))
+end
+
+-- A Pipe end reaches another process by reference: a forked child that
+-- inherited it gets the very object (the codec's id table); a process that
+-- receives it through a pipe gets the descriptor that travelled with the
+-- frame (SCM_RIGHTS, collected by _recv).  Anywhere else there is no way
+-- to attach to it.
+if core.register_reftype then
+  local adopt = core._conn_adopt
+  core.register_reftype("Pipe", function(handle)
+    local flags, index = handle:match("^%d+:%d+:(%d+):(%d+)$")
+    local c = flags and adopt(tonumber(index), tonumber(flags))
+    if c then return c end
+    error("a Pipe end can only be received by a process that inherited it"
+      .. " or through a pipe", 0)
+  end)
+end
+
+return { Conn = Conn, exports = { Pipe = Pipe } }

@@ -624,9 +624,12 @@ describe("mproc.Pipe", function()
         c:send("after")
       end, b)
       assert.is_true(a:poll(10))
+      -- a stopped writer cannot finish the frame, so recv_bytes must wait
+      assert.is_true(os.execute("kill -STOP " .. p.pid))
       interrupt_waits()
       assert.equal("interrupted!", catch(a.recv_bytes, a))  -- a frame half read
       sched.hooks.wait_fd = nil
+      assert.is_true(os.execute("kill -CONT " .. p.pid))
       local s = a:recv_bytes()
       assert.equal(8 * 2 ^ 20, #s)
       assert.equal(rep("r", 8 * 2 ^ 20), s)

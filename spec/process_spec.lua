@@ -710,3 +710,23 @@ describe("mproc.Process", function()
     end)
   end)
 end)
+
+describe("mproc.Process random numbers", function()
+  it("reseeds math.random in each child, so siblings draw different numbers", function()
+    local r, w = mp.Pipe(false)
+    local procs = {}
+    for i = 1, 3 do
+      procs[i] = mp.Process(function(c) c:send(math.random(1, 1 << 40)) end, w)
+      procs[i]:start()
+    end
+    local seen = {}
+    for _ = 1, 3 do
+      assert.is_true(r:poll(10))
+      local v = r:recv()
+      assert.is_nil(seen[v], "two children drew " .. tostring(v))
+      seen[v] = true
+    end
+    for i = 1, 3 do assert.is_true(procs[i]:join(10)) end
+    r:close(); w:close()
+  end)
+end)

@@ -63,7 +63,7 @@ fuzz: build
 	@sh tools/deps.sh clang libclang-rt-14-dev
 	@mkdir -p build/fuzz/corpus fuzz/corpus
 	@$(ENV) $(LUA) fuzz/seed.lua
-	clang -g -O1 -fsanitize=fuzzer,address,undefined $(LUA_INC) -Isrc \
+	clang -g -O1 -fsanitize=fuzzer,address,undefined $(LUA_INC) -iquote src \
 	  -o build/fuzz/fuzz_loads fuzz/fuzz_loads.c $(SRC) -llua5.4 $(LIBS)
 	./build/fuzz/fuzz_loads -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	  build/fuzz/corpus fuzz/corpus

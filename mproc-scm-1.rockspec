@@ -31,8 +31,8 @@ build = {
         "src/ring.c", "src/lqueue.c",
         "src/spawn.c", "src/lspawn.c",
         "src/net.c", "src/lnet.c",
+        "src/lpool.c",
       },
-      incdirs = { "src" },
       libraries = { "crypto" },
     },
     ["mproc"] = "lua/mproc.lua",
@@ -48,6 +48,9 @@ build = {
     ["mproc.queue"] = "lua/mproc/queue.lua",
     ["mproc.subprocess"] = "lua/mproc/subprocess.lua",
     ["mproc.manager"] = "lua/mproc/manager.lua",
+    ["mproc.pool"] = "lua/mproc/pool.lua",
+    ["mproc.result"] = "lua/mproc/result.lua",
+    ["mproc.progress"] = "lua/mproc/progress.lua",
   },
   platforms = {
     linux = {

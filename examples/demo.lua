@@ -1,53 +1,51 @@
--- mproc demo: a few worker processes that talk to the parent over pipes.
--- Each worker receives jobs (tables, a closure), computes, and sends back
--- what it did; the parent prints the conversation and the exit codes.
+-- mproc demo: a CPU-bound job done serially, then with a Pool of worker
+-- processes (with a progress bar on stderr), printing both times and the
+-- speedup.  The job: count the primes below N in blocks, by trial division.
 local mp = require "mproc"
 
-local function worker(conn, id)
-  while true do
-    local job = conn:recv()
-    if job == "stop" then break end
-    local t0 = os.clock()
-    local value = job.fn(job.n)
-    conn:send({ id = id, pid = mp.getpid(), n = job.n, value = value,
-                cpu = os.clock() - t0 })
+local N, BLOCK = 3000000, 50000
+
+-- A plain Lua function: it travels to the workers as bytecode.
+local function count_primes(lo, hi)
+  local count = 0
+  for n = math.max(lo, 2), hi do
+    local prime = true
+    if n % 2 == 0 then
+      prime = n == 2
+    else
+      local d = 3
+      while d * d <= n do
+        if n % d == 0 then prime = false break end
+        d = d + 2
+      end
+    end
+    if prime then count = count + 1 end
   end
-  conn:close()
+  return count
 end
 
--- A closure with an upvalue: it travels to the workers as bytecode + upvalues.
-local modulus = 1000003
-local function sum_of_squares(n)
-  local s = 0
-  for i = 1, n do s = (s + i * i) % modulus end
-  return s
-end
+local blocks = {}
+for lo = 1, N, BLOCK do blocks[#blocks + 1] = { lo, math.min(lo + BLOCK - 1, N) } end
 
-print(("parent %d: %d CPUs, starting 3 workers"):format(mp.getpid(), mp.cpu_count()))
-local workers = {}
-for id = 1, 3 do
-  local here, there = mp.Pipe()
-  local p = mp.Process { target = worker, args = { there, id }, name = "worker-" .. id }
-  p:start()
-  there:close()                      -- the child holds its own copy
-  workers[id] = { p = p, conn = here }
-end
+print(("counting the primes below %d in %d blocks; %d CPUs"):format(N, #blocks, mp.cpu_count()))
 
-local jobs = { 100000, 200000, 300000, 400000, 500000, 600000 }
-for i, n in ipairs(jobs) do
-  local w = workers[(i - 1) % #workers + 1]
-  w.conn:send({ fn = sum_of_squares, n = n })
-end
-for i = 1, #jobs do
-  local w = workers[(i - 1) % #workers + 1]
-  local r = w.conn:recv()
-  print(("  %s (pid %d): sum of squares 1..%d mod %d = %d  [%.1f ms CPU]")
-    :format(w.p.name, r.pid, r.n, modulus, r.value, r.cpu * 1000))
-end
-for _, w in ipairs(workers) do
-  w.conn:send("stop")
-  w.p:join(5)
-  print(("  %s exited with code %s"):format(w.p.name, tostring(w.p.exitcode)))
-  w.conn:close()
-end
-print("done: every worker joined, no process left behind")
+local now = require("mproc.core").now
+local t0 = now()
+local serial = 0
+for _, b in ipairs(blocks) do serial = serial + count_primes(b[1], b[2]) end
+local t_serial = now() - t0
+print(("serial:   %d primes in %.2f s"):format(serial, t_serial))
+
+t0 = now()
+local parallel = 0
+do
+  local pool <close> = mp.Pool()              -- one worker per CPU
+  local results = pool:imap_unordered(function(b) return count_primes(b[1], b[2]) end, blocks)
+  for _, count in mp.progress(results, { total = #blocks, label = "pool" }) do
+    parallel = parallel + count
+  end
+end                                           -- <close>: close + join, no process left
+local t_pool = now() - t0
+print(("pool:     %d primes in %.2f s"):format(parallel, t_pool))
+assert(parallel == serial, "the two counts differ")
+print(("speedup:  %.2fx with %d workers"):format(t_serial / t_pool, mp.cpu_count()))

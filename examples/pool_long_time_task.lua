@@ -13,10 +13,9 @@ local function long_time_task(name)
 end
 
 print(("Parent process %d."):format(mp.getpid()))
--- Workers are forked: each starts with a copy of the parent's random
--- generator, so each would draw the same numbers.  Reseed each one.
-local function reseed() math.randomseed(os.time(), mp.getpid()) end
-local p = mp.Pool{ processes = 4, initializer = reseed }   -- mp.Pool() = cpu_count() workers
+-- Workers are forked; each one reseeds math.random (as Python does), so
+-- the tasks draw different lengths.
+local p = mp.Pool(4)   -- mp.Pool() = cpu_count() workers
 for i = 0, 4 do
   p:apply_async(long_time_task, { i })
 end

@@ -18,19 +18,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* lmproc.c's luaopen_mproc_core names every opener; only the codec is
- * linked here, so the others are weak stand-ins (never called: the target
- * does not open mproc.core).  A new opener in lmproc.c needs a line here. */
-#define STANDIN(name) \
-  __attribute__((weak)) int name(lua_State *L) { (void)L; return 0; }
-STANDIN(mproc_open_proc)
-STANDIN(mproc_open_conn)
-STANDIN(mproc_open_sync)
-STANDIN(mproc_open_shm)
-STANDIN(mproc_open_queue)
-STANDIN(mproc_open_spawn)
-STANDIN(mproc_open_net)
-
 static lua_State *L;
 static mproc_buf buf;
 

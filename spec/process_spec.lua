@@ -729,4 +729,18 @@ describe("mproc.Process random numbers", function()
     for i = 1, 3 do assert.is_true(procs[i]:join(10)) end
     r:close(); w:close()
   end)
+
+  it("reseeds in an mp.fork child too", function()
+    local r, w = mp.Pipe(false)
+    local pid = mp.fork()
+    if pid == 0 then
+      w:send(math.random(1, 1 << 40))
+      core.exit(0)
+    end
+    local mine = math.random(1, 1 << 40)  -- the first draw after the fork
+    assert.is_true(r:poll(10))
+    assert.are_not.equal(mine, r:recv())
+    assert.equal(0, mp.waitpid(pid, 10))
+    r:close(); w:close()
+  end)
 end)

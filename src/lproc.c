@@ -35,6 +35,21 @@ static lchild *checkchild(lua_State *L, int i) {
 
 /* proc_fork(detached, daemon) -> true, pid, child | true, 0 (in the child)
  * | false, "OSError", msg, errno */
+/* As Python does after fork: a child reseeds math.random, or siblings
+ * would all draw the parent's sequence (math.randomseed() alone would not
+ * do: its seed comes from time(NULL) and addresses that fork copies). */
+static void reseed_random(lua_State *L) {
+  int top = lua_gettop(L);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE &&
+      lua_getfield(L, -1, "math") == LUA_TTABLE &&
+      lua_getfield(L, -1, "randomseed") == LUA_TFUNCTION) {
+    lua_pushinteger(L, (lua_Integer)(mproc_now() * 1e9));
+    lua_pushinteger(L, (lua_Integer)getpid());
+    lua_pcall(L, 2, 0, 0);
+  }
+  lua_settop(L, top);
+}
+
 static int l_proc_fork(lua_State *L) {
   int flags = 0, fd = -1;
   pid_t pid;
@@ -50,6 +65,7 @@ static int l_proc_fork(lua_State *L) {
   luaL_setmetatable(L, CHILD_T);
   pid = mproc_fork(flags, &fd);
   if (pid < 0) return mproc_fail_errno(L, errno, "fork");
+  if (pid == 0) reseed_random(L);
   lua_pushboolean(L, 1);
   lua_pushinteger(L, pid);
   if (pid == 0) return 2;
@@ -66,6 +82,7 @@ static int l_fork(lua_State *L) {
   if (lua_toboolean(L, 1)) flags |= MPROC_FORK_DETACHED;
   pid = mproc_fork(flags, NULL);
   if (pid < 0) return mproc_fail_errno(L, errno, "fork");
+  if (pid == 0) reseed_random(L);
   lua_pushboolean(L, 1);
   lua_pushinteger(L, pid);
   return 2;

@@ -103,9 +103,6 @@ local function become_child(self, s)
   s.pid, s.is_self, s.child, s.sentinel = getpid(), true, nil, nil
   os.exit = child_exit  -- luacheck: ignore 122 (the child's own exit path)
   reset_sched()
-  -- as Python does after fork: siblings must not draw the same numbers
-  -- (math.randomseed() alone would give them all the same seed)
-  math.randomseed(math.floor(core.now() * 1e9), getpid())
 end
 
 local function child_body(self, s, payload)

@@ -1,0 +1,62 @@
+-- Pool throughput and latency against Python's multiprocessing.Pool.
+local mp = require "mproc"
+local bench = require "bench"
+local core = require "mproc.core"
+
+local N = 100000
+local items = {}
+for i = 1, N do items[i] = i end
+local function inc(x) return x + 1 end
+
+local pool = mp.Pool(2)
+pool:map(inc, { 1, 2, 3, 4 })  -- workers up and warm
+
+local function rate(fn)
+  local best = 0
+  for _ = 1, 3 do
+    local t0 = core.now(); fn(); local dt = core.now() - t0
+    if N / dt > best then best = N / dt end
+  end
+  return best
+end
+
+bench.report("map_default_chunksize", rate(function() pool:map(inc, items) end), "tasks/s", ">=2")
+bench.report("map_chunksize_1", rate(function() pool:map(inc, items, 1) end), "tasks/s", ">=10")
+bench.report("imap_unordered", rate(function()
+  for _ in pool:imap_unordered(inc, items) do end
+end), "tasks/s", ">=3")
+bench.report("apply_async_get", bench.per_op(function(n)
+  for i = 1, n do pool:apply_async(inc, { i }):get() end
+end), "s", "<=0.25")
+pool:close(); pool:join()
+
+bench.report("create_close_join", bench.per_op(function(n)
+  for _ = 1, n do
+    local p = mp.Pool(2)
+    p:close(); p:join()
+  end
+end, 0.3, 3), "s", "<=0.2")
+
+-- CPU-bound: 64 equal tasks on 2 workers vs serial.
+local function work(n)
+  local s = 0
+  for i = 1, n do s = (s + i * i) % 1000003 end
+  return s
+end
+local jobs = {}
+for i = 1, 64 do jobs[i] = 600000 end
+local serial, par = math.huge, math.huge
+for _ = 1, 2 do  -- best of two: the machine is shared
+  local t0 = core.now()
+  for i = 1, 64 do work(jobs[i]) end
+  serial = math.min(serial, core.now() - t0)
+end
+local p2 = mp.Pool(2)
+p2:apply(work, 1)
+for _ = 1, 2 do
+  local t0 = core.now()
+  p2:map(work, jobs, 1)
+  par = math.min(par, core.now() - t0)
+end
+p2:close(); p2:join()
+bench.report("cpu_speedup_2_workers", serial / par, "x", ">=1.09")

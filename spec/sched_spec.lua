@@ -1,0 +1,214 @@
+local mp = require "mproc"
+local core = require "mproc.core"
+local sched = require "mproc.sched"
+
+local csleep = core.sleep
+
+local function errmsg(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
+  return err
+end
+
+describe("mproc coroutines", function()
+  describe("mp.run()", function()
+    it("returns the main function's values", function()
+      assert.same({ 1, nil, 3, n = 3 }, table.pack(mp.run(function(a) return a, nil, 3 end, 1)))
+    end)
+
+    it("waits for the spawned tasks", function()
+      local done = false
+      mp.run(function() mp.spawn(function() mp.sleep(0.05); done = true end) end)
+      assert.is_true(done)
+    end)
+
+    it("propagates the main function's error", function()
+      assert.equal("oops", errmsg(mp.run, function() error("oops", 0) end))
+    end)
+
+    it("cannot be nested and checks its argument", function()
+      assert.equal("bad argument #1 to 'run' (function expected, got number)", errmsg(mp.run, 1))
+      mp.run(function()
+        assert.equal("mp.run cannot be nested", errmsg(mp.run, function() end))
+      end)
+    end)
+  end)
+
+  describe("mp.spawn()", function()
+    it("must be called inside mp.run", function()
+      assert.equal("mp.spawn must be called inside mp.run", errmsg(mp.spawn, function() end))
+    end)
+
+    it("join() returns the task's values or raises its error", function()
+      mp.run(function()
+        local t = mp.spawn(function(x) return x * 2 end, 21)
+        assert.equal(42, t:join())
+        local bad = mp.spawn(function() error("task failed", 0) end)
+        assert.equal("task failed", errmsg(bad.join, bad))
+      end)
+    end)
+  end)
+
+  describe("mp.sleep()", function()
+    it("suspends only the calling task", function()
+      local t0 = core.now()
+      mp.run(function()
+        local a = mp.spawn(function() mp.sleep(0.2) end)
+        local b = mp.spawn(function() mp.sleep(0.2) end)
+        a:join(); b:join()
+      end)
+      local dt = core.now() - t0
+      assert.is_true(dt >= 0.18 and dt < 0.39, "took " .. dt)
+    end)
+
+    it("rejects a bad duration", function()
+      assert.equal("bad argument #1 to 'sleep' (timeout must be >= 0)", errmsg(mp.sleep, -1))
+    end)
+  end)
+
+  describe("blocking calls inside mp.run", function()
+    it("a task blocked on a pipe lets another make progress", function()
+      local a, b = mp.Pipe()
+      local steps = 0
+      local got = mp.run(function()
+        local reader = mp.spawn(function() return a:recv() end)
+        for _ = 1, 5 do steps = steps + 1; mp.sleep(0.01) end
+        b:send("hello")
+        return reader:join()
+      end)
+      assert.equal("hello", got)
+      assert.equal(5, steps)
+      a:close(); b:close()
+    end)
+
+    it("a task blocked on a queue lets another make progress", function()
+      if not mp.Queue then return pending("no queues yet") end
+      local q = mp.Queue()
+      local steps = 0
+      local got = mp.run(function()
+        local getter = mp.spawn(function() return q:get(5) end)
+        for _ = 1, 5 do steps = steps + 1; mp.sleep(0.01) end
+        q:put("item")
+        return getter:join()
+      end)
+      assert.equal("item", got)
+      assert.equal(5, steps)
+      q:close()
+    end)
+
+    it("a task blocked on a lock or an event lets another make progress", function()
+      local lock, ev = mp.Lock(), mp.Event()
+      local ticks = 0
+      mp.run(function()
+        assert.is_true(lock:acquire(1))
+        local l = mp.spawn(function() return lock:acquire(5) end)
+        local e = mp.spawn(function() return ev:wait(5) end)
+        for _ = 1, 5 do ticks = ticks + 1; mp.sleep(0.01) end
+        lock:release()
+        ev:set()
+        assert.is_true(l:join())
+        assert.is_true(e:join())
+      end)
+      assert.equal(5, ticks)
+      lock:release()
+    end)
+
+    it("a task joining a process lets another make progress", function()
+      local p = mp.Process(function() csleep(0.2) end)
+      p:start()
+      local ticks = 0
+      mp.run(function()
+        local j = mp.spawn(function() return p:join(5) end)
+        while not j:ready() do ticks = ticks + 1; mp.sleep(0.01) end
+        assert.is_true(j:join())
+      end)
+      assert.is_true(ticks >= 5)
+      p:close()
+    end)
+
+    it("1000 tasks each awaiting a pool result", function()
+      local pool <close> = mp.Pool(2)
+      local total = mp.run(function()
+        local ts = {}
+        for i = 1, 1000 do
+          ts[i] = mp.spawn(function()
+            return pool:apply_async(function(x) return x end, { i }):get(30)
+          end)
+        end
+        local s = 0
+        for i = 1, 1000 do s = s + ts[i]:join() end
+        return s
+      end)
+      assert.equal(500500, total)
+    end)
+
+    it("pool:apply inside a task does not block the others", function()
+      local pool <close> = mp.Pool(1)
+      local ticks = 0
+      mp.run(function()
+        local t = mp.spawn(function() return pool:apply(function() csleep(0.2) return 7 end) end)
+        while not t:ready() do ticks = ticks + 1; mp.sleep(0.01) end
+        assert.equal(7, t:join())
+      end)
+      assert.is_true(ticks >= 5)
+    end)
+  end)
+
+  describe("sched.wait_until()", function()
+    it("polls a condition inside mp.run without blocking others", function()
+      local flag, ticks = false, 0
+      mp.run(function()
+        local t = mp.spawn(function() return sched.wait_until(function() return flag end, nil) end)
+        for _ = 1, 5 do ticks = ticks + 1; mp.sleep(0.01) end
+        flag = true
+        assert.is_true(t:join())
+      end)
+      assert.equal(5, ticks)
+    end)
+
+    it("returns false at the deadline, outside mp.run too", function()
+      local t0 = core.now()
+      assert.is_false(sched.wait_until(function() return false end, core.now() + 0.1))
+      assert.is_true(core.now() - t0 >= 0.09)
+      assert.is_true(sched.wait_until(function() return false end, nil, function() return true end))
+    end)
+  end)
+
+  describe("mp.poll()", function()
+    it("delivers results to callbacks without blocking", function()
+      local pool <close> = mp.Pool(1)
+      local got
+      pool:apply_async(function() return 5 end, {}, { callback = function(v) got = v end })
+      local deadline = core.now() + 10
+      while got == nil and core.now() < deadline do
+        mp.poll()
+        csleep(0.001)
+      end
+      assert.equal(5, got)
+    end)
+  end)
+
+  describe("mp.progress()", function()
+    it("wraps an iterator and reports to a stream", function()
+      local lines = {}
+      local stream = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end,
+                       flush = function() end }
+      local pool <close> = mp.Pool(2)
+      local n = 0
+      for _, v in mp.progress(pool:imap(function(x) return x end, { 1, 2, 3 }),
+                              { total = 3, label = "work", stream = stream, tty = false }) do
+        n = n + v
+      end
+      assert.equal(6, n)
+      assert.matches("work .*3/3", lines[#lines])
+    end)
+
+    it("checks its arguments", function()
+      assert.equal("bad argument #1 to 'progress' (function expected, got number)",
+        errmsg(mp.progress, 1))
+      assert.equal("bad argument #2 to 'progress' ('total' must be an integer, got string)",
+        errmsg(mp.progress, function() end, { total = "x" }))
+    end)
+  end)
+end)

@@ -2,7 +2,8 @@
  * lmproc.c: luaopen_mproc_core, the helpers every binding shares, and the
  * bindings of wait.c (time, one-descriptor waits, sleep).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE  /* dladdr */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -139,6 +140,19 @@ int mproc_open_wait(lua_State *L) {
 
 typedef int (*opener)(lua_State *L);
 
+/* lua_close unloads C modules, but our signal handlers (SIGCHLD, SIGTERM),
+ * watcher threads and exit hooks live on until the process ends: a
+ * SIGCHLD after the unload would jump into unmapped code.  One more
+ * reference that is never dropped keeps the module mapped. */
+static void pin_module(void) {
+  static int pinned = 0;
+  Dl_info info;
+  if (pinned) return;
+  if (dladdr((void *)&pin_module, &info) && info.dli_fname &&
+      dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) != NULL)
+    pinned = 1;
+}
+
 int luaopen_mproc_core(lua_State *L) {
   static const opener openers[] = {
     mproc_open_wait, mproc_open_codec, mproc_open_proc, mproc_open_conn,
@@ -147,6 +161,7 @@ int luaopen_mproc_core(lua_State *L) {
     NULL
   };
   int i;
+  pin_module();
   lua_newtable(L);
   for (i = 0; openers[i]; i++) openers[i](L);
   lua_pushliteral(L, "0.1.0");

@@ -66,6 +66,7 @@ typedef struct sblock {
 
 static sblock *volatile blocks;
 static unsigned long seq_counter;
+static pid_t forked_by;  /* the last process that forked (children inherit it) */
 static pid_t inited_pid;          /* the process whose handler is installed */
 static int notify_r = -1, notify_w = -1;
 static struct sigaction old_chld;
@@ -462,6 +463,7 @@ pid_t mproc_fork(int flags, int *sentinel) {
     return 0;
   }
   close(sp[1]);
+  forked_by = parent;
   s->pid = pid;
   s->flags = flags;
   s->seq = ++seq_counter;
@@ -554,6 +556,10 @@ void mproc_exit(int code) {
   mproc_exit_path();
   fflush(NULL);
   _exit(code);
+}
+
+int mproc_has_forked(void) {
+  return forked_by != 0 && forked_by == getpid();
 }
 
 int mproc_cpu_count(void) {

@@ -77,4 +77,8 @@ void mproc_exit(int code);
 /* Number of CPUs usable by this process (at least 1). */
 int mproc_cpu_count(void);
 
+/* True when this process has started children: only then can a child
+ * killed by SIGKILL have left segments for this process to sweep. */
+int mproc_has_forked(void);
+
 #endif

@@ -188,7 +188,9 @@ void mproc_shm_cleanup(void) {
   block_term(&old);
   cleanup_signal_safe();
   restore_mask(&old);
-  if (!was_clean) mproc_shm_sweep();
+  /* a sweep reads /dev/shm (and its 32 KiB buffer touches the heap,
+   * costly after fork): only a process that had children needs it */
+  if (!was_clean && mproc_has_forked()) mproc_shm_sweep();
 }
 
 /* Runs at exit, and also when the module is unloaded (dlclose at

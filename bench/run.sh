@@ -4,7 +4,8 @@
 # bench/cases/NAME.py; each prints lines "metric<TAB>value<TAB>unit[<TAB>target]"
 # where unit "s" means seconds per operation (lower is better) and any other
 # unit (ops/s, MB/s) a rate (higher is better).  target, on the Lua side, is
-# the goal for the ratio, e.g. "<=0.2" or ">=3".
+# the goal for the ratio, e.g. "<=0.2" or ">=3", or with "value" for the mproc
+# figure itself, e.g. "value>=1.9".
 # usage: bench/run.sh [case ...]
 cd "$(dirname "$0")/.." || exit 1
 export LUA_PATH="./lua/?.lua;./lua/?/init.lua;./bench/?.lua;;" LUA_CPATH="./build/?.so;;"

@@ -118,3 +118,50 @@ describe("the waiting point", function()
     end)
   end)
 end)
+
+describe("Interrupted", function()
+  -- A script blocks in one kind of wait; SIGINT must reach it as an
+  -- Interrupted error object, not as the interpreter's plain string.
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write([=[
+    local mp = require "mproc"
+    local q = mp.Queue()
+    local r, w = mp.Pipe()
+    local lock = mp.Lock()
+    lock:acquire()
+    local waits = {
+      queue = function() q:get() end,
+      pipe = function() r:recv() end,
+      lock = function() lock:acquire() end,
+      sleep = function() mp.sleep(30) end,
+    }
+    io.write("ready\n"); io.stdout:flush()
+    local ok, e = pcall(waits[arg[1]])
+    print(arg[1], ok, mp.is_error(e, "Interrupted"), tostring(e))
+    lock:release(); q:close(); r:close(); w:close()
+  ]=])
+  f:close()
+  teardown(function() os.remove(script) end)
+
+  for _, which in ipairs { "queue", "pipe", "lock", "sleep" } do
+    it("reaches a blocked " .. which .. " wait as an error object", function()
+      local cmd = ("LUA_PATH=%q LUA_CPATH=%q exec lua5.4 %s %s"):format(
+        package.path, package.cpath, script, which)
+      local p <close> = mp.subprocess.Popen({ "sh", "-c", cmd }, { stdout = "pipe" })
+      assert.equal("ready", p.stdout:readline(10))
+      mp.sleep(0.1)                        -- into the blocking wait
+      p:send_signal(2)
+      local out = p.stdout:read(nil, 10)
+      assert.equal(which .. "\tfalse\ttrue\t"
+        .. "Interrupted: interrupted by SIGINT while waiting\n", out)
+      assert.equal(0, p:wait(10))
+    end)
+  end
+
+  it("leaves other errors alone", function()
+    local wrapped = errors.interruptible(function() error("other", 0) end)
+    assert.has_error(wrapped, "other")
+    assert.same({ 1, 2 }, { errors.interruptible(function() return 1, 2 end)() })
+  end)
+end)

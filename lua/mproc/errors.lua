@@ -44,7 +44,24 @@ local function check(ok, ...)
   return fail(...)
 end
 
+-- lua.c's SIGINT handler sets a hook that raises the string "interrupted!"
+-- at the next call or return: for a blocking C wait, its return.  A wait
+-- wrapped here reports that as an Interrupted error (API.md) instead.
+local function pass(ok, ...)
+  if ok then return ... end
+  local e = ...
+  if type(e) == "string" and e:find("interrupted!", 1, true) then
+    raise("Interrupted", "interrupted by SIGINT while waiting")
+  end
+  error(e, 0)
+end
+
+local function interruptible(fn)
+  return function(...) return pass(pcall(fn, ...)) end
+end
+
 return {
   Error = Error, new = new, raise = raise, is_error = is_error, check = check,
+  interruptible = interruptible,
   exports = { Error = Error, is_error = is_error },
 }

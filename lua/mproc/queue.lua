@@ -17,6 +17,9 @@ local SLICE = 0.05      -- longest blocking wait in C between returns to Lua
 -- the deadline passes.  A scheduler (mp.run) installs
 -- sched.hooks.wait_shared(probe, deadline); probe(seconds) waits in C at
 -- most that long and returns true when the queue looks ready.
+-- a SIGINT during a slice raises Interrupted
+local wait = errors.interruptible(function(q, what, s) return q:_wait(what, s) end)
+
 local function block(q, what, deadline)
   local hook = sched.hooks.wait_shared
   if hook then
@@ -24,7 +27,7 @@ local function block(q, what, deadline)
   end
   local left = remaining(deadline)
   if left == nil or left > SLICE then left = SLICE end
-  return q:_wait(what, left)
+  return wait(q, what, left)
 end
 
 -- put/put_many that found the queue full: `frames` holds the encoded rest.

@@ -16,8 +16,11 @@
 -- handler.
 local core = require "mproc.core"
 
-local now, poll_fd, csleep = core.now, core.poll_fd, core.sleep
-local poll_many = core.poll_many
+local interruptible = require("mproc.errors").interruptible
+local now = core.now
+-- the blocking calls: a SIGINT during them raises Interrupted
+local poll_fd, csleep = interruptible(core.poll_fd), interruptible(core.sleep)
+local poll_many = interruptible(core.poll_many)
 local huge, min = math.huge, math.min
 local running, yield, resume = coroutine.running, coroutine.yield, coroutine.resume
 local create, status = coroutine.create, coroutine.status

@@ -20,6 +20,9 @@ local M = {}
 -- scheduler (sched.hooks.wait_shared) can interleave other work.
 M.SLICE = 0.05
 
+-- a SIGINT during a slice raises Interrupted
+local call_step = errors.interruptible(function(step, ...) return step(...) end)
+
 -- Calls step(obj, slice, ...) until it reports something or the timeout
 -- (seconds, nil: forever) runs out.  A step returns nothing when its slice
 -- ran out, `false, kind, message` on failure (raised here) and anything
@@ -35,7 +38,7 @@ function M.block(step, obj, timeout, ...)
       local left = deadline - now()
       if left < s then s = left > 0 and left or 0 end
     end
-    local ok, a, b, c = step(obj, s, ...)
+    local ok, a, b, c = call_step(step, obj, s, ...)
     if ok ~= nil then
       if ok == false then return check(false, a, b, c) end
       return ok, a, b

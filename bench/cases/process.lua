@@ -21,3 +21,7 @@ bench.report("fork+waitpid", bench.per_op(function(n)
     mp.waitpid(pid)
   end
 end), "s")
+
+-- The floor: fork + _exit + waitpid from a small C program.
+local floor = require("floor")("fork")
+if floor then bench.report("C fork+waitpid floor", floor, "s") end

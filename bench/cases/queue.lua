@@ -72,8 +72,10 @@ bench.report("batch100", batch, "msgs/s")
 local mib = run("mib", 400) * 1.048576
 bench.report("str_1MiB", mib, "MB/s", ">=3")
 if floor.floor_small then
-  bench.report("small_int_of_floor", small / floor.floor_small, "fraction")
-  bench.report("batch100_of_floor", batch / floor.floor_small, "fraction")
-  bench.report("str_1MiB_of_floor", mib / floor.floor_1MiB, "fraction")
+  bench.report("ring floor, 8-byte messages", floor.floor_small, "msgs/s")
+  bench.report("ring floor, 1 MiB messages", floor.floor_1MiB, "MB/s")
+  bench.report("small_int_of_floor", 100 * small / floor.floor_small, "%")
+  bench.report("batch100_of_floor", 100 * batch / floor.floor_small, "%")
+  bench.report("str_1MiB_of_floor", 100 * mib / floor.floor_1MiB, "%")
 end
 os.remove(path)

@@ -458,3 +458,48 @@ describe("mproc.SimpleQueue", function()
     end)
   end)
 end)
+
+describe("mproc.Queue with mp.Process", function()
+  local function shm_entries(pattern)
+    local n, p = 0, io.popen("ls /dev/shm")
+    for name in p:lines() do if name:find(pattern, 1, true) then n = n + 1 end end
+    p:close()
+    return n
+  end
+
+  it("travels as a Process argument and through a pipe, by reference", function()
+    local q = mp.Queue()
+    local a, b = mp.Pipe()
+    local p = mp.Process(function(queue, conn)
+      queue:put("from args")
+      conn:recv():put("through the pipe")
+    end, q, b)
+    p:start()
+    a:send(q)
+    assert.equal("from args", q:get(10))
+    assert.equal("through the pipe", q:get(10))
+    assert.is_true(p:join(10))
+    assert.equal(0, p.exitcode)
+    a:close(); b:close(); q:close()
+  end)
+
+  it("is unlinked, big messages included, when its creator is ended by SIGTERM", function()
+    local r, w = mp.Pipe(false)
+    local p = mp.Process(function(conn)
+      local q = mp.Queue()
+      q:put(string.rep("x", 2 * 1024 * 1024))  -- over a quarter of the ring
+      conn:send(mp.getpid())
+      mp.sleep(30)
+    end, w)
+    p:start()
+    assert.is_true(r:poll(10))
+    local pid = r:recv()
+    local mine = "mproc-q" .. pid .. "-"
+    assert.equal(2, shm_entries(mine))          -- the ring and its big segment
+    p:terminate()
+    assert.is_true(p:join(10))
+    assert.equal(-15, p.exitcode)
+    assert.equal(0, shm_entries(mine))
+    r:close(); w:close()
+  end)
+end)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -130,17 +131,28 @@ static void discard_queued(mproc_ring_hdr *h) {
   }
 }
 
+/* created_list changes with SIGTERM blocked: the SIGTERM hook walks it. */
+static void block_term(sigset_t *old) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
 static void forget_created(const char *name) {
-  created **pp = &created_list;
+  created **pp = &created_list, *gone = NULL;
+  sigset_t old;
+  block_term(&old);
   while (*pp) {
     if (strcmp((*pp)->name, name) == 0) {
-      created *c = *pp;
-      *pp = c->next;
-      free(c);
-      return;
+      gone = *pp;
+      *pp = gone->next;
+      break;
     }
     pp = &(*pp)->next;
   }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  free(gone);
 }
 
 static void unlink_at_exit(void) {
@@ -153,14 +165,58 @@ static void unlink_at_exit(void) {
   }
 }
 
+/* The big segments of ring `name`, without opendir (it allocates): raw
+ * getdents64 into a stack buffer, so a SIGTERM handler may call it. */
+static void unlink_bigs_signal_safe(const char *name) {
+#if defined(__linux__) && defined(SYS_getdents64)
+  char buf[4096], path[300];
+  size_t n = strlen(name + 1);
+  long got;
+  int fd = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  while ((got = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+    long off = 0;
+    while (off < got) {
+      struct dirent64 *e = (struct dirent64 *)(void *)(buf + off);
+      size_t len = strlen(e->d_name);
+      if (strncmp(e->d_name, name + 1, n) == 0 && e->d_name[n] == '.' &&
+          len < sizeof path - 1) {
+        path[0] = '/';
+        memcpy(path + 1, e->d_name, len + 1);
+        shm_unlink(path);
+      }
+      off += e->d_reclen;
+    }
+  }
+  close(fd);
+#else
+  (void)name;
+#endif
+}
+
+/* SIGTERM: the rings this process created go as they would at exit. */
+static void unlink_on_term(void) {
+  pid_t me = getpid();
+  created *c;
+  for (c = created_list; c; c = c->next) {
+    if (c->pid != me) continue;
+    shm_unlink(c->name);
+    unlink_bigs_signal_safe(c->name);
+  }
+}
+
 static void remember_created(const char *name) {
   created *c = (created *)calloc(1, sizeof *c);
+  sigset_t old;
   if (c == NULL) return;              /* still unlinked by its last close */
   if (!atexit_done) atexit_done = (atexit(unlink_at_exit) == 0);
+  mproc_shm_on_term(unlink_on_term);
   c->pid = getpid();
   memcpy(c->name, name, MPROC_RING_NAMELEN);
+  block_term(&old);
   c->next = created_list;
   created_list = c;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* }====================================================================== */

@@ -129,9 +129,16 @@ static void cleanup_signal_safe(void) {
   }
 }
 
+/* Other parts (queue rings) that keep their own segments clean up here
+ * too; their hooks must be async-signal-safe. */
+#define MAX_TERM_HOOKS 4
+static void (*term_hooks[MAX_TERM_HOOKS])(void);
+static volatile sig_atomic_t n_term_hooks;
+
 static void on_term(int sig, siginfo_t *info, void *ctx) {
-  int saved = errno;
+  int saved = errno, i;
   cleanup_signal_safe();
+  for (i = 0; i < n_term_hooks; i++) term_hooks[i]();
   if (prev_term.sa_flags & SA_SIGINFO) {
     if (prev_term.sa_sigaction) prev_term.sa_sigaction(sig, info, ctx);
   } else if (prev_term.sa_handler != SIG_DFL && prev_term.sa_handler != SIG_IGN) {
@@ -242,6 +249,21 @@ static void install_term(void) {
 }
 
 static void init(void) { pthread_once(&init_once, init_process); }
+
+int mproc_shm_on_term(void (*fn)(void)) {
+  int i;
+  sigset_t old;
+  init();
+  install_term();
+  for (i = 0; i < n_term_hooks; i++)
+    if (term_hooks[i] == fn) return 0;
+  if (n_term_hooks >= MAX_TERM_HOOKS) return -1;
+  block_term(&old);
+  term_hooks[n_term_hooks] = fn;
+  n_term_hooks = n_term_hooks + 1;
+  restore_mask(&old);
+  return 0;
+}
 
 void mproc_shm_init(void) { init(); }
 

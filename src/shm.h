@@ -92,4 +92,9 @@ void mproc_shm_cleanup(void);
  * part of mproc_shm_cleanup.  Linux only (elsewhere it does nothing). */
 void mproc_shm_sweep(void);
 
+/* Registers fn to run (after this module's own cleanup) when SIGTERM ends
+ * the process, and installs the handler in this process if needed.  fn
+ * must be async-signal-safe.  Returns -1 when the table is full. */
+int mproc_shm_on_term(void (*fn)(void));
+
 #endif

@@ -47,12 +47,11 @@ end
 
 -- A live process that is not part of this spec run (another run going on at
 -- the same time) owns the segments whose names carry its pid.
+-- Our names start with the creator's pid: mproc-<pid>-..., mproc-q<pid>-...
 local function foreign_pid(name)
-  for digits in name:gmatch("%d+") do
-    local env = read("/proc/" .. digits .. "/environ")
-    if env and not env:find("MPROC_SPEC_TOKEN=" .. token, 1, true) then return true end
-  end
-  return false
+  local pid = name:match("^mproc%-%a?(%d+)")
+  local env = pid and read("/proc/" .. pid .. "/environ")
+  return env ~= nil and not env:find("MPROC_SPEC_TOKEN=" .. token, 1, true)
 end
 
 local function shm_left()

@@ -91,7 +91,7 @@ mproc_buf *mproc_buf_box(lua_State *L) {
  * wait.c bindings
  * ======================================================================= */
 
-static int events_arg(lua_State *L, int arg) {
+int mproc_checkmode(lua_State *L, int arg) {
   const char *m = luaL_checkstring(L, arg);
   int ev = 0;
   for (; *m; m++) {
@@ -105,7 +105,7 @@ static int events_arg(lua_State *L, int arg) {
 /* poll_fd(fd, mode [, timeout]) -> true ready | false timeout/interrupted */
 static int l_poll_fd(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
-  int ev = events_arg(L, 2);
+  int ev = mproc_checkmode(L, 2);
   double t = luaL_optnumber(L, 3, -1);
   int r = mproc_wait_fd(fd, ev, t);
   if (r < 0) return luaL_error(L, "cannot wait for descriptor %d: %s", fd,

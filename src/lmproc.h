@@ -28,6 +28,9 @@ int mproc_open_pool(lua_State *L);
 int mproc_fail(lua_State *L, const char *kind, const char *fmt, ...);
 int mproc_fail_errno(lua_State *L, int err, const char *what);
 
+/* A wait mode argument "r", "w" or "rw" as MPROC_WAIT_* bits. */
+int mproc_checkmode(lua_State *L, int arg);
+
 /* Adds the functions of `l` to the table on the stack top. */
 void mproc_setfuncs(lua_State *L, const luaL_Reg *l);
 

@@ -339,17 +339,6 @@ static int poller_gc(lua_State *L) {
   return 0;
 }
 
-static int mode_events(lua_State *L, int arg) {
-  const char *m = luaL_checkstring(L, arg);
-  int ev = 0;
-  for (; *m; m++) {
-    if (*m == 'r') ev |= MPROC_WAIT_READ;
-    else if (*m == 'w') ev |= MPROC_WAIT_WRITE;
-    else luaL_argerror(L, arg, "mode must be \"r\", \"w\" or \"rw\"");
-  }
-  return ev;
-}
-
 /* poller() -> true, p | false, "OSError", ... ; p:fileno() is nil where
  * there is no epoll (the pool then waits on its members one by one). */
 static int l_poller(lua_State *L) {
@@ -373,7 +362,7 @@ static int poller_ctl(lua_State *L) {
   static const char *const ops[] = {"add", "mod", "del", NULL};
   int op = luaL_checkoption(L, 2, NULL, ops);
   int fd = (int)luaL_checkinteger(L, 3);
-  int ev = op == 2 ? 0 : mode_events(L, 4);
+  int ev = op == 2 ? 0 : mproc_checkmode(L, 4);
 #ifdef __linux__
   {
     struct epoll_event e;

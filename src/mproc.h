@@ -36,6 +36,9 @@ int mproc_sleep(double seconds);
 int mproc_set_nonblock(int fd, int on);
 int mproc_set_cloexec(int fd, int on);
 
+/* pipe() with both ends close-on-exec. */
+int mproc_cloexec_pipe(int fds[2]);
+
 /* }====================================================================== */
 
 /* One header per concept of the core. */

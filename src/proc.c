@@ -27,17 +27,6 @@
 
 #include "mproc.h"
 
-/* A pipe whose ends are close-on-exec (one system call on Linux). */
-static int cloexec_pipe(int fds[2]) {
-#ifdef __linux__
-  return pipe2(fds, O_CLOEXEC);
-#else
-  if (pipe(fds) < 0) return -1;
-  mproc_set_cloexec(fds[0], 1);
-  mproc_set_cloexec(fds[1], 1);
-  return 0;
-#endif
-}
 
 /* {======================================================================
  * The child table
@@ -302,7 +291,7 @@ static int use_pipe_watch(void) {
 static int ensure_life_pipe(void) {
   int fds[2];
   if (life_w >= 0) return 0;
-  if (cloexec_pipe(fds) < 0) return -1;
+  if (mproc_cloexec_pipe(fds) < 0) return -1;
   life_r = fds[0];
   life_w = fds[1];
   return 0;
@@ -346,7 +335,7 @@ static int ensure_init(void) {
   struct sigaction sa;
   int fds[2];
   if (inited_pid == getpid()) return 0;
-  if (cloexec_pipe(fds) < 0) return -1;
+  if (mproc_cloexec_pipe(fds) < 0) return -1;
   mproc_set_nonblock(fds[0], 1);
   mproc_set_nonblock(fds[1], 1);
   memset(&sa, 0, sizeof sa);
@@ -435,7 +424,7 @@ pid_t mproc_fork(int flags, int *sentinel) {
     if (ensure_life_pipe() < 0) return -1;
     watch = 1;
   }
-  if (cloexec_pipe(sp) < 0) return -1;
+  if (mproc_cloexec_pipe(sp) < 0) return -1;
   fflush(NULL);  /* else buffered output would be written twice */
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);

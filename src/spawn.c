@@ -23,16 +23,6 @@
 
 extern char **environ;
 
-static int cloexec_pipe(int fds[2]) {
-#ifdef __linux__
-  return pipe2(fds, O_CLOEXEC);
-#else
-  if (pipe(fds) < 0) return -1;
-  mproc_set_cloexec(fds[0], 1);
-  mproc_set_cloexec(fds[1], 1);
-  return 0;
-#endif
-}
 
 static void close_fd(int *fd) {
   if (*fd >= 0) close(*fd);
@@ -91,7 +81,7 @@ int mproc_spawn(const mproc_spawn_opts *o, pid_t *pid, int pipes[3]) {
   for (i = 0; i < 3; i++) pipes[i] = -1;
   for (i = 0; i < 3 && !err; i++) {
     if (o->mode[i] == MPROC_STDIO_PIPE) {
-      if (cloexec_pipe(p) < 0) { err = errno; break; }
+      if (mproc_cloexec_pipe(p) < 0) { err = errno; break; }
       /* fd 0: the child reads p[0]; fds 1, 2: the child writes p[1] */
       child_end[i] = i == 0 ? p[0] : p[1];
       pipes[i] = i == 0 ? p[1] : p[0];

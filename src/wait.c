@@ -1,10 +1,11 @@
 /* wait.c: monotonic time and waiting for one descriptor. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE  /* pipe2 */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mproc.h"
 
@@ -53,4 +54,15 @@ int mproc_set_cloexec(int fd, int on) {
   if (fl < 0) return -1;
   fl = on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC);
   return fcntl(fd, F_SETFD, fl);
+}
+
+int mproc_cloexec_pipe(int fds[2]) {
+#ifdef __linux__
+  return pipe2(fds, O_CLOEXEC);  /* one system call, no window before exec */
+#else
+  if (pipe(fds) < 0) return -1;
+  mproc_set_cloexec(fds[0], 1);
+  mproc_set_cloexec(fds[1], 1);
+  return 0;
+#endif
 }

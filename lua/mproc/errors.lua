@@ -60,8 +60,26 @@ local function interruptible(fn)
   return function(...) return pass(pcall(fn, ...)) end
 end
 
+-- The text of any error value, for a traceback or a message.
+local function error_text(e)
+  if type(e) == "string" then return e end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then return tostring(e) end
+  return ("(error object is a %s value)"):format(type(e))
+end
+
+-- An xpcall handler for the code mproc runs on a user's behalf (a child's
+-- target, a pool task): the traceback, cut where mproc's own frames begin.
+-- `level` (default 2, the raising function) is for handlers that call it.
+local function traceback(e, level)
+  local tb = debug.traceback(error_text(e), level or 2)
+  local cut = tb:find("\n[^\n]*%[C%]: in function 'xpcall'")
+  if cut then tb = tb:sub(1, cut - 1) end
+  return tb
+end
+
 return {
   Error = Error, new = new, raise = raise, is_error = is_error, check = check,
-  interruptible = interruptible,
+  interruptible = interruptible, error_text = error_text, traceback = traceback,
   exports = { Error = Error, is_error = is_error },
 }

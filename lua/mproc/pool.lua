@@ -38,20 +38,7 @@ local all_chans = setmetatable({}, { __mode = "k" })
 -- The worker side
 -- ======================================================================
 
-local function error_text(e)
-  if type(e) == "string" then return e end
-  local mt = getmetatable(e)
-  if mt and mt.__tostring then return tostring(e) end
-  return ("(error object is a %s value)"):format(type(e))
-end
-
--- The worker's traceback, without the pool's own frames.
-local function traceback(e)
-  local tb = debug.traceback(error_text(e), 2)
-  local cut = tb:find("\n[^\n]*%[C%]: in function 'xpcall'")
-  if cut then tb = tb:sub(1, cut - 1) end
-  return tb
-end
+local error_text, traceback = errors.error_text, errors.traceback
 
 local function send_result(ch, msg)
   local ok, _, emsg = ch:_put(msg, "result")
@@ -62,9 +49,7 @@ end
 
 -- xpcall handler that keeps the error value and the traceback.
 local function catch(e)
-  local tb = debug.traceback(error_text(e), 2)
-  local cut = tb:find("\n[^\n]*%[C%]: in function 'xpcall'")
-  return { e, cut and tb:sub(1, cut - 1) or tb }
+  return { e, traceback(e, 3) }
 end
 
 local function send_error(ch, tid, box)

@@ -74,18 +74,9 @@ local function child_exit(code)
   core.exit(code)
 end
 
-local function error_text(e)
-  if type(e) == "string" then return e end
-  local mt = getmetatable(e)
-  if mt and mt.__tostring then return tostring(e) end
-  return ("(error object is a %s value)"):format(type(e))
-end
-
 -- The child's traceback, without the bootstrap's own frames below run().
 local function traceback(e)
-  local tb = debug.traceback(error_text(e), 2)
-  local cut = tb:find("\n[^\n]*%[C%]: in function 'xpcall'")
-  if cut then tb = tb:sub(1, cut - 1) end
+  local tb = errors.traceback(e, 3)
   local n
   repeat
     tb, n = tb:gsub("\n[^\n]*mproc/process%.lua:[^\n]*$", "")

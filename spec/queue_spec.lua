@@ -460,13 +460,6 @@ describe("mproc.SimpleQueue", function()
 end)
 
 describe("mproc.Queue with mp.Process", function()
-  local function shm_entries(pattern)
-    local n, p = 0, io.popen("ls /dev/shm")
-    for name in p:lines() do if name:find(pattern, 1, true) then n = n + 1 end end
-    p:close()
-    return n
-  end
-
   it("travels as a Process argument and through a pipe, by reference", function()
     local q = mp.Queue()
     local a, b = mp.Pipe()

@@ -289,6 +289,42 @@ describe("mproc.Pool", function()
       assert.same({ 1, 4, 9, 16, 25, 36, 49, n = 7 }, r)
     end)
 
+    it("keeps integer and float subtypes, -0.0, NaN and the extremes", function()
+      -- all-number chunks travel packed (lpool.c); the values must not change
+      local pool = Pool(2)
+      local items = { 1, 2.0, -0.0, 0 / 0, math.mininteger, math.maxinteger, 1e308, -1.5 }
+      local r = pool:map(function(x) return x end, items, 3)
+      assert.equal(8, r.n)
+      for i, v in ipairs(items) do
+        if v ~= v then assert.is_true(r[i] ~= r[i])
+        else
+          assert.equal(math.type(v), math.type(r[i]))
+          assert.equal(string.pack("n", v), string.pack("n", r[i]))
+          if math.type(v) == "integer" then assert.equal(v, r[i]) end
+        end
+      end
+      assert.equal(-math.huge, 1 / r[3])
+      local big = {}
+      for i = 1, 5000 do big[i] = i end
+      local sq = pool:map(square, big)
+      assert.equal(5000, sq.n)
+      for i = 1, 5000 do assert.equal(i * i, sq[i]) end
+    end)
+
+    it("mixes packed and unpacked chunks: strings, tables with a metatable", function()
+      local pool = Pool(2)
+      local r = pool:map(function(x) return x == 3 and "three" or x end, { 1, 2, 3, 4, 5, 6 }, 2)
+      assert.same({ 1, 2, "three", 4, 5, 6, n = 6 }, r)
+      local items = setmetatable({ 1, 2, 3 }, { __index = function(_, k)
+        if math.type(k) == "integer" then return 0 end
+      end })
+      assert.same({ 1, 4, 9, n = 3 }, pool:map(square, items))
+      local seen = {}
+      for i, v in pool:imap(square, { 1, 2.5, 3 }, 2) do seen[i] = v end
+      assert.same({ 1, 6.25, 9 }, seen)
+      assert.equal("float", math.type(seen[2]))
+    end)
+
     it("keeps nil results", function()
       local pool = Pool(2)
       local r = pool:map(function(x) if x % 2 == 0 then return x end end, { 1, 2, 3 }, 1)

@@ -470,6 +470,99 @@ static int l_poll_many(lua_State *L) {
 
 /* }====================================================================== */
 
+/* {======================================================================
+ * Packed numbers: the items of a map chunk and its results, when they are
+ * all numbers, travel as one string of 9-byte records (a type byte, then
+ * the 8 bytes of the integer or the float as is), which the codec copies
+ * in one go instead of encoding value by value.
+ * ======================================================================= */
+
+#define PACK_REC 9
+
+/* pack_numbers(t, first, count) -> string | false (some item is not a
+ * number, or t has a metatable: then the caller sends a table) */
+static int l_pack_numbers(lua_State *L) {
+  lua_Integer first = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3), i;
+  luaL_Buffer b;
+  char *p;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (count < 1 || count > (lua_Integer)(((size_t)-1 >> 1) / PACK_REC) ||
+      lua_getmetatable(L, 1)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  p = luaL_buffinitsize(L, &b, (size_t)count * PACK_REC);
+  for (i = 0; i < count; i++, p += PACK_REC) {
+    int t = lua_rawgeti(L, 1, first + i);
+    if (t != LUA_TNUMBER) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    if (lua_isinteger(L, -1)) {
+      lua_Integer v = lua_tointeger(L, -1);
+      p[0] = 'i';
+      memcpy(p + 1, &v, 8);
+    } else {
+      lua_Number v = lua_tonumber(L, -1);
+      p[0] = 'f';
+      memcpy(p + 1, &v, 8);
+    }
+    lua_pop(L, 1);
+  }
+  luaL_pushresultsize(&b, (size_t)count * PACK_REC);
+  return 1;
+}
+
+/* unpack_numbers(s, t, offset) -> count: t[offset + k - 1] = k-th number;
+ * unpack_numbers(s) -> a new list of them, with n */
+static int l_unpack_numbers(lua_State *L) {
+  size_t n, k;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_Integer off = 1;
+  int fresh = lua_isnoneornil(L, 2);
+  if (n % PACK_REC != 0 || n / PACK_REC > INT_MAX)
+    return luaL_error(L, "malformed packed numbers");
+  if (fresh) {
+    lua_settop(L, 1);
+    lua_createtable(L, (int)(n / PACK_REC), 1);
+    lua_pushinteger(L, (lua_Integer)(n / PACK_REC));
+    lua_setfield(L, 2, "n");
+  } else {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    off = luaL_checkinteger(L, 3);
+    lua_settop(L, 2);
+  }
+  for (k = 0; k < n / PACK_REC; k++, s += PACK_REC) {
+    if (s[0] == 'i') {
+      lua_Integer v;
+      memcpy(&v, s + 1, 8);
+      lua_pushinteger(L, v);
+    } else if (s[0] == 'f') {
+      lua_Number v;
+      memcpy(&v, s + 1, 8);
+      lua_pushnumber(L, v);
+    } else {
+      return luaL_error(L, "malformed packed numbers");
+    }
+    lua_rawseti(L, 2, off + (lua_Integer)k);
+  }
+  if (fresh) return 1;
+  lua_pushinteger(L, (lua_Integer)(n / PACK_REC));
+  return 1;
+}
+
+/* new_list(n) -> {n = n} with room for n list items: a map's result list
+ * is filled out of order, and growing it would rehash it many times */
+static int l_new_list(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  return 1;
+}
+
+/* }====================================================================== */
+
 int mproc_open_pool(lua_State *L) {
   static const luaL_Reg chan_methods[] = {
     {"_put", chan_put},
@@ -504,6 +597,9 @@ int mproc_open_pool(lua_State *L) {
     {"chan_pair", l_chan_pair},
     {"pool_poller", l_poller},
     {"poll_many", l_poll_many},
+    {"pack_numbers", l_pack_numbers},
+    {"unpack_numbers", l_unpack_numbers},
+    {"new_list", l_new_list},
     {NULL, NULL}
   };
   mproc_newclass(L, CHAN_T, chan_methods, chan_meta);

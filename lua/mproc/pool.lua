@@ -21,6 +21,8 @@ local result = require "mproc.result"
 local process = require "mproc.process"
 
 local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
+local pack_numbers, unpack_numbers = core.pack_numbers, core.unpack_numbers
+local new_list = core.new_list
 local pack, unpack, tmove = table.pack, table.unpack, table.move
 local argerror, typename = util.argerror, util.typename
 local errnew = errors.new
@@ -96,7 +98,7 @@ end
 
 local function run_batch(ch, tid, job, items, cs)
   local fn, star, n = job.fn, job.star, items.n
-  local out, errs = { n = n }, nil
+  local out, errs = new_list(n), nil
   local from = 1
   while from <= n do
     local ok, box = xpcall(run_range, catch, fn, star, items, from, n, out)
@@ -106,7 +108,10 @@ local function run_batch(ch, tid, job, items, cs)
     errs[#errs + 1] = { start, box[1], box[2] }
     from = start + cs
   end
-  local ok = ch:_put({ tid, true, out, errs }, "result")
+  -- all-number results go packed (one string: see lpool.c)
+  local packed = not errs and n > 0 and pack_numbers(out, 1, n)
+  local ok = packed and ch:_put({ tid, true, packed, nil, true }, "result")
+    or ch:_put({ tid, true, out, errs }, "result")
   if not ok and errs then
     for i = 1, #errs do errs[i][2] = error_text(errs[i][2]) end
     ok = ch:_put({ tid, true, out, errs }, "result")
@@ -193,7 +198,10 @@ local function worker_main(ch, init, initargs, maxtasks)
           local job = job_of(ch, jobs, msg[2], msg[3], decode_err)
           if job then run_apply(ch, msg[2], job.fn, msg[4]) end
           done = done + 1
-        elseif op == 3 then
+        elseif op == 3 or op == 6 then
+          if op == 6 then  -- the items as packed numbers
+            msg[4] = unpack_numbers(msg[4])
+          end
           local job = job_of(ch, jobs, msg[2], msg[3], decode_err)
           local n = msg[4].n
           if job then done = done + run_batch(ch, msg[2], job, msg[4], msg[5])
@@ -402,7 +410,7 @@ local function on_message(self, slot, msg)
   if nxt then nxt.start = t end
   local job = e.job
   if job then
-    if msg[2] then job:deliver(e.first, e.count, msg[3], msg[4])
+    if msg[2] then job:deliver(e.first, e.count, msg[3], msg[4], msg[5])
     else job:fail(e.first, e.count, task_error(msg)) end
   else
     if msg[2] then settle_apply(self, e, true, msg[3])
@@ -451,8 +459,14 @@ local function send_entry(slot, e)
       job.known[slot] = true
     end
     local first = e.first
-    local items = tmove(job.items, first, first + e.count - 1, 1, { n = e.count })
-    local ok, _, msg = ch:_put({ 3, e.id, job.id, items, job.cs }, "items")
+    local ok, _, msg
+    local packed = pack_numbers(job.items, first, e.count)
+    if packed then
+      ok, _, msg = ch:_put({ 6, e.id, job.id, packed, job.cs }, "items")
+    else
+      local items = tmove(job.items, first, first + e.count - 1, 1, { n = e.count })
+      ok, _, msg = ch:_put({ 3, e.id, job.id, items, job.cs }, "items")
+    end
     if not ok then
       return job:fail(first, e.count, errnew("SerializeError", msg))
     end
@@ -843,8 +857,18 @@ end
 
 -- Values of items first..first+count-1 (vals[1..count]); errs lists the
 -- chunks that failed as {start (1-based in the batch), value, traceback}.
-function Job:deliver(first, count, vals, errs)
+-- `packed`: vals is a string of packed numbers; a map unpacks it straight
+-- into its result list (job.out), others get a table.
+function Job:deliver(first, count, vals, errs, packed)
   release(self, first, count)
+  if packed then
+    if self.out then
+      unpack_numbers(vals, self.out, first)
+      vals = nil
+    else
+      vals = unpack_numbers(vals)
+    end
+  end
   self.on_values(first, count, vals, errs)
 end
 
@@ -891,17 +915,18 @@ local function map_async(self, fname, fn, items, opts, star)
   local cs = check_chunksize(opts.chunksize, 3, fname) or default_chunksize(self, n)
   local r = result.new(self, opts.callback, opts.error_callback)
   r._map = true
-  local out = { n = n }
+  local out = new_list(n)
   local left = n
   local job = new_job(self, fn, star, cs)
   job.items = list
+  job.out = out
   job.on_values = function(first, count, vals, errs)
     if r._done then return end
     if errs then
       job:stop()
       return r:_reject(make_task_error(errs[1][2], errs[1][3]))
     end
-    tmove(vals, 1, count, first, out)
+    if vals then tmove(vals, 1, count, first, out) end  -- nil: unpacked into out
     left = left - count
     if left == 0 then
       job:forget()

@@ -55,6 +55,7 @@ docscov:
 	@$(ENV) $(LUA) tools/docscov.lua
 
 bench: build
+	@sh tools/deps.sh python3 gcc
 	@sh bench/run.sh
 
 # libFuzzer over mp.loads(s, {functions = false}); FUZZ_SECONDS to change.

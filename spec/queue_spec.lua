@@ -4,6 +4,7 @@
 -- unrelated process".
 local mp = require "mproc"
 local core = require "mproc.core"
+local support = require "support"
 
 local function now() return core.now() end
 
@@ -68,14 +69,7 @@ local function handle(q)
   return h
 end
 
-local function shm_entries(prefix)
-  local n, p = 0, io.popen("ls /dev/shm")
-  for name in p:lines() do
-    if name:find(prefix, 1, true) then n = n + 1 end
-  end
-  p:close()
-  return n
-end
+local function shm_entries(prefix) return #support.shm_names(prefix) end
 
 -- }======================================================================
 

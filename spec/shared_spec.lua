@@ -2,16 +2,7 @@ local mp = require "mproc"
 local core = require "mproc.core"
 local support = require "support"
 
--- /dev/shm entries made by process `pid`.
-local function shm_of(pid)
-  local found = {}
-  local p = io.popen("ls /dev/shm 2>/dev/null")
-  for name in p:lines() do
-    if name:find("mproc-" .. pid .. "-", 1, true) then found[#found + 1] = name end
-  end
-  p:close()
-  return found
-end
+local shm_of = support.shm_of
 
 local function exists(name)
   local f = io.open("/dev/shm/" .. name, "rb")

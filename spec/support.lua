@@ -107,4 +107,20 @@ function M.wait_until(pred, timeout)
   return pred() and true or false
 end
 
+-- The /dev/shm names that contain `part` (plain text).
+function M.shm_names(part)
+  local found = {}
+  local p = io.popen("ls /dev/shm 2>/dev/null")
+  for name in p:lines() do
+    if name:find(part, 1, true) then found[#found + 1] = name end
+  end
+  p:close()
+  return found
+end
+
+-- The segments made by process `pid` (slab and SharedMemory segments).
+function M.shm_of(pid)
+  return M.shm_names("mproc-" .. pid .. "-")
+end
+
 return M

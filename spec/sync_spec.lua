@@ -17,16 +17,7 @@ local function error_of(fn, ...)
   return e
 end
 
--- /dev/shm entries made by process `pid`.
-local function shm_of(pid)
-  local found = {}
-  local p = io.popen("ls /dev/shm 2>/dev/null")
-  for name in p:lines() do
-    if name:find("mproc-" .. pid .. "-", 1, true) then found[#found + 1] = name end
-  end
-  p:close()
-  return found
-end
+local shm_of = support.shm_of
 
 -- Runs fn(i) in n processes at once; returns their exit codes.
 local function in_children(n, fn)

@@ -5,18 +5,9 @@ local support = require "support"
 -- Targets reach these as upvalues, not through busted's _ENV.
 local os, pcall, error = os, pcall, error
 
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
-  return err
-end
+local errmsg = support.errmsg
 
-local function elapsed(fn)
-  local t = core.now()
-  local r = table.pack(pcall(fn))
-  return core.now() - t, table.unpack(r, 1, r.n)
-end
+local elapsed = support.elapsed
 
 -- A server on 127.0.0.1 with a free port, serving one shared queue and a
 -- function that fails; returns the manager and its port.

@@ -7,12 +7,7 @@ local support = require "support"
 local error, os, tostring = error, os, tostring
 local csleep, getpid, kill, SIGKILL = core.sleep, core.getpid, core.kill, core.SIGKILL
 
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
-  return err
-end
+local errmsg = support.errmsg
 
 local function square(x) return x * x end
 local function add(a, b) return a + b end

@@ -9,12 +9,7 @@ local os, io, error, tostring, tonumber, print =
   os, io, error, tostring, tonumber, print
 
 -- The message of a plain error raised by fn, without its position.
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
-  return err
-end
+local errmsg = support.errmsg
 
 local function tmpfile()
   local path = os.tmpname()

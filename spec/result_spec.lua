@@ -1,15 +1,11 @@
 local mp = require "mproc"
+local support = require "support"
 local core = require "mproc.core"
 
 local error = error
 local csleep = core.sleep
 
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
-  return err
-end
+local errmsg = support.errmsg
 
 local function nap(s, v) csleep(s) return v end
 local function fail(msg) error(msg) end

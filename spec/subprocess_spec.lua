@@ -1,18 +1,10 @@
 local mp = require "mproc"
+local support = require "support"
 local sp = mp.subprocess
 
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
-  return err
-end
+local errmsg = support.errmsg
 
-local function elapsed(fn)
-  local t = mp.now and mp.now() or require("mproc.core").now()
-  local r = table.pack(pcall(fn))
-  return require("mproc.core").now() - t, table.unpack(r, 1, r.n)
-end
+local elapsed = support.elapsed
 
 describe("mproc.subprocess", function()
   describe(".run()", function()

@@ -123,4 +123,20 @@ function M.shm_of(pid)
   return M.shm_names("mproc-" .. pid .. "-")
 end
 
+-- The error that fn(...) raises (it must raise), without the
+-- "file:line: " position of a string error.
+function M.errmsg(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
+  return err
+end
+
+-- Seconds that pcall(fn) took, then pcall's results.
+function M.elapsed(fn)
+  local t = core.now()
+  local r = table.pack(pcall(fn))
+  return core.now() - t, table.unpack(r, 1, r.n)
+end
+
 return M

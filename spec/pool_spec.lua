@@ -377,7 +377,7 @@ describe("mproc.Pool", function()
       assert.equal(60, got)
       pool:close()
       assert.is_true(pool:join(10))  -- the workers let go of their handles
-      q:close()
+      q:close(); lock:close()
     end)
 
     it("passes mproc objects by reference", function()
@@ -385,6 +385,9 @@ describe("mproc.Pool", function()
       local v = mp.Value("int64", 0)
       pool:map(function(n) v:add(n) end, { 1, 2, 3, 4 }, 1)
       assert.equal(10, v.value)
+      pool:close()
+      assert.is_true(pool:join(10))  -- the workers let go of their handles
+      v:close()
     end)
   end)
 

@@ -495,3 +495,44 @@ describe("mproc shared data by reference", function()
     assert.is_function(core.shm_attach)
   end)
 end)
+
+describe("mproc segments whose other holders were killed", function()
+  -- the creator closes its handle while a child that attached by name
+  -- still holds the segment; then the child is SIGKILLed
+  local SCRIPT = [[
+    local mp = require "mproc"
+    local support = require "support"
+    local s = mp.SharedMemory{ create = true, size = 64 }
+    local r, w = mp.Pipe(false)
+    local p = mp.Process(function(name, c)
+      local again = mp.SharedMemory{ name = name }  -- an explicit attach holds it
+      again:write(1, "x"); c:send(true); mp.sleep(30)
+    end, s.name, w)
+    p:start()
+    assert(r:recv() == true)
+    local name = s.name:sub(2)
+    s:close()
+    print("kept while held", #support.shm_names(name))
+    p:kill(); p:join(10)
+  ]]
+
+  it("go when the creator creates again", function()
+    local out, ok = support.run_script(SCRIPT .. [[
+      local again = mp.Value("int64", 0)  -- a new segment: the old one is reaped
+      print("after the holder died", #support.shm_names(name))
+      again:close(); r:close(); w:close()
+    ]])
+    assert.is_true(ok, out)
+    assert.equal("kept while held\t1\nafter the holder died\t0\n", out)
+  end)
+
+  it("go at the creator's exit at the latest", function()
+    local out, ok = support.run_script(SCRIPT .. [[
+      print(mp.getpid())
+    ]])
+    assert.is_true(ok, out)
+    local pid = out:match("\n(%d+)\n$")
+    assert.is_not_nil(pid, out)
+    assert.same({}, support.shm_of(pid))
+  end)
+end)

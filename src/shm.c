@@ -314,6 +314,8 @@ static void full_name(char *out, size_t n, const char *name) {
   snprintf(out, n, "%s%s", name[0] == '/' ? "" : "/", name);
 }
 
+static void reap_released(void);
+
 mproc_seg *mproc_seg_create(int kind, size_t size, const char *name) {
   mproc_seg *s;
   seg_hdr *h;
@@ -321,6 +323,7 @@ mproc_seg *mproc_seg_create(int kind, size_t size, const char *name) {
   size_t total;
   init();
   install_term();
+  reap_released();
   if (size > ((size_t)1 << 46)) { errno = ENOMEM; return NULL; }
   total = MPROC_SEG_HEADER + (size ? size : 1);
   s = calloc(1, sizeof *s);
@@ -374,10 +377,12 @@ mproc_seg *mproc_seg_attach(const char *name) {
   full_name(full, sizeof full, name);
   for (s = registry; s != NULL; s = s->next) {
     if (strcmp(s->name, full) == 0) {
-      if (s->inherited && s->creator != mproc_self()) {
-        /* inherited from a parent: an explicit attach holds the name too */
+      if ((s->inherited && s->creator != mproc_self()) || s->released) {
+        /* inherited from a parent, or let go of earlier: an explicit
+         * attach holds the name (again) */
         s->slot = claim(HDR(s), mproc_self());
         s->inherited = 0;
+        s->released = 0;
       }
       s->local++;
       return s;
@@ -425,15 +430,43 @@ mproc_seg *mproc_seg_attach(const char *name) {
 
 void mproc_seg_retain(mproc_seg *s) { s->local++; }
 
-void mproc_seg_release(mproc_seg *s) {
-  if (--s->local > 0) return;
+static void drop_seg(mproc_seg *s) {
   unlink_seg(s);
-  if (!s->inherited) {
-    unclaim(HDR(s), mproc_self(), s->slot);
-    if (!held(HDR(s))) unlink_once(s);
-  }
   munmap(s->base, s->size);
   free(s);
+}
+
+/* Segments this creator let go of while other processes held them: those
+ * holders may have died since (SIGKILL leaves their claims behind). */
+static void reap_released(void) {
+  mproc_seg *s = registry, *next;
+  for (; s != NULL; s = next) {
+    next = s->next;
+    if (s->released && s->creator == mproc_self() && !held(HDR(s))) {
+      unlink_once(s);
+      drop_seg(s);
+    }
+  }
+}
+
+void mproc_seg_release(mproc_seg *s) {
+  if (--s->local > 0) return;
+  if (!s->inherited) {
+    unclaim(HDR(s), mproc_self(), s->slot);
+    if (held(HDR(s)) && s->creator == mproc_self()) {
+      /* others still use it: stay mapped and listed, so that it goes at
+       * our exit at the latest (or sooner, see reap_released) */
+      sigset_t old;
+      block_term(&old);
+      s->released = 1;
+      if (active_slab == s) active_slab = NULL;
+      restore_mask(&old);
+      return;
+    }
+    unlink_once(s);
+  }
+  drop_seg(s);
+  reap_released();
 }
 
 int mproc_seg_unlink(mproc_seg *s) {

@@ -34,6 +34,7 @@ struct mproc_seg {
   int kind;
   int inherited;           /* mapped by a parent before fork: no claim */
   int slot;                /* our holder slot, -1: counted in overflow */
+  int released;            /* creator let go while others held it */
 };
 
 /* Every object in a slab starts with this header: `attach` checks it. */

@@ -578,3 +578,132 @@ describe("mproc.Pool", function()
     end)
   end)
 end)
+
+-- The C side of all-number chunks (src/lpool.c): packed frames on a pool
+-- channel, and the worker's C loop.  Driven directly: through a pool, where
+-- a batch breaks is up to timing.
+describe("packed numbers (lpool.c)", function()
+  local function pair()
+    local ok, a, b = core.chan_pair()
+    assert.is_true(ok)
+    return a, b
+  end
+
+  it("sends items as one frame that keeps every subtype and bit", function()
+    local a, b <close> = pair()
+    local _ <close> = a
+    local items = { 1, 2.0, -0.0, math.mininteger, math.maxinteger, 1e308, 0 / 0 }
+    assert.is_true(a:_put_numbers("P", 7, 9, 3, items, 1, #items))
+    assert.is_true(a:_flush())
+    local ok, msg = b:_get(1)
+    assert.is_true(ok)
+    assert.equal(6, msg[1]); assert.equal(7, msg[2]); assert.equal(9, msg[3])
+    assert.equal(3, msg[5])
+    local got = core.unpack_numbers(msg[4])
+    assert.equal(#items, got.n)
+    for i = 1, 6 do
+      assert.equal(math.type(items[i]), math.type(got[i]))
+      assert.equal(string.pack("n", items[i]), string.pack("n", got[i]))
+    end
+    assert.is_true(got[7] ~= got[7])
+    -- a slice, from the middle
+    assert.is_true(a:_put_numbers("P", 1, 1, 1, items, 4, 2))
+    a:_flush()
+    ok, msg = b:_get(1)
+    assert.is_true(ok)
+    assert.same({ math.mininteger, math.maxinteger, n = 2 }, core.unpack_numbers(msg[4]))
+  end)
+
+  it("declines what is not all numbers, and appends nothing then", function()
+    local a, b <close> = pair()
+    local _ <close> = a
+    assert.is_false(a:_put_numbers("P", 1, 1, 1, { 1, "2", 3 }, 1, 3))
+    assert.is_false(a:_put_numbers("P", 1, 1, 1, { 1, 2 }, 1, 3))  -- a hole
+    assert.is_false(a:_put_numbers("P", 1, 1, 1, setmetatable({ 1 }, {}), 1, 1))
+    assert.is_false(a:_put_numbers("P", 1, 1, 1, { 1 }, 1, 0))
+    assert.equal(0, a:_pending())
+    assert.is_true(a:_put({ "next" }))
+    a:_flush()
+    local ok, msg = b:_get(1)
+    assert.is_true(ok)
+    assert.same({ "next" }, msg)
+  end)
+
+  it("leaves results in the buffer for take(), until the next get", function()
+    local a, b <close> = pair()
+    local _ <close> = a
+    assert.is_true(a:_put_numbers("R", 5, 0, 0, { 10, 20.5, 30 }, 1, 3))
+    assert.is_true(a:_put_numbers("R", 6, 0, 0, { 40 }, 1, 1))
+    a:_flush()
+    local ok, msg = b:_get(1)
+    assert.is_true(ok)
+    assert.same({ 5, true, false, nil, "packed" }, msg)
+    assert.matches("2 expected", errmsg(b._take, b, 2))
+    local out = { "keep" }
+    assert.equal(out, b:_take(3, out, 2))
+    assert.same({ "keep", 10, 20.5, 30 }, out)
+    assert.equal("float", math.type(out[3]))
+    assert.matches("no packed results", errmsg(b._take, b, 3))
+    ok, msg = b:_get(1)
+    assert.is_true(ok)
+    assert.equal(6, msg[1])
+    ok = b:_get()  -- gives up frame 6's records untaken
+    assert.is_nil(ok)
+    assert.matches("no packed results", errmsg(b._take, b, 1))
+  end)
+
+  it("reports a malformed frame as a SerializeError and goes on", function()
+    local a, b <close> = pair()
+    local _ <close> = a
+    a:_put_raw("R" .. ("\0"):rep(24) .. "i1234")  -- not whole records
+    a:_put_raw("P" .. ("\0"):rep(10))             -- no whole header
+    a:_put({ "after" })
+    a:_flush()
+    for _ = 1, 2 do
+      local ok, kind, m = b:_get(1)
+      assert.is_false(ok)
+      assert.equal("SerializeError", kind)
+      assert.equal("malformed packed frame", m)
+    end
+    local ok, msg = b:_get(1)
+    assert.is_true(ok)
+    assert.same({ "after" }, msg)
+    a:_put_raw("R" .. ("\0"):rep(24) .. "z" .. ("\0"):rep(8))  -- a bad type byte
+    a:_flush()
+    ok = b:_get(1)
+    assert.is_true(ok)
+    assert.matches("malformed packed numbers", errmsg(b._take, b, 1))
+  end)
+
+  it("runs a chunk in C, and carries on after an error", function()
+    local s = ""  -- records: a type byte, then the value in native order
+    for i = 1, 6 do s = s .. "i" .. string.pack("=i8", i) end
+    local acc, n = core.packed_acc(s)
+    assert.equal(6, n)
+    local calls = 0
+    local function fn(x)
+      calls = calls + 1
+      if x == 3 then error("three") end
+      if x == 5 then return "five" end
+      if x == 6 then return nil end
+      return x * 1.5
+    end
+    local ok, err = pcall(core.map_packed, fn, s, acc, 1)
+    assert.is_false(ok)
+    assert.matches("three", err)
+    assert.equal(3, core.acc_pos(acc))
+    core.map_packed(fn, s, acc, 4)
+    assert.equal(6, calls)
+    assert.same({ 1.5, 3.0, nil, 6.0, "five", nil, n = 6 }, core.acc_result(acc))
+    -- only a complete, all-number accumulator goes out as a packed frame
+    local a, b <close> = pair()
+    local _ <close> = a
+    assert.is_false(a:_put_numbers("R", 1, 0, 0, acc))
+    local acc2 = core.packed_acc(s)
+    core.map_packed(function(x) return x + 1 end, s, acc2, 1)
+    assert.is_true(a:_put_numbers("R", 2, 0, 0, acc2))
+    a:_flush()
+    assert.is_true((b:_get(1)))
+    assert.same({ 2, 3, 4, 5, 6, 7, n = 6 }, b:_take(6))
+  end)
+end)

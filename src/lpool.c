@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,6 +49,209 @@
 #endif
 
 /* {======================================================================
+ * Packed numbers: the items of a map chunk and its results, when they are
+ * all numbers, travel as 9-byte records (a type byte, then the 8 bytes of
+ * the integer or the float as is).  They are written from the Lua table
+ * straight into a channel's output buffer and read from its input buffer
+ * straight into the result list: no value-by-value encoding, and no Lua
+ * string in between for the parent's collector to deal with.
+ * ======================================================================= */
+
+#define PACK_REC 9
+#define PACK_GROUP 64
+
+static void put_rec(char *p, lua_State *L, int idx) {
+  if (lua_isinteger(L, idx)) {
+    lua_Integer v = lua_tointeger(L, idx);
+    p[0] = 'i';
+    memcpy(p + 1, &v, 8);
+  } else {
+    lua_Number v = lua_tonumber(L, idx);
+    p[0] = 'f';
+    memcpy(p + 1, &v, 8);
+  }
+}
+
+/* 0 for a malformed record */
+static int push_rec(lua_State *L, const char *s) {
+  if (s[0] == 'i') {
+    lua_Integer v;
+    memcpy(&v, s + 1, 8);
+    lua_pushinteger(L, v);
+  } else if (s[0] == 'f') {
+    lua_Number v;
+    memcpy(&v, s + 1, 8);
+    lua_pushnumber(L, v);
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* Writes t[first..first+count-1] (t at absolute index t) as records at p;
+ * 0 when one is not a number.  Values are fetched in groups, so that one
+ * settop pops many. */
+static int pack_table(lua_State *L, int t, lua_Integer first, lua_Integer count, char *p) {
+  lua_Integer i = 0;
+  while (i < count) {
+    int g = count - i < PACK_GROUP ? (int)(count - i) : PACK_GROUP, j;
+    int top = lua_gettop(L);
+    luaL_checkstack(L, g, NULL);
+    for (j = 0; j < g; j++)
+      if (lua_rawgeti(L, t, first + i + j) != LUA_TNUMBER) {
+        lua_settop(L, top);
+        return 0;
+      }
+    for (j = 1; j <= g; j++, p += PACK_REC) put_rec(p, L, top + j);
+    lua_settop(L, top);
+    i += g;
+  }
+  return 1;
+}
+
+/* t[off + k] = the k-th of the n records at s (t at absolute index t);
+ * 0 for a malformed record. */
+static int unpack_records(lua_State *L, const char *s, size_t n, int t, lua_Integer off) {
+  size_t k;
+  for (k = 0; k < n; k++, s += PACK_REC) {
+    if (!push_rec(L, s)) return 0;
+    lua_rawseti(L, t, off + (lua_Integer)k);
+  }
+  return 1;
+}
+
+/* unpack_numbers(s) -> a new list of the numbers packed in s, with n */
+static int l_unpack_numbers(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  if (n % PACK_REC != 0 || n / PACK_REC > INT_MAX)
+    return luaL_error(L, "malformed packed numbers");
+  n /= PACK_REC;
+  lua_createtable(L, (int)n, 1);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_setfield(L, -2, "n");
+  if (!unpack_records(L, s, n, lua_gettop(L), 1))
+    return luaL_error(L, "malformed packed numbers");
+  return 1;
+}
+
+/* new_list(n) -> {n = n} with room for n list items: a map's result list
+ * is filled out of order, and growing it would rehash it many times */
+static int l_new_list(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  return 1;
+}
+
+/* The worker's side of a chunk: a C loop calls the task function on each
+ * item and writes its results as records, so neither the items nor the
+ * results become a Lua table (that costs more than the calls of a trivial
+ * function).  The accumulator is a userdata so that an error raised by the
+ * function loses nothing: the Lua side reads how far it got and goes on
+ * with the next chunk. */
+
+#define ACC_T "mproc.PackedAcc"
+
+typedef struct packacc {
+  size_t n;        /* records */
+  size_t pos;      /* 1-based item being run (after an error: the culprit) */
+  int mixed;       /* some result is not a number (kept in the uservalue) */
+  char rec[1];     /* n records; type 0: no value, 'x': in the uservalue */
+} packacc;
+
+static packacc *checkacc(lua_State *L, int idx) {
+  return (packacc *)luaL_checkudata(L, idx, ACC_T);
+}
+
+/* packed_acc(s) -> an accumulator for as many results as s has records,
+ * and that number */
+static int l_packed_acc(lua_State *L) {
+  size_t len, n;
+  packacc *a;
+  luaL_checklstring(L, 1, &len);
+  if (len % PACK_REC != 0) return luaL_error(L, "malformed packed numbers");
+  n = len / PACK_REC;
+  a = (packacc *)lua_newuserdatauv(L, offsetof(packacc, rec) + n * PACK_REC + 1, 1);
+  a->n = n;
+  a->pos = 0;
+  a->mixed = 0;
+  memset(a->rec, 0, n * PACK_REC + 1);
+  luaL_setmetatable(L, ACC_T);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 2;
+}
+
+/* map_packed(fn, s, acc, from): acc[k] = fn(k-th number of s), for k
+ * from `from` on */
+static int l_map_packed(lua_State *L) {
+  size_t len, k;
+  const char *s = luaL_checklstring(L, 2, &len);
+  packacc *a = checkacc(L, 3);
+  lua_Integer from = luaL_checkinteger(L, 4);
+  if (len != a->n * PACK_REC) return luaL_error(L, "accumulator does not match");
+  lua_settop(L, 4);
+  if (from < 1) from = 1;
+  for (k = (size_t)from - 1; k < a->n; k++) {
+    a->pos = k + 1;
+    lua_pushvalue(L, 1);
+    if (!push_rec(L, s + k * PACK_REC)) return luaL_error(L, "malformed packed numbers");
+    lua_call(L, 1, 1);
+    if (lua_type(L, 5) == LUA_TNUMBER) {
+      put_rec(a->rec + k * PACK_REC, L, 5);
+    } else {
+      if (!a->mixed) {
+        a->mixed = 1;
+        lua_newtable(L);
+        lua_setiuservalue(L, 3, 1);
+      }
+      a->rec[k * PACK_REC] = 'x';
+      lua_getiuservalue(L, 3, 1);
+      lua_pushvalue(L, 5);
+      lua_rawseti(L, -2, (lua_Integer)k + 1);
+    }
+    lua_settop(L, 4);
+  }
+  return 0;
+}
+
+/* acc_pos(acc) -> the item being run when the last map_packed stopped */
+static int l_acc_pos(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)checkacc(L, 1)->pos);
+  return 1;
+}
+
+/* Whether every result is a number (put_numbers can send them as is). */
+static int acc_complete(const packacc *a) {
+  size_t k;
+  if (a->mixed) return 0;
+  for (k = 0; k < a->n; k++)
+    if (a->rec[k * PACK_REC] == 0) return 0;
+  return 1;
+}
+
+/* acc_result(acc) -> the results as a list with n (missing ones nil) */
+static int l_acc_result(lua_State *L) {
+  packacc *a = checkacc(L, 1);
+  size_t k;
+  lua_settop(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  lua_createtable(L, a->n < INT_MAX ? (int)a->n : 0, 1);
+  lua_pushinteger(L, (lua_Integer)a->n);
+  lua_setfield(L, 3, "n");
+  for (k = 0; k < a->n; k++) {
+    const char *r = a->rec + k * PACK_REC;
+    if (r[0] == 'x') lua_rawgeti(L, 2, (lua_Integer)k + 1);
+    else if (!push_rec(L, r)) continue;
+    lua_rawseti(L, 3, (lua_Integer)k + 1);
+  }
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
  * Chan
  * ======================================================================= */
 
@@ -57,6 +261,8 @@ typedef struct chan {
   size_t outpos;
   char *in;               /* bytes read: [inpos, inlen) not consumed yet */
   size_t inpos, inlen, incap;
+  size_t pendoff, pendn;  /* records of the last results frame, until the */
+  int haspend;            /* next get (see chan_take) */
 } chan;
 
 static chan *checkchan(lua_State *L) {
@@ -157,6 +363,56 @@ static int chan_put_raw(lua_State *L) {
   return 1;
 }
 
+/* Packed frames: a kind byte ('P' items, 'R' results; a codec message
+ * starts with its version byte, 1), task id, job id and chunk size as
+ * 8-byte integers, then the records. */
+#define PF_ITEMS   'P'
+#define PF_RESULTS 'R'
+#define PF_HEAD    25
+
+/* put_numbers(c, kind, tid, jobid, cs, t, first, count) -> true | false
+ * put_numbers(c, kind, tid, jobid, cs, acc) -> true | false
+ * Appends a packed frame of t[first..first+count-1] or of an accumulator's
+ * results; false (nothing appended) when one of them is not a number, or
+ * t has a metatable: the caller then sends a table through put. */
+static int chan_put_numbers(lua_State *L) {
+  chan *c = checkchan(L);
+  const char *kind = luaL_checkstring(L, 2);
+  lua_Integer hdr[3], first = 1, count;
+  packacc *a = (packacc *)luaL_testudata(L, 6, ACC_T);
+  size_t start, body;
+  char *p;
+  hdr[0] = luaL_checkinteger(L, 3);
+  hdr[1] = luaL_checkinteger(L, 4);
+  hdr[2] = luaL_checkinteger(L, 5);
+  if (a != NULL) {
+    if (!acc_complete(a)) goto no;
+    count = (lua_Integer)a->n;
+  } else {
+    luaL_checktype(L, 6, LUA_TTABLE);
+    first = luaL_checkinteger(L, 7);
+    count = luaL_checkinteger(L, 8);
+    if (lua_getmetatable(L, 6)) goto no;
+  }
+  if (count < 1 || (uint64_t)count > (FRAME_MAX - PF_HEAD) / PACK_REC) goto no;
+  body = PF_HEAD + (size_t)count * PACK_REC;
+  if (c->outpos == c->out.len) c->outpos = c->out.len = 0;
+  start = c->out.len;
+  mproc_buf_reserve(L, &c->out, 4 + body);
+  p = c->out.data + start;
+  if (a != NULL) memcpy(p + 4 + PF_HEAD, a->rec, (size_t)count * PACK_REC);
+  else if (!pack_table(L, 6, first, count, p + 4 + PF_HEAD)) goto no;
+  put_le32(p, (uint32_t)body);
+  p[4] = kind[0] == PF_RESULTS ? PF_RESULTS : PF_ITEMS;
+  memcpy(p + 5, hdr, sizeof hdr);
+  c->out.len = start + 4 + body;
+  lua_pushboolean(L, 1);
+  return 1;
+no:
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
 /* flush(c) -> true (nothing pending) | nil, fd (would block)
  * | false, "Closed"|"OSError", msg [, errno] */
 static int chan_flush(lua_State *L) {
@@ -248,6 +504,75 @@ static void cpu_relax(void) {
 #endif
 }
 
+/* A packed frame of n bytes at the read position.  Items become the
+ * message {6, tid, jobid, records, cs} (the worker runs them from the
+ * string); results become {tid, true, false, nil, "packed"} and their
+ * records stay in the input buffer for take(). */
+static int get_packed(lua_State *L, chan *c, size_t n) {
+  const char *f = c->in + c->inpos + 4;
+  lua_Integer hdr[3];
+  size_t count;
+  c->inpos += 4 + n;
+  if (n < PF_HEAD || (n - PF_HEAD) % PACK_REC != 0 || (n - PF_HEAD) / PACK_REC > INT_MAX)
+    return mproc_fail(L, "SerializeError", "malformed packed frame");
+  count = (n - PF_HEAD) / PACK_REC;
+  memcpy(hdr, f + 1, sizeof hdr);
+  lua_pushboolean(L, 1);
+  lua_createtable(L, 5, 0);
+  if (f[0] == PF_ITEMS) {
+    lua_pushinteger(L, 6);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, hdr[0]);
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, hdr[1]);
+    lua_rawseti(L, -2, 3);
+    lua_pushlstring(L, f + PF_HEAD, count * PACK_REC);
+    lua_rawseti(L, -2, 4);
+    lua_pushinteger(L, hdr[2]);
+    lua_rawseti(L, -2, 5);
+    if (c->inpos == c->inlen) c->inpos = c->inlen = 0;
+  } else {
+    lua_pushinteger(L, hdr[0]);
+    lua_rawseti(L, -2, 1);
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, -2, 2);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, 3);
+    lua_pushliteral(L, "packed");
+    lua_rawseti(L, -2, 5);
+    c->pendoff = (size_t)(f - c->in) + PF_HEAD;
+    c->pendn = count;
+    c->haspend = 1;
+  }
+  return 2;
+}
+
+/* take(c, count [, t, off]) -> t | a new list with n: the records of the
+ * results frame that get returned last, set at t[off], t[off+1]...;
+ * there must be `count` of them.  Only until the next get. */
+static int chan_take(lua_State *L) {
+  chan *c = checkchan(L);
+  lua_Integer count = luaL_checkinteger(L, 2), off = 1;
+  if (!c->haspend) return luaL_error(L, "no packed results to take");
+  if (count < 0 || (size_t)count != c->pendn)
+    return luaL_error(L, "malformed packed frame: %d results, %d expected",
+                      (int)c->pendn, (int)count);
+  if (lua_isnoneornil(L, 3)) {
+    lua_settop(L, 2);
+    lua_createtable(L, (int)count, 1);
+    lua_pushinteger(L, count);
+    lua_setfield(L, 3, "n");
+  } else {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    off = luaL_checkinteger(L, 4);
+    lua_settop(L, 3);
+  }
+  c->haspend = 0;
+  if (!unpack_records(L, c->in + c->pendoff, c->pendn, 3, off))
+    return luaL_error(L, "malformed packed numbers");
+  return 1;
+}
+
 /* get(c [, spin]) -> true, value | nil, fd (nothing complete yet)
  * | false, "EOF"|"SerializeError"|"OSError", msg [, errno]
  * With spin > 0 (seconds), keeps trying that long before giving up. */
@@ -256,6 +581,11 @@ static int chan_get(lua_State *L) {
   double spin = luaL_optnumber(L, 2, 0), t0 = 0;
   int64_t n;
   int r;
+  c->haspend = 0;  /* the last results frame's records are given up now */
+  if (c->inpos == c->inlen && c->inpos > 0) {
+    c->inpos = c->inlen = 0;
+    if (c->incap > KEEP_BUF) { free(c->in); c->in = NULL; c->incap = 0; }
+  }
   while ((n = frame_ready(c)) < 0) {
     r = fill(c);
     if (r > 0) continue;
@@ -277,6 +607,8 @@ static int chan_get(lua_State *L) {
     lua_pushinteger(L, c->fd);
     return 2;
   }
+  if (n > 0 && (c->in[c->inpos + 4] == PF_ITEMS || c->in[c->inpos + 4] == PF_RESULTS))
+    return get_packed(L, c, (size_t)n);
   lua_pushboolean(L, 1);
   /* consumed before decoding: a decoder of a by-reference object may
    * raise, and the frame must not be seen again */
@@ -470,103 +802,13 @@ static int l_poll_many(lua_State *L) {
 
 /* }====================================================================== */
 
-/* {======================================================================
- * Packed numbers: the items of a map chunk and its results, when they are
- * all numbers, travel as one string of 9-byte records (a type byte, then
- * the 8 bytes of the integer or the float as is), which the codec copies
- * in one go instead of encoding value by value.
- * ======================================================================= */
-
-#define PACK_REC 9
-
-/* pack_numbers(t, first, count) -> string | false (some item is not a
- * number, or t has a metatable: then the caller sends a table) */
-static int l_pack_numbers(lua_State *L) {
-  lua_Integer first = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3), i;
-  luaL_Buffer b;
-  char *p;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  if (count < 1 || count > (lua_Integer)(((size_t)-1 >> 1) / PACK_REC) ||
-      lua_getmetatable(L, 1)) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  p = luaL_buffinitsize(L, &b, (size_t)count * PACK_REC);
-  for (i = 0; i < count; i++, p += PACK_REC) {
-    int t = lua_rawgeti(L, 1, first + i);
-    if (t != LUA_TNUMBER) {
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-    if (lua_isinteger(L, -1)) {
-      lua_Integer v = lua_tointeger(L, -1);
-      p[0] = 'i';
-      memcpy(p + 1, &v, 8);
-    } else {
-      lua_Number v = lua_tonumber(L, -1);
-      p[0] = 'f';
-      memcpy(p + 1, &v, 8);
-    }
-    lua_pop(L, 1);
-  }
-  luaL_pushresultsize(&b, (size_t)count * PACK_REC);
-  return 1;
-}
-
-/* unpack_numbers(s, t, offset) -> count: t[offset + k - 1] = k-th number;
- * unpack_numbers(s) -> a new list of them, with n */
-static int l_unpack_numbers(lua_State *L) {
-  size_t n, k;
-  const char *s = luaL_checklstring(L, 1, &n);
-  lua_Integer off = 1;
-  int fresh = lua_isnoneornil(L, 2);
-  if (n % PACK_REC != 0 || n / PACK_REC > INT_MAX)
-    return luaL_error(L, "malformed packed numbers");
-  if (fresh) {
-    lua_settop(L, 1);
-    lua_createtable(L, (int)(n / PACK_REC), 1);
-    lua_pushinteger(L, (lua_Integer)(n / PACK_REC));
-    lua_setfield(L, 2, "n");
-  } else {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    off = luaL_checkinteger(L, 3);
-    lua_settop(L, 2);
-  }
-  for (k = 0; k < n / PACK_REC; k++, s += PACK_REC) {
-    if (s[0] == 'i') {
-      lua_Integer v;
-      memcpy(&v, s + 1, 8);
-      lua_pushinteger(L, v);
-    } else if (s[0] == 'f') {
-      lua_Number v;
-      memcpy(&v, s + 1, 8);
-      lua_pushnumber(L, v);
-    } else {
-      return luaL_error(L, "malformed packed numbers");
-    }
-    lua_rawseti(L, 2, off + (lua_Integer)k);
-  }
-  if (fresh) return 1;
-  lua_pushinteger(L, (lua_Integer)(n / PACK_REC));
-  return 1;
-}
-
-/* new_list(n) -> {n = n} with room for n list items: a map's result list
- * is filled out of order, and growing it would rehash it many times */
-static int l_new_list(lua_State *L) {
-  lua_Integer n = luaL_checkinteger(L, 1);
-  lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);
-  lua_pushinteger(L, n);
-  lua_setfield(L, -2, "n");
-  return 1;
-}
-
-/* }====================================================================== */
 
 int mproc_open_pool(lua_State *L) {
   static const luaL_Reg chan_methods[] = {
     {"_put", chan_put},
     {"_put_raw", chan_put_raw},
+    {"_put_numbers", chan_put_numbers},
+    {"_take", chan_take},
     {"_flush", chan_flush},
     {"_get", chan_get},
     {"_pending", chan_pending},
@@ -597,13 +839,17 @@ int mproc_open_pool(lua_State *L) {
     {"chan_pair", l_chan_pair},
     {"pool_poller", l_poller},
     {"poll_many", l_poll_many},
-    {"pack_numbers", l_pack_numbers},
     {"unpack_numbers", l_unpack_numbers},
     {"new_list", l_new_list},
+    {"packed_acc", l_packed_acc},
+    {"map_packed", l_map_packed},
+    {"acc_pos", l_acc_pos},
+    {"acc_result", l_acc_result},
     {NULL, NULL}
   };
   mproc_newclass(L, CHAN_T, chan_methods, chan_meta);
   mproc_newclass(L, POLLER_T, poller_methods, poller_meta);
+  mproc_newclass(L, ACC_T, NULL, NULL);
   mproc_setfuncs(L, funcs);
   return 0;
 }

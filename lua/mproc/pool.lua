@@ -21,8 +21,10 @@ local result = require "mproc.result"
 local process = require "mproc.process"
 
 local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
-local pack_numbers, unpack_numbers = core.pack_numbers, core.unpack_numbers
+local unpack_numbers = core.unpack_numbers
 local new_list = core.new_list
+local packed_acc, map_packed, acc_pos, acc_result =
+  core.packed_acc, core.map_packed, core.acc_pos, core.acc_result
 local pack, unpack, tmove = table.pack, table.unpack, table.move
 local argerror, typename = util.argerror, util.typename
 local errnew = errors.new
@@ -96,6 +98,21 @@ local function run_range(fn, star, items, from, n, out)
   end
 end
 
+-- Sends a batch's answer: packed when every value is a number (see
+-- lpool.c), else as a list; error values that cannot travel go as text.
+local function send_batch(ch, tid, out, errs, n)
+  local ok = not errs and n > 0 and ch:_put_numbers("R", tid, 0, 0, out, 1, n)
+    or ch:_put({ tid, true, out, errs }, "result")
+  if not ok and errs then
+    for i = 1, #errs do errs[i][2] = error_text(errs[i][2]) end
+    ok = ch:_put({ tid, true, out, errs }, "result")
+  end
+  if not ok then
+    local _, _, emsg = ch:_put({ tid, true, out }, "result")
+    ch:_put({ tid, false, emsg, nil, "SerializeError" })
+  end
+end
+
 local function run_batch(ch, tid, job, items, cs)
   local fn, star, n = job.fn, job.star, items.n
   local out, errs = new_list(n), nil
@@ -108,17 +125,25 @@ local function run_batch(ch, tid, job, items, cs)
     errs[#errs + 1] = { start, box[1], box[2] }
     from = start + cs
   end
-  -- all-number results go packed (one string: see lpool.c)
-  local packed = not errs and n > 0 and pack_numbers(out, 1, n)
-  local ok = packed and ch:_put({ tid, true, packed, nil, true }, "result")
-    or ch:_put({ tid, true, out, errs }, "result")
-  if not ok and errs then
-    for i = 1, #errs do errs[i][2] = error_text(errs[i][2]) end
-    ok = ch:_put({ tid, true, out, errs }, "result")
+  send_batch(ch, tid, out, errs, n)
+  return (n + cs - 1) // cs
+end
+
+-- A batch of packed numbers for a plain map: the calls run in a C loop
+-- that writes packed results (lpool.c map_packed), same answer as above.
+local function run_packed(ch, tid, job, s, cs)
+  local acc, n = packed_acc(s)
+  local from, errs = 1, nil
+  while from <= n do
+    local ok, box = xpcall(map_packed, catch, job.fn, s, acc, from)
+    if ok then break end
+    local start = (acc_pos(acc) - 1) // cs * cs + 1
+    errs = errs or {}
+    errs[#errs + 1] = { start, box[1], box[2] }
+    from = start + cs
   end
-  if not ok then
-    local _, _, emsg = ch:_put({ tid, true, out }, "result")
-    ch:_put({ tid, false, emsg, nil, "SerializeError" })
+  if errs or not ch:_put_numbers("R", tid, 0, 0, acc) then
+    send_batch(ch, tid, acc_result(acc), errs, n)
   end
   return (n + cs - 1) // cs
 end
@@ -199,13 +224,13 @@ local function worker_main(ch, init, initargs, maxtasks)
           if job then run_apply(ch, msg[2], job.fn, msg[4]) end
           done = done + 1
         elseif op == 3 or op == 6 then
-          if op == 6 then  -- the items as packed numbers
-            msg[4] = unpack_numbers(msg[4])
-          end
           local job = job_of(ch, jobs, msg[2], msg[3], decode_err)
-          local n = msg[4].n
-          if job then done = done + run_batch(ch, msg[2], job, msg[4], msg[5])
-          else done = done + (n + msg[5] - 1) // msg[5] end
+          local items = msg[4]
+          local packed = op == 6 and job and not job.star  -- packed numbers
+          if op == 6 and not packed then items = unpack_numbers(items) end
+          if not job then done = done + (items.n + msg[5] - 1) // msg[5]
+          elseif packed then done = done + run_packed(ch, msg[2], job, items, msg[5])
+          else done = done + run_batch(ch, msg[2], job, items, msg[5]) end
         elseif op == 1 then
           jobs[msg[2]] = { fn = msg[3], star = msg[4] }
         elseif op == 4 then
@@ -245,6 +270,7 @@ Pool.__index = Pool
 Pool.__name = "mproc.Pool"
 
 local MAX_WINDOW = 1024
+local BIG_BATCH = 256  -- items
 
 local next_id = 0
 local function new_id()
@@ -410,7 +436,7 @@ local function on_message(self, slot, msg)
   if nxt then nxt.start = t end
   local job = e.job
   if job then
-    if msg[2] then job:deliver(e.first, e.count, msg[3], msg[4], msg[5])
+    if msg[2] then job:deliver(e.first, e.count, msg[3], msg[4], msg[5] == "packed" and slot.ch)
     else job:fail(e.first, e.count, task_error(msg)) end
   else
     if msg[2] then settle_apply(self, e, true, msg[3])
@@ -460,10 +486,8 @@ local function send_entry(slot, e)
     end
     local first = e.first
     local ok, _, msg
-    local packed = pack_numbers(job.items, first, e.count)
-    if packed then
-      ok, _, msg = ch:_put({ 6, e.id, job.id, packed, job.cs }, "items")
-    else
+    ok = ch:_put_numbers("P", e.id, job.id, job.cs, job.items, first, e.count)
+    if not ok then
       local items = tmove(job.items, first, first + e.count - 1, 1, { n = e.count })
       ok, _, msg = ch:_put({ 3, e.id, job.id, items, job.cs }, "items")
     end
@@ -483,7 +507,12 @@ local function send_entry(slot, e)
   slot[slot.tail] = e
   slot.units = slot.units + e.units
   slot.sent = slot.sent + e.units
-  if slot.tail == slot.head then e.start = now() end
+  if slot.tail == slot.head then
+    e.start = now()
+    slot.ch:_flush()  -- the worker is idle: no batching
+  elseif job and e.count >= BIG_BATCH then
+    slot.ch:_flush()  -- a batch worth a syscall of its own
+  end
 end
 
 local function send_tasks(self)
@@ -857,16 +886,17 @@ end
 
 -- Values of items first..first+count-1 (vals[1..count]); errs lists the
 -- chunks that failed as {start (1-based in the batch), value, traceback}.
--- `packed`: vals is a string of packed numbers; a map unpacks it straight
--- into its result list (job.out), others get a table.
+-- `packed`: the values are packed numbers still in that channel's buffer
+-- (lpool.c take); a map unpacks them straight into its result list
+-- (job.out), others get a table.
 function Job:deliver(first, count, vals, errs, packed)
   release(self, first, count)
   if packed then
     if self.out then
-      unpack_numbers(vals, self.out, first)
+      packed:_take(count, self.out, first)
       vals = nil
     else
-      vals = unpack_numbers(vals)
+      vals = packed:_take(count)
     end
   end
   self.on_values(first, count, vals, errs)
@@ -915,11 +945,10 @@ local function map_async(self, fname, fn, items, opts, star)
   local cs = check_chunksize(opts.chunksize, 3, fname) or default_chunksize(self, n)
   local r = result.new(self, opts.callback, opts.error_callback)
   r._map = true
-  local out = new_list(n)
+  local out
   local left = n
   local job = new_job(self, fn, star, cs)
   job.items = list
-  job.out = out
   job.on_values = function(first, count, vals, errs)
     if r._done then return end
     if errs then
@@ -939,10 +968,14 @@ local function map_async(self, fname, fn, items, opts, star)
     r:_reject(err)
   end
   if n == 0 then
-    r:_resolve({ out, n = 1 })
+    r:_resolve({ new_list(0), n = 1 })
   else
     job:add(n)
     self:_pump()
+    -- made once the first chunks are out (no answer is read before): the
+    -- collector's work that a big allocation brings then overlaps theirs
+    out = new_list(n)
+    job.out = out
   end
   return r
 end

@@ -48,8 +48,13 @@ static int prepare_fd(int fd) {
   int one = 1;
   if (setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one) < 0) return -1;
 #endif
+#ifdef SOCK_CLOEXEC  /* socketpair's flags did the rest */
+  (void)fd;
+  return 0;
+#else
   if (mproc_set_nonblock(fd, 1) < 0) return -1;
   return mproc_set_cloexec(fd, 1);
+#endif
 }
 
 int mproc_conn_pair(int fds[2], int duplex) {

@@ -120,21 +120,6 @@ static int unpack_records(lua_State *L, const char *s, size_t n, int t, lua_Inte
   return 1;
 }
 
-/* unpack_numbers(s) -> a new list of the numbers packed in s, with n */
-static int l_unpack_numbers(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  if (n % PACK_REC != 0 || n / PACK_REC > INT_MAX)
-    return luaL_error(L, "malformed packed numbers");
-  n /= PACK_REC;
-  lua_createtable(L, (int)n, 1);
-  lua_pushinteger(L, (lua_Integer)n);
-  lua_setfield(L, -2, "n");
-  if (!unpack_records(L, s, n, lua_gettop(L), 1))
-    return luaL_error(L, "malformed packed numbers");
-  return 1;
-}
-
 /* new_list(n) -> {n = n} with room for n list items: a map's result list
  * is filled out of order, and growing it would rehash it many times */
 static int l_new_list(lua_State *L) {
@@ -146,72 +131,79 @@ static int l_new_list(lua_State *L) {
 }
 
 /* The worker's side of a chunk: a C loop calls the task function on each
- * item and writes its results as records, so neither the items nor the
- * results become a Lua table (that costs more than the calls of a trivial
- * function).  The accumulator is a userdata so that an error raised by the
- * function loses nothing: the Lua side reads how far it got and goes on
- * with the next chunk. */
+ * item (read from the channel's buffer) and writes its results as records
+ * into an accumulator, so neither the items nor the results become Lua
+ * values in a table (that costs more than the calls of a trivial
+ * function).  The accumulator is a userdata, reused from chunk to chunk,
+ * so that an error raised by the function loses nothing: the Lua side
+ * reads how far it got and goes on with the next chunk. */
 
 #define ACC_T "mproc.PackedAcc"
 
 typedef struct packacc {
-  size_t n;        /* records */
+  size_t n;        /* records in use */
+  size_t cap;      /* records there is room for */
   size_t pos;      /* 1-based item being run (after an error: the culprit) */
   int mixed;       /* some result is not a number (kept in the uservalue) */
-  char rec[1];     /* n records; type 0: no value, 'x': in the uservalue */
+  char rec[1];     /* records; type 0: no value, 'x': in the uservalue */
 } packacc;
 
 static packacc *checkacc(lua_State *L, int idx) {
   return (packacc *)luaL_checkudata(L, idx, ACC_T);
 }
 
-/* packed_acc(s) -> an accumulator for as many results as s has records,
- * and that number */
+/* packed_acc(n [, acc]) -> an empty accumulator for n results: acc itself
+ * when it has room, else a new one */
 static int l_packed_acc(lua_State *L) {
-  size_t len, n;
-  packacc *a;
-  luaL_checklstring(L, 1, &len);
-  if (len % PACK_REC != 0) return luaL_error(L, "malformed packed numbers");
-  n = len / PACK_REC;
-  a = (packacc *)lua_newuserdatauv(L, offsetof(packacc, rec) + n * PACK_REC + 1, 1);
-  a->n = n;
+  lua_Integer n = luaL_checkinteger(L, 1);
+  packacc *a = (packacc *)luaL_testudata(L, 2, ACC_T);
+  luaL_argcheck(L, n >= 0 && (uint64_t)n < ((size_t)-1 >> 1) / PACK_REC, 1, "bad count");
+  if (a == NULL || a->cap < (size_t)n) {
+    a = (packacc *)lua_newuserdatauv(L, offsetof(packacc, rec) + (size_t)n * PACK_REC + 1, 1);
+    a->cap = (size_t)n;
+    luaL_setmetatable(L, ACC_T);
+  } else {
+    lua_settop(L, 2);
+    lua_pushnil(L);
+    lua_setiuservalue(L, 2, 1);
+  }
+  a->n = (size_t)n;
   a->pos = 0;
   a->mixed = 0;
-  memset(a->rec, 0, n * PACK_REC + 1);
-  luaL_setmetatable(L, ACC_T);
-  lua_pushinteger(L, (lua_Integer)n);
-  return 2;
+  memset(a->rec, 0, (size_t)n * PACK_REC + 1);
+  return 1;
 }
 
-/* map_packed(fn, s, acc, from): acc[k] = fn(k-th number of s), for k
- * from `from` on */
-static int l_map_packed(lua_State *L) {
-  size_t len, k;
-  const char *s = luaL_checklstring(L, 2, &len);
-  packacc *a = checkacc(L, 3);
-  lua_Integer from = luaL_checkinteger(L, 4);
-  if (len != a->n * PACK_REC) return luaL_error(L, "accumulator does not match");
-  lua_settop(L, 4);
+/* acc[k] = fn(k-th of the n records at s) for k from `from` on; fn, the
+ * accumulator and a scratch slot are at fi, ai and ai + 1 */
+static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, lua_Integer from) {
+  size_t k;
+  int res = ai + 1;
+  lua_settop(L, ai);
   if (from < 1) from = 1;
   for (k = (size_t)from - 1; k < a->n; k++) {
     a->pos = k + 1;
-    lua_pushvalue(L, 1);
+    lua_pushvalue(L, fi);
     if (!push_rec(L, s + k * PACK_REC)) return luaL_error(L, "malformed packed numbers");
     lua_call(L, 1, 1);
-    if (lua_type(L, 5) == LUA_TNUMBER) {
-      put_rec(a->rec + k * PACK_REC, L, 5);
+    if (lua_isinteger(L, res)) {  /* the common case first: one call less */
+      lua_Integer v = lua_tointegerx(L, res, NULL);
+      a->rec[k * PACK_REC] = 'i';
+      memcpy(a->rec + k * PACK_REC + 1, &v, 8);
+    } else if (lua_type(L, res) == LUA_TNUMBER) {
+      put_rec(a->rec + k * PACK_REC, L, res);
     } else {
       if (!a->mixed) {
         a->mixed = 1;
         lua_newtable(L);
-        lua_setiuservalue(L, 3, 1);
+        lua_setiuservalue(L, ai, 1);
       }
       a->rec[k * PACK_REC] = 'x';
-      lua_getiuservalue(L, 3, 1);
-      lua_pushvalue(L, 5);
+      lua_getiuservalue(L, ai, 1);
+      lua_pushvalue(L, res);
       lua_rawseti(L, -2, (lua_Integer)k + 1);
     }
-    lua_settop(L, 4);
+    lua_settop(L, ai);
   }
   return 0;
 }
@@ -505,9 +497,9 @@ static void cpu_relax(void) {
 }
 
 /* A packed frame of n bytes at the read position.  Items become the
- * message {6, tid, jobid, records, cs} (the worker runs them from the
- * string); results become {tid, true, false, nil, "packed"} and their
- * records stay in the input buffer for take(). */
+ * message {6, tid, jobid, count, cs}, results {tid, true, false, nil,
+ * "packed"}; the records stay in the input buffer for take() and
+ * run_pending(), until the next get. */
 static int get_packed(lua_State *L, chan *c, size_t n) {
   const char *f = c->in + c->inpos + 4;
   lua_Integer hdr[3];
@@ -526,11 +518,10 @@ static int get_packed(lua_State *L, chan *c, size_t n) {
     lua_rawseti(L, -2, 2);
     lua_pushinteger(L, hdr[1]);
     lua_rawseti(L, -2, 3);
-    lua_pushlstring(L, f + PF_HEAD, count * PACK_REC);
+    lua_pushinteger(L, (lua_Integer)count);
     lua_rawseti(L, -2, 4);
     lua_pushinteger(L, hdr[2]);
     lua_rawseti(L, -2, 5);
-    if (c->inpos == c->inlen) c->inpos = c->inlen = 0;
   } else {
     lua_pushinteger(L, hdr[0]);
     lua_rawseti(L, -2, 1);
@@ -540,23 +531,28 @@ static int get_packed(lua_State *L, chan *c, size_t n) {
     lua_rawseti(L, -2, 3);
     lua_pushliteral(L, "packed");
     lua_rawseti(L, -2, 5);
-    c->pendoff = (size_t)(f - c->in) + PF_HEAD;
-    c->pendn = count;
-    c->haspend = 1;
   }
+  c->pendoff = (size_t)(f - c->in) + PF_HEAD;
+  c->pendn = count;
+  c->haspend = 1;
   return 2;
 }
 
+/* The records of the packed frame get returned last; there must be
+ * `count` of them. */
+static const char *pending(lua_State *L, chan *c, lua_Integer count) {
+  if (!c->haspend) luaL_error(L, "no packed values to take");
+  if (count < 0 || (size_t)count != c->pendn)
+    luaL_error(L, "malformed packed frame: %d values, %d expected", (int)c->pendn, (int)count);
+  return c->in + c->pendoff;
+}
+
 /* take(c, count [, t, off]) -> t | a new list with n: the records of the
- * results frame that get returned last, set at t[off], t[off+1]...;
- * there must be `count` of them.  Only until the next get. */
+ * packed frame that get returned last, set at t[off], t[off+1]... */
 static int chan_take(lua_State *L) {
   chan *c = checkchan(L);
   lua_Integer count = luaL_checkinteger(L, 2), off = 1;
-  if (!c->haspend) return luaL_error(L, "no packed results to take");
-  if (count < 0 || (size_t)count != c->pendn)
-    return luaL_error(L, "malformed packed frame: %d results, %d expected",
-                      (int)c->pendn, (int)count);
+  const char *s = pending(L, c, count);
   if (lua_isnoneornil(L, 3)) {
     lua_settop(L, 2);
     lua_createtable(L, (int)count, 1);
@@ -568,9 +564,20 @@ static int chan_take(lua_State *L) {
     lua_settop(L, 3);
   }
   c->haspend = 0;
-  if (!unpack_records(L, c->in + c->pendoff, c->pendn, 3, off))
+  if (!unpack_records(L, s, (size_t)count, 3, off))
     return luaL_error(L, "malformed packed numbers");
   return 1;
+}
+
+/* run_pending(c, fn, acc, from): acc[k] = fn(k-th pending record) for k
+ * from `from` on (the accumulator was made for as many records).  The
+ * records stay pending: after an error, the caller goes on from later. */
+static int chan_run_pending(lua_State *L) {
+  chan *c = checkchan(L);
+  packacc *a = checkacc(L, 3);
+  lua_Integer from = luaL_checkinteger(L, 4);
+  const char *s = pending(L, c, (lua_Integer)a->n);
+  return run_records(L, 2, s, a, 3, from);
 }
 
 /* get(c [, spin]) -> true, value | nil, fd (nothing complete yet)
@@ -809,6 +816,7 @@ int mproc_open_pool(lua_State *L) {
     {"_put_raw", chan_put_raw},
     {"_put_numbers", chan_put_numbers},
     {"_take", chan_take},
+    {"_run_pending", chan_run_pending},
     {"_flush", chan_flush},
     {"_get", chan_get},
     {"_pending", chan_pending},
@@ -839,10 +847,8 @@ int mproc_open_pool(lua_State *L) {
     {"chan_pair", l_chan_pair},
     {"pool_poller", l_poller},
     {"poll_many", l_poll_many},
-    {"unpack_numbers", l_unpack_numbers},
     {"new_list", l_new_list},
     {"packed_acc", l_packed_acc},
-    {"map_packed", l_map_packed},
     {"acc_pos", l_acc_pos},
     {"acc_result", l_acc_result},
     {NULL, NULL}

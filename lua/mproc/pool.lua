@@ -21,10 +21,8 @@ local result = require "mproc.result"
 local process = require "mproc.process"
 
 local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
-local unpack_numbers = core.unpack_numbers
 local new_list = core.new_list
-local packed_acc, map_packed, acc_pos, acc_result =
-  core.packed_acc, core.map_packed, core.acc_pos, core.acc_result
+local packed_acc, acc_pos, acc_result = core.packed_acc, core.acc_pos, core.acc_result
 local pack, unpack, tmove = table.pack, table.unpack, table.move
 local argerror, typename = util.argerror, util.typename
 local errnew = errors.new
@@ -129,13 +127,15 @@ local function run_batch(ch, tid, job, items, cs)
   return (n + cs - 1) // cs
 end
 
--- A batch of packed numbers for a plain map: the calls run in a C loop
--- that writes packed results (lpool.c map_packed), same answer as above.
-local function run_packed(ch, tid, job, s, cs)
-  local acc, n = packed_acc(s)
+-- A batch of packed numbers for a plain map, still in the channel's
+-- buffer: the calls run in a C loop that writes packed results into an
+-- accumulator kept from batch to batch (lpool.c); same answer as above.
+local acc
+local function run_packed(ch, tid, job, n, cs)
+  acc = packed_acc(n, acc)
   local from, errs = 1, nil
   while from <= n do
-    local ok, box = xpcall(map_packed, catch, job.fn, s, acc, from)
+    local ok, box = xpcall(ch._run_pending, catch, ch, job.fn, acc, from)
     if ok then break end
     local start = (acc_pos(acc) - 1) // cs * cs + 1
     errs = errs or {}
@@ -227,7 +227,7 @@ local function worker_main(ch, init, initargs, maxtasks)
           local job = job_of(ch, jobs, msg[2], msg[3], decode_err)
           local items = msg[4]
           local packed = op == 6 and job and not job.star  -- packed numbers
-          if op == 6 and not packed then items = unpack_numbers(items) end
+          if op == 6 and not packed then items = ch:_take(items) end
           if not job then done = done + (items.n + msg[5] - 1) // msg[5]
           elseif packed then done = done + run_packed(ch, msg[2], job, items, msg[5])
           else done = done + run_batch(ch, msg[2], job, items, msg[5]) end

@@ -40,6 +40,17 @@ bench.report("create_close_join", bench.per_op(function(n)
     p:close(); p:join()
   end
 end, 0.3, 3), "s", "<=0.2")
+-- The floor of any fork-based Pool(2) from this process: two forks whose
+-- children exit at once, and the waits for them.
+bench.report("create_close_join_floor_2_forks", bench.per_op(function(n)
+  for _ = 1, n do
+    local a = mp.fork()
+    if a == 0 then core.exit(0) end
+    local b = mp.fork()
+    if b == 0 then core.exit(0) end
+    mp.waitpid(a); mp.waitpid(b)
+  end
+end, 0.3, 3), "s")
 
 -- CPU-bound: 64 equal tasks on 2 workers vs serial.
 local function work(n)

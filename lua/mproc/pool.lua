@@ -271,6 +271,7 @@ Pool.__name = "mproc.Pool"
 
 local MAX_WINDOW = 1024
 local BIG_BATCH = 256  -- items
+local LONG_UNIT = 0.001  -- seconds: a unit of work that long is not prefetched
 
 local next_id = 0
 local function new_id()
@@ -455,9 +456,11 @@ local function drain(self, slot)
 end
 
 -- The live worker holding the fewest units that has room, and its room.
--- Items of a job (map, imap) always get two in flight per worker, so a
--- worker never idles between them; an apply task of unknown length waits
--- alone when the tasks seen so far were long.
+-- Items of a job (map, imap) get two in flight per worker, so a worker
+-- never idles between them, unless they are long (then the round trip
+-- costs little, and a second one held would leave another worker idle at
+-- the end of the job); an apply task of unknown length waits alone when
+-- the tasks seen so far were long.
 local function pick(self, chunked)
   local best, room
   local maxtasks = self._maxtasks
@@ -466,7 +469,7 @@ local function pick(self, chunked)
     local slot = ws[i]
     if not slot.stopping then
       local win = slot.win
-      if chunked and win < 2 then win = 2 end
+      if chunked and win < 2 and not (slot.ema and slot.ema > LONG_UNIT) then win = 2 end
       local r = win - slot.units
       if maxtasks and maxtasks - slot.sent < r then r = maxtasks - slot.sent end
       if r > 0 and (not best or slot.units < best.units) then best, room = slot, r end

@@ -100,6 +100,33 @@ describe("mproc.Pool", function()
       assert.equal(pids[3], pids[4])
       assert.not_equal(pids[4], pids[5])
     end)
+    it("raises OSError when a fork fails, and leaves no worker behind", function()
+      local out = support.run_script([[
+        local core = require "mproc.core"
+        local mp = require "mproc"
+        local fork, calls, pids = core.proc_fork, 0, {}
+        core.proc_fork = function(...)
+          calls = calls + 1
+          if calls == 3 then
+            return false, "OSError", "fork: Resource temporarily unavailable", 11
+          end
+          local ok, pid, child = fork(...)
+          if ok and pid ~= 0 then pids[#pids + 1] = pid end
+          return ok, pid, child
+        end
+        local ok, err = pcall(mp.Pool, 4)
+        print(ok, mp.is_error(err, "OSError"), err.message)
+        for _, pid in ipairs(pids) do
+          print(pid, core.kill(pid, 0) and "alive" or "gone")
+        end
+      ]])
+      local lines = {}
+      for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+      assert.equal("false\ttrue\tfork: Resource temporarily unavailable", lines[1], out)
+      assert.equal(3, #lines, out)  -- the two workers forked before the failure
+      assert.matches("^%d+\tgone$", lines[2])
+      assert.matches("^%d+\tgone$", lines[3])
+    end)
   end)
 
   describe(":apply()", function()

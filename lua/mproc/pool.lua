@@ -205,7 +205,9 @@ local function worker_main(ch, init, initargs, maxtasks)
   local ok, err = xpcall(function()
     if init then init(unpack(initargs, 1, initargs.n)) end
     local jobs, done, decode_err = {}, 0, nil
-    local st = { spin = WORKER_SPIN, last_flush = now(), fd = ch:_fileno() }
+    -- no spin until a task came quickly after an answer: while the pool
+    -- is still forking its other workers, a spin only takes their CPU
+    local st = { spin = 0, last_flush = now(), fd = ch:_fileno() }
     while true do
       local got, msg, emsg = next_message(ch, st)
       if got == false then
@@ -309,22 +311,44 @@ local function poller_set(self, fd, mode, op)
   if self._poller then self._poller:_ctl(op, fd, mode) end
 end
 
-local function start_worker(self)
-  local ok, a, b = core.chan_pair()
-  if not ok then errors.check(ok, a, b) end
-  local mine, theirs = a, b
-  all_chans[mine] = true
-  local pid, child = errors.check(core.proc_fork(false, true))
-  if pid == 0 then worker_main(theirs, self._init, self._initargs, self._maxtasks) end
-  theirs:_close()
-  local slot = { pid = pid, child = child, sentinel = core.child_fileno(child), ch = mine,
-                 fd = mine:_fileno(), head = 1, tail = 0, units = 0, sent = 0, win = 1,
-                 known = {}, ema = nil, wmode = "r" }
-  poller_set(self, slot.fd, "r", "add")
-  poller_set(self, slot.sentinel, "r", "add")
+-- Starts n workers: every channel first, then the forks back to back (the
+-- parent's own work between two forks, its copy-on-write faults included,
+-- delays the next one), then the bookkeeping.  A failed fork raises once
+-- the workers forked before it are registered.
+local function start_workers(self, n)
+  local chans, forked, failed = {}, {}, nil
+  for i = 1, n do
+    local ok, a, b = core.chan_pair()
+    if not ok then failed = { ok, a, b } break end
+    all_chans[a], all_chans[b] = true, true
+    chans[i] = { a, b }
+  end
+  for i = 1, #chans do
+    if failed then break end
+    local r = pack(core.proc_fork(false, true))
+    if not r[1] then failed = r break end
+    if r[2] == 0 then worker_main(chans[i][2], self._init, self._initargs, self._maxtasks) end
+    forked[i] = r
+  end
   local ws = self._workers
-  ws[#ws + 1] = slot
-  return slot
+  for i = 1, #chans do
+    local mine, theirs = chans[i][1], chans[i][2]
+    theirs:_close()
+    all_chans[theirs] = nil
+    local r = forked[i]
+    if r then
+      local slot = { pid = r[2], child = r[3], sentinel = core.child_fileno(r[3]), ch = mine,
+                     fd = mine:_fileno(), head = 1, tail = 0, units = 0, sent = 0, win = 1,
+                     known = {}, ema = nil, wmode = "r" }
+      poller_set(self, slot.fd, "r", "add")
+      poller_set(self, slot.sentinel, "r", "add")
+      ws[#ws + 1] = slot
+    else
+      mine:_close()
+      all_chans[mine] = nil
+    end
+  end
+  if failed then errors.check(unpack(failed, 1, failed.n or 3)) end
 end
 
 local function update_window(slot, dt, units)
@@ -414,7 +438,7 @@ local function worker_ended(self, slot)
   slot.head, slot.tail, slot.units = 1, 0, 0
   for i = #back, 1, -1 do requeue_front(self, back[i]) end
   if self._state ~= "TERMINATE" and (self._busy > 0 or self._state == "RUN") then
-    start_worker(self)
+    start_workers(self, 1)
   end
 end
 
@@ -1281,7 +1305,11 @@ local function new_pool(opts)
     self._poller = p
     self._pollfd = p:_fileno()
   end
-  for _ = 1, self._processes do start_worker(self) end
+  local ok2, err = pcall(start_workers, self, self._processes)
+  if not ok2 then  -- the workers that did start must not outlive this call
+    self:terminate()
+    error(err, 0)
+  end
   return self
 end
 

@@ -208,7 +208,7 @@ static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, 
   return 0;
 }
 
-/* acc_pos(acc) -> the item being run when the last map_packed stopped */
+/* acc_pos(acc) -> the item being run when the last run_pending stopped */
 static int l_acc_pos(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)checkacc(L, 1)->pos);
   return 1;
@@ -253,8 +253,8 @@ typedef struct chan {
   size_t outpos;
   char *in;               /* bytes read: [inpos, inlen) not consumed yet */
   size_t inpos, inlen, incap;
-  size_t pendoff, pendn;  /* records of the last results frame, until the */
-  int haspend;            /* next get (see chan_take) */
+  size_t pendoff, pendn;  /* records of the last packed frame, until the */
+  int haspend;            /* next get (see get_packed) */
 } chan;
 
 static chan *checkchan(lua_State *L) {

@@ -318,10 +318,10 @@ end
 local function start_workers(self, n)
   local chans, forked, failed = {}, {}, nil
   for i = 1, n do
-    local ok, a, b = core.chan_pair()
-    if not ok then failed = { ok, a, b } break end
-    all_chans[a], all_chans[b] = true, true
-    chans[i] = { a, b }
+    local r = pack(core.chan_pair())
+    if not r[1] then failed = r break end
+    all_chans[r[2]], all_chans[r[3]] = true, true
+    chans[i] = { r[2], r[3] }
   end
   for i = 1, #chans do
     if failed then break end
@@ -348,7 +348,7 @@ local function start_workers(self, n)
       all_chans[mine] = nil
     end
   end
-  if failed then errors.check(unpack(failed, 1, failed.n or 3)) end
+  if failed then errors.check(unpack(failed, 1, failed.n)) end
 end
 
 local function update_window(slot, dt, units)

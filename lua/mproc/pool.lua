@@ -274,6 +274,7 @@ Pool.__name = "mproc.Pool"
 local MAX_WINDOW = 1024
 local BIG_BATCH = 256  -- items
 local LONG_UNIT = 0.001  -- seconds: a unit of work that long is not prefetched
+                         -- at the end of a job
 
 local next_id = 0
 local function new_id()
@@ -481,11 +482,12 @@ end
 
 -- The live worker holding the fewest units that has room, and its room.
 -- Items of a job (map, imap) get two in flight per worker, so a worker
--- never idles between them, unless they are long (then the round trip
--- costs little, and a second one held would leave another worker idle at
--- the end of the job); an apply task of unknown length waits alone when
--- the tasks seen so far were long.
-local function pick(self, chunked)
+-- never idles between them; but when they are long and only a few are left
+-- (`left` units, no more than the workers), one at a time: a second one
+-- held by a busy worker would leave another idle at the end of the job.
+-- An apply task of unknown length waits alone when the tasks seen so far
+-- were long.
+local function pick(self, chunked, left)
   local best, room
   local maxtasks = self._maxtasks
   local ws = self._workers
@@ -493,7 +495,10 @@ local function pick(self, chunked)
     local slot = ws[i]
     if not slot.stopping then
       local win = slot.win
-      if chunked and win < 2 and not (slot.ema and slot.ema > LONG_UNIT) then win = 2 end
+      if chunked and win < 2
+         and (not (slot.ema and slot.ema > LONG_UNIT) or (left and left > #ws)) then
+        win = 2
+      end
       local r = win - slot.units
       if maxtasks and maxtasks - slot.sent < r then r = maxtasks - slot.sent end
       if r > 0 and (not best or slot.units < best.units) then best, room = slot, r end
@@ -555,7 +560,8 @@ local function send_tasks(self)
       if job and job.failed then self._busy = self._busy - item.count end
     else
       local j = job or (item.is_job and item) or nil
-      local slot, room = pick(self, j ~= nil)
+      local left = item.is_job and (item.avail - item.next + item.cs) // item.cs or nil
+      local slot, room = pick(self, j ~= nil, left)
       if not slot then return end
       if item.is_job then
         -- one message per chunk; chunks of one item travel in batches

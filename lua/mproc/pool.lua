@@ -137,8 +137,13 @@ local function run_packed(ch, tid, job, n, cs)
   while from <= n do
     local ok, box = xpcall(ch._run_pending, catch, ch, job.fn, acc, from)
     if ok then break end
-    local start = (acc_pos(acc) - 1) // cs * cs + 1
+    local at = acc_pos(acc)
     errs = errs or {}
+    if at < from then  -- failed before any call (a bad frame): every chunk left fails
+      for start = from, n, cs do errs[#errs + 1] = { start, box[1], box[2] } end
+      break
+    end
+    local start = (at - 1) // cs * cs + 1
     errs[#errs + 1] = { start, box[1], box[2] }
     from = start + cs
   end

@@ -416,8 +416,8 @@ end
 local function worker_ended(self, slot)
   local ok, code = core.child_poll(slot.child, true)
   slot.exitcode = ok and code or nil
+  remove_worker(self, slot)  -- first: it takes the sentinel out of the poller
   core.child_close(slot.child)
-  remove_worker(self, slot)
   local back = {}
   for i = slot.head, slot.tail do
     local e = slot[i]

@@ -3,6 +3,7 @@ local errors = require "mproc.errors"
 local util = require "mproc.util"
 local sched = require "mproc.sched"
 local core = require "mproc.core"
+local support = require "support"
 
 describe("mproc.Error", function()
   it("makes error objects with kind, message and extra fields", function()
@@ -151,6 +152,9 @@ describe("Interrupted", function()
       local p <close> = mp.subprocess.Popen({ "sh", "-c", cmd }, { stdout = "pipe" })
       assert.equal("ready", p.stdout:readline(10))
       mp.sleep(0.1)                        -- into the blocking wait
+      assert.is_true(support.wait_until(function()  -- asleep in it
+        return support.proc_state(p.pid) == "S"
+      end, 10))
       p:send_signal(2)
       local out = p.stdout:read(nil, 10)
       assert.equal(which .. "\tfalse\ttrue\t"

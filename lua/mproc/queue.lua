@@ -17,9 +17,6 @@ local SLICE = 0.05      -- longest blocking wait in C between returns to Lua
 -- the deadline passes.  A scheduler (mp.run) installs
 -- sched.hooks.wait_shared(probe, deadline); probe(seconds) waits in C at
 -- most that long and returns true when the queue looks ready.
--- a SIGINT during a slice raises Interrupted
-local wait = errors.interruptible(function(q, what, s) return q:_wait(what, s) end)
-
 local function block(q, what, deadline)
   local hook = sched.hooks.wait_shared
   if hook then
@@ -27,7 +24,7 @@ local function block(q, what, deadline)
   end
   local left = remaining(deadline)
   if left == nil or left > SLICE then left = SLICE end
-  return wait(q, what, left)
+  return q:_wait(what, left)
 end
 
 -- put/put_many that found the queue full: `frames` holds the encoded rest.
@@ -65,11 +62,15 @@ local function slow_join(q, timeout)
   return true
 end
 
+-- A SIGINT anywhere in a slow path (in a slice, or between two) raises
+-- Interrupted: the whole loop is protected, not only the waits.
+local interruptible = errors.interruptible
 core.queue_hooks {
   raise = raise,
   raise_errno = function(msg, errno) raise("OSError", msg, { errno = errno }) end,
   raise_full = function(pushed) raise("Full", "queue is full", { put = pushed }) end,
-  slow_put = slow_put, slow_get = slow_get, slow_join = slow_join,
+  slow_put = interruptible(slow_put), slow_get = interruptible(slow_get),
+  slow_join = interruptible(slow_join),
 }
 
 -- maxsize: nil or an integer; <= 0 means unbounded (as in Python).

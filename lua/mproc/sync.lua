@@ -20,14 +20,13 @@ local M = {}
 -- scheduler (sched.hooks.wait_shared) can interleave other work.
 M.SLICE = 0.05
 
--- a SIGINT during a slice raises Interrupted
-local call_step = errors.interruptible(function(step, ...) return step(...) end)
-
 -- Calls step(obj, slice, ...) until it reports something or the timeout
 -- (seconds, nil: forever) runs out.  A step returns nothing when its slice
 -- ran out, `false, kind, message` on failure (raised here) and anything
 -- else when done.  Returns the step's results, or false after the timeout.
-function M.block(step, obj, timeout, ...)
+-- A SIGINT anywhere in here (in a slice, or between two) raises
+-- Interrupted.
+local function block(step, obj, timeout, ...)
   local hook = sched.hooks.wait_shared
   if hook then return hook(step, obj, timeout, ...) end
   local deadline = timeout and now() + timeout
@@ -38,7 +37,7 @@ function M.block(step, obj, timeout, ...)
       local left = deadline - now()
       if left < s then s = left > 0 and left or 0 end
     end
-    local ok, a, b, c = call_step(step, obj, s, ...)
+    local ok, a, b, c = step(obj, s, ...)
     if ok ~= nil then
       if ok == false then return check(false, a, b, c) end
       return ok, a, b
@@ -46,6 +45,7 @@ function M.block(step, obj, timeout, ...)
     if deadline and now() >= deadline then return false end
   end
 end
+M.block = errors.interruptible(block)
 
 -- The slow path of x:guard([timeout]): acquire or raise Timeout.
 local function guard_slow(obj, timeout)

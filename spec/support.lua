@@ -78,23 +78,20 @@ function M.run_script(src, env, opts)
   return out, ok, how, n
 end
 
--- True when pid exists and is not a zombie.
-function M.alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return false end
-  local stat = f:read("a")
-  f:close()
-  local st = stat:match("^%d+ %b() (%S)")
-  return st ~= nil and st ~= "Z" and st ~= "X"
-end
 
 -- The state letter of pid ("R", "S", "Z"...) or nil when it is gone.
 function M.proc_state(pid)
   local f = io.open("/proc/" .. pid .. "/stat", "r")
   if not f then return nil end
-  local stat = f:read("a")
+  local stat = f:read("a")  -- nil when pid went away since the open
   f:close()
-  return stat:match("^%d+ %b() (%S)")
+  return stat and stat:match("^%d+ %b() (%S)")
+end
+
+-- True when pid exists and is not a zombie.
+function M.alive(pid)
+  local st = M.proc_state(pid)
+  return st ~= nil and st ~= "Z" and st ~= "X"
 end
 
 -- Polls pred() every 10 ms until it is true or `timeout` seconds passed.

@@ -426,6 +426,18 @@ describe("mproc.Pool", function()
       assert.same({ 4, 9, n = 2 }, r:get(10))
       assert.same({ 4, 9, n = 2 }, got)
     end)
+
+    it("rejects options that are not a table", function()
+      local pool = Pool(1)
+      assert.equal("bad argument #3 to 'map_async' (table expected, got number)",
+        errmsg(pool.map_async, pool, square, { 1 }, 5))
+      assert.equal("bad argument #3 to 'starmap_async' (table expected, got string)",
+        errmsg(pool.starmap_async, pool, add, { { 1, 2 } }, "x"))
+      local line, ok, e = debug.getinfo(1, "l").currentline + 1, pcall(function()
+        pool:map_async(square, { 1 }, 5) end)
+      assert.is_false(ok)
+      assert.matches("^spec/pool_spec%.lua:" .. line .. ": ", e)  -- blames the caller
+    end)
   end)
 
   describe(":starmap()", function()

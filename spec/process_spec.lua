@@ -16,13 +16,7 @@ local function tmpfile()
   return path
 end
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = support.read_file
 
 local function spit(path, s)
   local f = assert(io.open(path, "wb"))

@@ -10,11 +10,7 @@ local function exists(name)
   return f ~= nil
 end
 
-local function error_of(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok)
-  return e
-end
+local error_of = support.errmsg
 
 local INTS = {
   { "int8", "b", -128, 127 }, { "uint8", "B", 0, 255 },
@@ -117,15 +113,7 @@ describe("mproc.Value", function()
 
     it("gives exact counts without the lock (4 processes x 10000)", function()
       local v = mp.Value("int64", 0, { lock = false })
-      local ps = {}
-      for i = 1, 4 do
-        ps[i] = mp.Process(function() for _ = 1, 10000 do v:add(1) end end)
-        ps[i]:start()
-      end
-      for i = 1, 4 do
-        assert.is_true(ps[i]:join(60))
-        assert.equal(0, ps[i].exitcode)
-      end
+      support.all_zero(support.in_children(4, function() for _ = 1, 10000 do v:add(1) end end))
       assert.equal(40000, v.value)
     end)
   end)
@@ -158,21 +146,13 @@ describe("mproc.Value", function()
 
     it("protects read-modify-write across processes", function()
       local v = mp.Value("int64", 0)
-      local ps = {}
-      for i = 1, 4 do
-        ps[i] = mp.Process(function()
-          local lock = v:get_lock()
-          for _ = 1, 10000 do
-            local _ <close> = lock:guard()
-            v.value = v.value + 1
-          end
-        end)
-        ps[i]:start()
-      end
-      for i = 1, 4 do
-        assert.is_true(ps[i]:join(60))
-        assert.equal(0, ps[i].exitcode)
-      end
+      support.all_zero(support.in_children(4, function()
+        local lock = v:get_lock()
+        for _ = 1, 10000 do
+          local _ <close> = lock:guard()
+          v.value = v.value + 1
+        end
+      end))
       assert.equal(40000, v.value)
     end)
 

@@ -191,6 +191,23 @@ describe("mproc.subprocess", function()
       p:kill()   -- a no-op once reaped
     end)
 
+    it("waits by polling where there is no pidfd", function()
+      local p = sp.Popen({ "sh", "-c", "sleep 0.3; exit 3" })
+      local methods = getmetatable(p._ud).__index
+      local waitfd = methods._waitfd
+      methods._waitfd = function() return nil end  -- as on a kernel without pidfd_open
+      local ok, e = pcall(function()
+        local dt, ok1, err = elapsed(function() return p:wait(0.1) end)
+        assert.is_false(ok1)
+        assert.is_true(mp.is_error(err, "Timeout"))
+        assert.truthy(dt >= 0.08 and dt < 1.5)
+        assert.equal(3, p:wait(5))
+      end)
+      methods._waitfd = waitfd
+      assert(ok, e)
+      assert.equal(3, p.returncode)
+    end)
+
     it("communicate raises Timeout and can be called again", function()
       local p = sp.Popen({ "sh", "-c", "echo early; sleep 0.5; echo late" }, { stdout = "pipe" })
       local err = errmsg(p.communicate, p, nil, 0.1)

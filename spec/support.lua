@@ -5,6 +5,7 @@
 --   local out, ok = support.run_script("print(1)", { MPROC_NO_PDEATHSIG = "1" })
 local core = require "mproc.core"
 local process = require "mproc.process"
+local mp = require "mproc"
 
 local M = {}
 
@@ -79,12 +80,19 @@ function M.run_script(src, env, opts)
 end
 
 
+-- The contents of a file, or nil when it cannot be read (for a /proc file:
+-- also when its process went away between the open and the read).
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 -- The state letter of pid ("R", "S", "Z"...) or nil when it is gone.
 function M.proc_state(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return nil end
-  local stat = f:read("a")  -- nil when pid went away since the open
-  f:close()
+  local stat = M.read_file("/proc/" .. pid .. "/stat")
   return stat and stat:match("^%d+ %b() (%S)")
 end
 
@@ -127,6 +135,29 @@ function M.errmsg(fn, ...)
   assert(not ok, "expected an error")
   if type(err) == "string" then return (err:gsub("^[^:\n]*:%d+: ", "")) end
   return err
+end
+
+-- Runs fn(i) in n processes at once; returns their exit codes.
+function M.in_children(n, fn)
+  local ps = {}
+  for i = 1, n do
+    ps[i] = mp.Process(fn, i)
+    ps[i]:start()
+  end
+  local codes = {}
+  for i = 1, n do
+    assert(ps[i]:join(60), "a child did not end in 60 s")
+    codes[i] = ps[i].exitcode
+    ps[i]:close()
+  end
+  return codes
+end
+
+-- Asserts that every exit code is 0.
+function M.all_zero(codes)
+  for i, c in ipairs(codes) do
+    assert(c == 0, ("child %d exited with %s"):format(i, tostring(c)))
+  end
 end
 
 -- Seconds that pcall(fn) took, then pcall's results.

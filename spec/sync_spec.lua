@@ -11,32 +11,20 @@ local function timed(fn, ...)
   return core.now() - t0, table.unpack(r, 1, r.n)
 end
 
-local function error_of(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok)
-  return e
-end
+local error_of = support.errmsg
 
 local shm_of = support.shm_of
 
--- Runs fn(i) in n processes at once; returns their exit codes.
-local function in_children(n, fn)
-  local ps = {}
-  for i = 1, n do
-    ps[i] = mp.Process(fn, i)
-    ps[i]:start()
-  end
-  local codes = {}
-  for i = 1, n do
-    assert.is_true(ps[i]:join(60))
-    codes[i] = ps[i].exitcode
-    ps[i]:close()
-  end
-  return codes
-end
+local in_children, all_zero = support.in_children, support.all_zero
 
-local function all_zero(codes)
-  for _, c in ipairs(codes) do assert.equal(0, c) end
+-- Lock and RLock alike: only the holder may release.
+local function released_by_other(l)
+  l:acquire()
+  assert.equal(0, support.in_child(function()
+    local ok, e = pcall(l.release, l)
+    return not ok and e:find("cannot release a lock held by another process", 1, true) ~= nil
+  end))
+  l:release()
 end
 
 describe("mproc.Lock", function()
@@ -142,15 +130,7 @@ describe("mproc.Lock", function()
       assert.has_error(function() l:release() end, "cannot release un-acquired lock")
     end)
 
-    it("raises when another process holds it", function()
-      local l = mp.Lock()
-      l:acquire()
-      assert.equal(0, support.in_child(function()
-        local ok, e = pcall(l.release, l)
-        return not ok and e:find("cannot release a lock held by another process", 1, true) ~= nil
-      end))
-      l:release()
-    end)
+    it("raises when another process holds it", function() released_by_other(mp.Lock()) end)
   end)
 
   describe(":guard()", function()
@@ -250,15 +230,7 @@ describe("mproc.RLock", function()
   end)
 
   describe(":release()", function()
-    it("raises when another process holds it", function()
-      local r = mp.RLock()
-      r:acquire()
-      assert.equal(0, support.in_child(function()
-        local ok, e = pcall(r.release, r)
-        return not ok and e:find("cannot release a lock held by another process", 1, true) ~= nil
-      end))
-      r:release()
-    end)
+    it("raises when another process holds it", function() released_by_other(mp.RLock()) end)
   end)
 
   describe(":guard()", function()

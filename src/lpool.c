@@ -60,16 +60,21 @@
 #define PACK_REC 9
 #define PACK_GROUP 64
 
-static void put_rec(char *p, lua_State *L, int idx) {
+/* 0 (nothing written) when the value is not a number; integers are
+ * tested first, the common case, so they cost one call less */
+static int put_rec(char *p, lua_State *L, int idx) {
   if (lua_isinteger(L, idx)) {
     lua_Integer v = lua_tointeger(L, idx);
     p[0] = 'i';
     memcpy(p + 1, &v, 8);
-  } else {
+  } else if (lua_type(L, idx) == LUA_TNUMBER) {
     lua_Number v = lua_tonumber(L, idx);
     p[0] = 'f';
     memcpy(p + 1, &v, 8);
+  } else {
+    return 0;
   }
+  return 1;
 }
 
 /* 0 for a malformed record */
@@ -97,12 +102,12 @@ static int pack_table(lua_State *L, int t, lua_Integer first, lua_Integer count,
     int g = count - i < PACK_GROUP ? (int)(count - i) : PACK_GROUP, j;
     int top = lua_gettop(L);
     luaL_checkstack(L, g, NULL);
-    for (j = 0; j < g; j++)
-      if (lua_rawgeti(L, t, first + i + j) != LUA_TNUMBER) {
+    for (j = 0; j < g; j++) lua_rawgeti(L, t, first + i + j);
+    for (j = 1; j <= g; j++, p += PACK_REC)
+      if (!put_rec(p, L, top + j)) {
         lua_settop(L, top);
         return 0;
       }
-    for (j = 1; j <= g; j++, p += PACK_REC) put_rec(p, L, top + j);
     lua_settop(L, top);
     i += g;
   }
@@ -186,13 +191,7 @@ static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, 
     lua_pushvalue(L, fi);
     if (!push_rec(L, s + k * PACK_REC)) return luaL_error(L, "malformed packed numbers");
     lua_call(L, 1, 1);
-    if (lua_isinteger(L, res)) {  /* the common case first: one call less */
-      lua_Integer v = lua_tointegerx(L, res, NULL);
-      a->rec[k * PACK_REC] = 'i';
-      memcpy(a->rec + k * PACK_REC + 1, &v, 8);
-    } else if (lua_type(L, res) == LUA_TNUMBER) {
-      put_rec(a->rec + k * PACK_REC, L, res);
-    } else {
+    if (!put_rec(a->rec + k * PACK_REC, L, res)) {
       if (!a->mixed) {
         a->mixed = 1;
         lua_newtable(L);

@@ -690,6 +690,22 @@ static void protect(lua_State *L, const char *tname) {
   lua_setfield(L, -2, "__metatable");
 }
 
+/* Leaves the metatable tname on the stack: the `meta` entries, a table of
+ * `methods` (also kept as __methods) and __index, a closure of `index`
+ * over that table and, when given, the name of the field it serves. */
+static void shared_class(lua_State *L, const char *tname, const luaL_Reg *meta,
+                         const luaL_Reg *methods, lua_CFunction index, const char *field) {
+  luaL_newmetatable(L, tname);
+  luaL_setfuncs(L, meta, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__methods");
+  if (field != NULL) lua_pushstring(L, field);
+  lua_pushcclosure(L, index, field != NULL ? 2 : 1);
+  lua_setfield(L, -2, "__index");
+}
+
 int mproc_open_shm(lua_State *L) {
   static const luaL_Reg value_m[] = {
     {"get", l_value_get}, {"set", l_value_set}, {"get_lock", l_get_lock},
@@ -707,65 +723,34 @@ int mproc_open_shm(lua_State *L) {
     {"unlink", l_shm_unlink}, {"_closed", l_shm_closed},
     {NULL, NULL}
   };
+  static const luaL_Reg value_meta[] = {
+    {"__gc", shv_close}, {"__close", shv_close}, {"__mproc_encode", l_value_encode},
+    {NULL, NULL}
+  };
+  static const luaL_Reg array_meta[] = {
+    {"__gc", shv_close}, {"__close", shv_close}, {"__mproc_encode", l_array_encode},
+    {"__len", l_array_len}, {"__newindex", l_array_newindex},
+    {NULL, NULL}
+  };
+  static const luaL_Reg shm_meta[] = {
+    {"__gc", l_shm_close}, {"__close", l_shm_close}, {"__mproc_encode", l_shm_encode},
+    {NULL, NULL}
+  };
   static const luaL_Reg funcs[] = {
     {"Value", l_Value}, {"Array", l_Array}, {"SharedMemory", l_SharedMemory},
     {"shm_attach", l_shm_attach},
     {NULL, NULL}
   };
-  /* Value */
-  luaL_newmetatable(L, "mproc.Value");
-  lua_pushcfunction(L, shv_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, shv_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, l_value_encode);
-  lua_setfield(L, -2, "__mproc_encode");
-  lua_newtable(L);
-  luaL_setfuncs(L, value_m, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");
-  lua_pushliteral(L, "value");
-  lua_pushcclosure(L, l_value_index, 2);
-  lua_setfield(L, -2, "__index");
+  shared_class(L, "mproc.Value", value_meta, value_m, l_value_index, "value");
   lua_pushliteral(L, "value");
   lua_pushcclosure(L, l_value_newindex, 1);
   lua_setfield(L, -2, "__newindex");
   protect(L, "mproc.Value");
   lua_pop(L, 1);
-  /* Array */
-  luaL_newmetatable(L, "mproc.Array");
-  lua_pushcfunction(L, shv_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, shv_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, l_array_encode);
-  lua_setfield(L, -2, "__mproc_encode");
-  lua_pushcfunction(L, l_array_len);
-  lua_setfield(L, -2, "__len");
-  lua_pushcfunction(L, l_array_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_newtable(L);
-  luaL_setfuncs(L, array_m, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");
-  lua_pushcclosure(L, l_array_index, 1);
-  lua_setfield(L, -2, "__index");
+  shared_class(L, "mproc.Array", array_meta, array_m, l_array_index, NULL);
   protect(L, "mproc.Array");
   lua_pop(L, 1);
-  /* SharedMemory */
-  luaL_newmetatable(L, "mproc.SharedMemory");
-  lua_pushcfunction(L, l_shm_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, l_shm_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, l_shm_encode);
-  lua_setfield(L, -2, "__mproc_encode");
-  lua_newtable(L);
-  luaL_setfuncs(L, shm_m, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");
-  lua_pushcclosure(L, l_shm_index, 1);
-  lua_setfield(L, -2, "__index");
+  shared_class(L, "mproc.SharedMemory", shm_meta, shm_m, l_shm_index, NULL);
   lua_pop(L, 1);
   mproc_setfuncs(L, funcs);
   mproc_shm_init();

@@ -1025,18 +1025,19 @@ local function map_opts(fname, chunksize)
   return { chunksize = chunksize }
 end
 
-function Pool:map_async(fn, items, opts)
+local function check_opts(opts, fname)
   if opts ~= nil and type(opts) ~= "table" then
-    argerror(3, "map_async", "table expected, got " .. typename(opts))
+    argerror(3, fname, "table expected, got " .. typename(opts), 3)
   end
-  return map_async(self, "map_async", fn, items, opts, false)
+  return opts
+end
+
+function Pool:map_async(fn, items, opts)
+  return map_async(self, "map_async", fn, items, check_opts(opts, "map_async"), false)
 end
 
 function Pool:starmap_async(fn, items, opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    argerror(3, "starmap_async", "table expected, got " .. typename(opts))
-  end
-  return map_async(self, "starmap_async", fn, items, opts, true)
+  return map_async(self, "starmap_async", fn, items, check_opts(opts, "starmap_async"), true)
 end
 
 function Pool:map(fn, items, chunksize)

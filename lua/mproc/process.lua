@@ -57,6 +57,14 @@ local function forget_child(p)
   end
 end
 
+-- Lets go of a process object's OS resources (it has ended, or is left).
+local function release(p, s)
+  s.closed = true
+  if s.child then core.child_close(s.child) end
+  s.sentinel = nil
+  forget_child(p)
+end
+
 -- A process whose scheduler hooks (mp.run) were inherited must block for
 -- real: the parent's coroutines do not run here.
 local function reset_sched()
@@ -266,10 +274,7 @@ local function close_mm(self)
     local ok, code = core.child_poll(s.child, true)
     if ok and code ~= nil then finish(s, code) end
   end
-  s.closed = true
-  if s.child then core.child_close(s.child) end
-  s.sentinel = nil
-  forget_child(self)
+  release(self, s)
 end
 
 local function make_class(parent, methods)
@@ -374,10 +379,7 @@ function Process:close()
     if ok and code ~= nil then finish(s, code) end
     if not s.ended then error("cannot close a running process", 2) end
   end
-  s.closed = true
-  if s.child then core.child_close(s.child) end
-  s.sentinel = nil
-  forget_child(self)
+  release(self, s)
 end
 
 -- Process:extend([methods]) -> a subclass, constructed like mp.Process.
@@ -438,15 +440,14 @@ local function waitpid(pid, timeout)
     return check(core.waitpid(pid, true))
   end
   -- not an mp.fork child: poll (raises OSError ECHILD for a stranger)
-  local nap = 0.001
-  while true do
-    local code = check(core.waitpid(pid, false))
-    if code ~= nil then return code end
-    local left = sched.remaining(deadline)
-    if left == 0 then return nil end
-    sched.sleep(left and math.min(nap, left) or nap)
-    nap = math.min(nap * 2, 0.05)
+  local code
+  if not sched.wait_until(function()
+    code = check(core.waitpid(pid, false))
+    return code ~= nil
+  end, deadline) then
+    return nil
   end
+  return code
 end
 
 local function cpu_count() return core.cpu_count() end

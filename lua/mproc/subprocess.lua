@@ -248,15 +248,14 @@ local function wait_until(self, ud, deadline)
     self.returncode = check(ud:_poll(true))
     return true
   end
-  local nap = 0.0005
-  while true do
+  if not sched.wait_until(function()
     code = check(ud:_poll(false))
-    if code then self.returncode = code return true end
-    local left = sched.remaining(deadline)
-    if left == 0 then return false end
-    sched.sleep(left and math.min(nap, left) or nap)
-    nap = math.min(nap * 2, 0.05)
+    return code ~= nil
+  end, deadline) then
+    return false
   end
+  self.returncode = code
+  return true
 end
 
 function Popen:wait(timeout)

@@ -28,13 +28,14 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #ifdef __linux__
 #include <sys/epoll.h>
 #endif
 
 #include "lmproc.h"
 
-#define CHAN_T   "mproc.Chan"
+#define BOARD_T  "mproc.PoolBoard"
 #define POLLER_T "mproc.PoolPoller"
 
 #define READ_CHUNK  (64 * 1024)       /* bytes asked of each read() */
@@ -181,13 +182,15 @@ static int l_packed_acc(lua_State *L) {
 
 /* acc[k] = fn(k-th of the n records at s) for k from `from` on; fn, the
  * accumulator and a scratch slot are at fi, ai and ai + 1 */
-static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, lua_Integer from) {
+static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, lua_Integer from,
+                       uint64_t *progress) {
   size_t k;
   int res = ai + 1;
   lua_settop(L, ai);
   if (from < 1) from = 1;
   for (k = (size_t)from - 1; k < a->n; k++) {
     a->pos = k + 1;
+    if (progress) __atomic_store_n(progress, (uint64_t)k + 1, __ATOMIC_RELAXED);
     lua_pushvalue(L, fi);
     if (!push_rec(L, s + k * PACK_REC)) return luaL_error(L, "malformed packed numbers");
     lua_call(L, 1, 1);
@@ -243,315 +246,276 @@ static int l_acc_result(lua_State *L) {
 /* }====================================================================== */
 
 /* {======================================================================
- * Chan
+ * Board: one process's handle on a pool's transport (src/pool.c)
  * ======================================================================= */
 
-typedef struct chan {
-  int fd;                 /* -1: closed */
-  mproc_buf out;          /* frames to write: [outpos, out.len) pending */
-  size_t outpos;
-  char *in;               /* bytes read: [inpos, inlen) not consumed yet */
-  size_t inpos, inlen, incap;
-  size_t pendoff, pendn;  /* records of the last packed frame, until the */
-  int haspend;            /* next get (see get_packed) */
-} chan;
+typedef struct board {
+  mproc_pool pool;
+  int open;
+  int slot;               /* a worker's claim slot; -1 in the parent */
+  pid_t pid;              /* the process it belongs to */
+  mproc_bytes in;         /* frames taken: [inpos, in.len) not handed out */
+  size_t inpos;
+  mproc_pool_view view;   /* the frame handed out last (maybe mapped) */
+  const char *pend;       /* its packed records, until the next get */
+  size_t pendn;
+  int haspend;
+} board;
 
-static chan *checkchan(lua_State *L) {
-  chan *c = (chan *)luaL_checkudata(L, 1, CHAN_T);
-  if (c->fd < 0) luaL_error(L, "attempt to use a closed channel");
-  return c;
+static board *checkboard(lua_State *L) {
+  board *b = (board *)luaL_checkudata(L, 1, BOARD_T);
+  if (!b->open) luaL_error(L, "attempt to use a closed pool");
+  return b;
 }
 
-static chan *newchan(lua_State *L) {
-  chan *c = (chan *)lua_newuserdatauv(L, sizeof *c, 0);
-  memset(c, 0, sizeof *c);
-  c->fd = -1;
-  luaL_setmetatable(L, CHAN_T);
-  return c;
+static void drop_view(board *b) {
+  mproc_pool_view_close(&b->view);
+  b->haspend = 0;
+  b->pend = NULL;
+  b->pendn = 0;
 }
 
-static int chan_gc(lua_State *L) {
-  chan *c = (chan *)luaL_checkudata(L, 1, CHAN_T);
-  if (c->fd >= 0) close(c->fd);
-  c->fd = -1;
-  mproc_buf_free(&c->out);
-  c->outpos = 0;
-  free(c->in);
-  c->in = NULL;
-  c->inpos = c->inlen = c->incap = 0;
-  return 0;
-}
-
-/* chan_pair() -> true, a, b | false, "OSError", msg, errno */
-static int l_chan_pair(lua_State *L) {
-  int fds[2];
-  chan *a, *b;
-  lua_settop(L, 0);
-  a = newchan(L);
-  b = newchan(L);
-  if (mproc_conn_pair(fds, 1) < 0) return mproc_fail_errno(L, errno, "socketpair");
-  a->fd = fds[0];
-  b->fd = fds[1];
-  lua_pushboolean(L, 1);
-  lua_rotate(L, 1, 1);
-  return 3;
-}
-
-static void put_le32(char *p, uint32_t v) {
-  p[0] = (char)(v & 0xff);
-  p[1] = (char)((v >> 8) & 0xff);
-  p[2] = (char)((v >> 16) & 0xff);
-  p[3] = (char)((v >> 24) & 0xff);
-}
-
-static uint32_t get_le32(const char *s) {
-  const unsigned char *p = (const unsigned char *)s;
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-         ((uint32_t)p[3] << 24);
-}
-
-/* put(c, v [, root]) -> true | false, "SerializeError", msg
- * Encodes v as one frame at the end of the output buffer (no syscall). */
-static int chan_put(lua_State *L) {
-  chan *c = checkchan(L);
-  const char *root = luaL_optstring(L, 3, "value");
-  size_t start, n;
-  lua_settop(L, 2);
-  if (c->outpos == c->out.len) c->outpos = c->out.len = 0;  /* reuse */
-  start = c->out.len;
-  mproc_buf_reserve(L, &c->out, 4);
-  c->out.len += 4;
-  if (!mproc_encode(L, 2, root, &c->out)) {
-    c->out.len = start;
-    lua_pushboolean(L, 0);
-    lua_pushliteral(L, "SerializeError");
-    lua_rotate(L, -3, 2);
-    return 3;
-  }
-  n = c->out.len - start - 4;
-  if (n > FRAME_MAX) {
-    c->out.len = start;
-    return mproc_fail(L, "SerializeError", "message too long (%I bytes)",
-                      (lua_Integer)n);
-  }
-  put_le32(c->out.data + start, (uint32_t)n);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* put_raw(c, s) -> true: appends s (bytes from mp.dumps) as one frame */
-static int chan_put_raw(lua_State *L) {
-  chan *c = checkchan(L);
-  size_t n;
-  const char *s = luaL_checklstring(L, 2, &n);
-  if (n > FRAME_MAX) return mproc_fail(L, "SerializeError", "message too long");
-  if (c->outpos == c->out.len) c->outpos = c->out.len = 0;
-  mproc_buf_reserve(L, &c->out, n + 4);
-  put_le32(c->out.data + c->out.len, (uint32_t)n);
-  memcpy(c->out.data + c->out.len + 4, s, n);
-  c->out.len += n + 4;
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* Packed frames: a kind byte ('P' items, 'R' results; a codec message
- * starts with its version byte, 1), task id, job id and chunk size as
- * 8-byte integers, then the records. */
-#define PF_ITEMS   'P'
-#define PF_RESULTS 'R'
-#define PF_HEAD    25
-
-/* put_numbers(c, kind, tid, jobid, cs, t, first, count) -> true | false
- * put_numbers(c, kind, tid, jobid, cs, acc) -> true | false
- * Appends a packed frame of t[first..first+count-1] or of an accumulator's
- * results; false (nothing appended) when one of them is not a number, or
- * t has a metatable: the caller then sends a table through put. */
-static int chan_put_numbers(lua_State *L) {
-  chan *c = checkchan(L);
-  const char *kind = luaL_checkstring(L, 2);
-  lua_Integer hdr[3], first = 1, count;
-  packacc *a = (packacc *)luaL_testudata(L, 6, ACC_T);
-  size_t start, body;
-  char *p;
-  hdr[0] = luaL_checkinteger(L, 3);
-  hdr[1] = luaL_checkinteger(L, 4);
-  hdr[2] = luaL_checkinteger(L, 5);
-  if (a != NULL) {
-    if (!acc_complete(a)) goto no;
-    count = (lua_Integer)a->n;
-  } else {
-    luaL_checktype(L, 6, LUA_TTABLE);
-    first = luaL_checkinteger(L, 7);
-    count = luaL_checkinteger(L, 8);
-    if (lua_getmetatable(L, 6)) goto no;
-  }
-  if (count < 1 || (uint64_t)count > (FRAME_MAX - PF_HEAD) / PACK_REC) goto no;
-  body = PF_HEAD + (size_t)count * PACK_REC;
-  if (c->outpos == c->out.len) c->outpos = c->out.len = 0;
-  start = c->out.len;
-  mproc_buf_reserve(L, &c->out, 4 + body);
-  p = c->out.data + start;
-  if (a != NULL) memcpy(p + 4 + PF_HEAD, a->rec, (size_t)count * PACK_REC);
-  else if (!pack_table(L, 6, first, count, p + 4 + PF_HEAD)) goto no;
-  put_le32(p, (uint32_t)body);
-  p[4] = kind[0] == PF_RESULTS ? PF_RESULTS : PF_ITEMS;
-  memcpy(p + 5, hdr, sizeof hdr);
-  c->out.len = start + 4 + body;
-  lua_pushboolean(L, 1);
-  return 1;
-no:
-  lua_pushboolean(L, 0);
-  return 1;
-}
-
-/* flush(c) -> true (nothing pending) | nil, fd (would block)
- * | false, "Closed"|"OSError", msg [, errno] */
-static int chan_flush(lua_State *L) {
-  chan *c = checkchan(L);
-  while (c->outpos < c->out.len) {
-    ssize_t w = send(c->fd, c->out.data + c->outpos, c->out.len - c->outpos, SEND_FLAGS);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        lua_pushnil(L);
-        lua_pushinteger(L, c->fd);
-        return 2;
-      }
-      if (errno == EPIPE || errno == ECONNRESET)
-        return mproc_fail(L, "Closed", "peer closed the channel");
-      return mproc_fail_errno(L, errno, "write");
+static int board_gc(lua_State *L) {
+  board *b = (board *)luaL_checkudata(L, 1, BOARD_T);
+  if (b->open) {
+    drop_view(b);
+    if (b->pid == getpid()) mproc_pool_close(&b->pool);
+    else {                /* inherited (mp.fork): unmap only */
+      mproc_ring_close(&b->pool.tasks);
+      mproc_ring_close(&b->pool.results);
+      if (b->pool.rfd >= 0) close(b->pool.rfd);
+      if (b->pool.wfd >= 0) close(b->pool.wfd);
+      mproc_bytes_free(&b->pool.over);
     }
-    c->outpos += (size_t)w;
-  }
-  c->outpos = c->out.len = 0;
-  if (c->out.cap > KEEP_BUF) mproc_buf_free(&c->out);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* pending(c) -> bytes not written yet */
-static int chan_pending(lua_State *L) {
-  chan *c = checkchan(L);
-  lua_pushinteger(L, (lua_Integer)(c->out.len - c->outpos));
-  return 1;
-}
-
-/* Length of the complete frame at the read position, or -1. */
-static int64_t frame_ready(const chan *c) {
-  size_t have = c->inlen - c->inpos;
-  uint32_t n;
-  if (have < 4) return -1;
-  n = get_le32(c->in + c->inpos);
-  return have - 4 >= n ? (int64_t)n : -1;
-}
-
-/* Makes room for `need` more bytes after inlen (compacting first). */
-static int in_reserve(chan *c, size_t need) {
-  if (c->inpos > 0 && (c->inpos == c->inlen || c->incap - c->inlen < need)) {
-    memmove(c->in, c->in + c->inpos, c->inlen - c->inpos);
-    c->inlen -= c->inpos;
-    c->inpos = 0;
-  }
-  if (c->incap - c->inlen < need) {
-    size_t cap = c->incap ? c->incap : READ_CHUNK;
-    char *p;
-    while (cap - c->inlen < need) {
-      if (cap > SIZE_MAX / 2) { errno = ENOMEM; return -1; }
-      cap *= 2;
-    }
-    p = (char *)realloc(c->in, cap);
-    if (p == NULL) { errno = ENOMEM; return -1; }
-    c->in = p;
-    c->incap = cap;
+    mproc_bytes_free(&b->in);
+    b->inpos = 0;
+    b->open = 0;
   }
   return 0;
 }
 
-/* One read(); 1 got bytes, 0 nothing there, -2 EOF, -1 error. */
-static int fill(chan *c) {
-  size_t want = READ_CHUNK;
-  ssize_t r;
-  if (c->inlen - c->inpos >= 4) {  /* a large frame: read it all at once */
-    size_t n = (size_t)get_le32(c->in + c->inpos) + 4;
-    size_t have = c->inlen - c->inpos;
-    if (n > have && n - have > want) want = n - have;
-  }
-  if (in_reserve(c, want) < 0) return -1;
-  for (;;) {
-    r = read(c->fd, c->in + c->inlen, c->incap - c->inlen);
-    if (r > 0) { c->inlen += (size_t)r; return 1; }
-    if (r == 0) return -2;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    return -1;
-  }
-}
-
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __asm__ __volatile__("pause");
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
-/* A packed frame of n bytes at the read position.  Items become the
- * message {6, tid, jobid, count, cs}, results {tid, true, false, nil,
- * "packed"}; the records stay in the input buffer for take() and
- * run_pending(), until the next get. */
-static int get_packed(lua_State *L, chan *c, size_t n) {
-  const char *f = c->in + c->inpos + 4;
-  lua_Integer hdr[3];
-  size_t count;
-  c->inpos += 4 + n;
-  if (n < PF_HEAD || (n - PF_HEAD) % PACK_REC != 0 || (n - PF_HEAD) / PACK_REC > INT_MAX)
-    return mproc_fail(L, "SerializeError", "malformed packed frame");
-  count = (n - PF_HEAD) / PACK_REC;
-  memcpy(hdr, f + 1, sizeof hdr);
+/* pool_board() -> true, b | false, "OSError", msg, errno */
+static int l_board(lua_State *L) {
+  board *b = (board *)lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  b->slot = -1;
+  luaL_setmetatable(L, BOARD_T);
+  if (mproc_pool_create(&b->pool) < 0) return mproc_fail_errno(L, errno, "pool transport");
+  b->open = 1;
+  b->pid = getpid();
   lua_pushboolean(L, 1);
-  lua_createtable(L, 5, 0);
-  if (f[0] == PF_ITEMS) {
-    lua_pushinteger(L, 6);
-    lua_rawseti(L, -2, 1);
-    lua_pushinteger(L, hdr[0]);
-    lua_rawseti(L, -2, 2);
-    lua_pushinteger(L, hdr[1]);
-    lua_rawseti(L, -2, 3);
-    lua_pushinteger(L, (lua_Integer)count);
-    lua_rawseti(L, -2, 4);
-    lua_pushinteger(L, hdr[2]);
-    lua_rawseti(L, -2, 5);
-  } else {
-    lua_pushinteger(L, hdr[0]);
-    lua_rawseti(L, -2, 1);
-    lua_pushboolean(L, 1);
-    lua_rawseti(L, -2, 2);
-    lua_pushboolean(L, 0);
-    lua_rawseti(L, -2, 3);
-    lua_pushliteral(L, "packed");
-    lua_rawseti(L, -2, 5);
-  }
-  c->pendoff = (size_t)(f - c->in) + PF_HEAD;
-  c->pendn = count;
-  c->haspend = 1;
+  lua_rotate(L, -2, 1);
   return 2;
 }
 
-/* The records of the packed frame get returned last; there must be
- * `count` of them. */
-static const char *pending(lua_State *L, chan *c, lua_Integer count) {
-  if (!c->haspend) luaL_error(L, "no packed values to take");
-  if (count < 0 || (size_t)count != c->pendn)
-    luaL_error(L, "malformed packed frame: %d values, %d expected", (int)c->pendn, (int)count);
-  return c->in + c->pendoff;
+/* A task frame: the header, the function's bytes, then the body; built in
+ * a boxed buffer (freed by the collector if an error unwinds). */
+static mproc_buf *frame_start(lua_State *L, uint64_t tid, uint32_t op, int fnarg,
+                              double timeout, uint32_t cs) {
+  mproc_buf *f = mproc_buf_box(L);
+  mproc_task_hdr h;
+  size_t fnlen = 0;
+  const char *fn = lua_isnoneornil(L, fnarg + 1) ? "" : luaL_checklstring(L, fnarg + 1, &fnlen);
+  memset(&h, 0, sizeof h);
+  h.tid = tid;
+  h.op = op;
+  h.fnid = (uint32_t)luaL_optinteger(L, fnarg, 0);
+  h.timeout = timeout;
+  h.fnlen = (uint32_t)fnlen;
+  h.cs = cs;
+  luaL_argcheck(L, fnlen <= 0xffffffffu, fnarg + 1, "function too large");
+  mproc_buf_reserve(L, f, sizeof h + fnlen);
+  memcpy(f->data, &h, sizeof h);
+  memcpy(f->data + sizeof h, fn, fnlen);
+  f->len = sizeof h + fnlen;
+  return f;
 }
 
-/* take(c, count [, t, off]) -> t | a new list with n: the records of the
- * packed frame that get returned last, set at t[off], t[off+1]... */
-static int chan_take(lua_State *L) {
-  chan *c = checkchan(L);
+static int submit(lua_State *L, board *b, mproc_buf *f) {
+  if (mproc_pool_submit(&b->pool, f->data, f->len) < 0)
+    return mproc_fail_errno(L, errno, "pool submit");
+  mproc_buf_free(f);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static uint64_t checktid(lua_State *L, int arg) {
+  lua_Integer t = luaL_checkinteger(L, arg);
+  luaL_argcheck(L, t >= 0, arg, "bad task id");
+  return (uint64_t)t;
+}
+
+/* b:_apply(tid, fnid, fnbytes, args, timeout) -> true | false, kind, msg */
+static int board_apply(lua_State *L) {
+  board *b = checkboard(L);
+  uint64_t tid = checktid(L, 2);
+  double timeout = luaL_optnumber(L, 6, 0);
+  mproc_buf *f;
+  luaL_checktype(L, 5, LUA_TTABLE);
+  f = frame_start(L, tid, MPROC_TASK_APPLY, 3, timeout, 0);
+  if (!mproc_encode(L, 5, "args", f)) {
+    mproc_buf_free(f);
+    return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
+  }
+  return submit(L, b, f);
+}
+
+/* b:_batch(tid, star, fnid, fnbytes, cs, items, first, count, timeout)
+ * -> true | false, kind, msg.  A map's all-number items travel packed. */
+static int board_batch(lua_State *L) {
+  board *b = checkboard(L);
+  uint64_t tid = checktid(L, 2);
+  int star = lua_toboolean(L, 3);
+  lua_Integer cs = luaL_checkinteger(L, 6);
+  lua_Integer first = luaL_checkinteger(L, 8), count = luaL_checkinteger(L, 9), i;
+  double timeout = luaL_optnumber(L, 10, 0);
+  mproc_buf *f;
+  size_t base;
+  luaL_checktype(L, 7, LUA_TTABLE);
+  luaL_argcheck(L, cs >= 1 && cs <= 0x7fffffff, 6, "bad chunk size");
+  luaL_argcheck(L, count >= 1 && count < INT_MAX / PACK_REC, 9, "bad count");
+  f = frame_start(L, tid, star ? MPROC_TASK_STARBATCH : MPROC_TASK_PACKED, 4, timeout,
+                  (uint32_t)cs);
+  base = f->len;
+  if (!star) {
+    mproc_buf_reserve(L, f, (size_t)count * PACK_REC);
+    if (pack_table(L, 7, first, count, f->data + base)) {
+      f->len = base + (size_t)count * PACK_REC;
+      return submit(L, b, f);
+    }
+    ((mproc_task_hdr *)(void *)f->data)->op = MPROC_TASK_BATCH;
+  }
+  lua_createtable(L, (int)count, 1);
+  for (i = 0; i < count; i++) {
+    lua_rawgeti(L, 7, first + i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushinteger(L, count);
+  lua_setfield(L, -2, "n");
+  if (!mproc_encode(L, lua_gettop(L), "items", f)) {
+    mproc_buf_free(f);
+    return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
+  }
+  return submit(L, b, f);
+}
+
+/* b:_stop(n): n stop orders, after everything queued */
+static int board_stop(lua_State *L) {
+  board *b = checkboard(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  mproc_task_hdr h;
+  memset(&h, 0, sizeof h);
+  h.op = MPROC_TASK_STOP;
+  for (; n > 0; n--)
+    if (mproc_pool_submit(&b->pool, &h, sizeof h) < 0)
+      return mproc_fail_errno(L, errno, "pool submit");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* b:_flush() -> frames still waiting for room in the ring */
+static int board_flush(lua_State *L) {
+  board *b = checkboard(L);
+  lua_pushinteger(L, (lua_Integer)mproc_pool_flush(&b->pool));
+  return 1;
+}
+
+/* b:_cancel(tid) -> true when the task had not been taken */
+static int board_cancel(lua_State *L) {
+  board *b = checkboard(L);
+  lua_pushboolean(L, mproc_pool_cancel(&b->pool, checktid(L, 2)));
+  return 1;
+}
+
+/* Next frame of the input buffer: its payload and flags, or NULL. */
+static const char *next_frame(board *b, size_t *len, unsigned *flags) {
+  uint32_t hd[2];
+  const char *f;
+  if (b->inpos + 8 > b->in.len) {
+    b->in.len = b->inpos = 0;
+    return NULL;
+  }
+  f = b->in.data + b->inpos;
+  memcpy(hd, f, 8);
+  b->inpos += 8 + ((hd[0] + 7) & ~(size_t)7);
+  *len = hd[0];
+  *flags = hd[1];
+  return f + 8;
+}
+
+static int decode_into(lua_State *L, const char *p, size_t n) {
+  return mproc_decode(L, p, n, 0);
+}
+
+/* b:_get() -> nil (nothing waiting) | tid, kind, value: kind "ok",
+ * "err", "batch" with the decoded value, "bad" with a message (it could
+ * not be decoded), or "packed" with a count: the records wait for
+ * b:_take(count, ...) until the next get. */
+static int board_get(lua_State *L) {
+  board *b = checkboard(L);
+  static const char *const kinds[] = {"?", "ok", "err", "batch", "packed"};
+  mproc_result_hdr h;
+  const char *p;
+  size_t len;
+  unsigned flags;
+  drop_view(b);
+  p = next_frame(b, &len, &flags);
+  if (p == NULL) {
+    if (!mproc_pool_has_results(&b->pool) && !lua_toboolean(L, 2)) return 0;
+    if (mproc_pool_collect(&b->pool, &b->in) < 0) return luaL_error(L, "pool: %s", strerror(errno));
+    p = next_frame(b, &len, &flags);
+    if (p == NULL) return 0;
+  }
+  if (mproc_pool_view_open(&b->view, p, len, flags) < 0 || b->view.n < sizeof h) {
+    uint64_t tid = 0;
+    if (len >= 8) memcpy(&tid, p, 8);
+    lua_pushinteger(L, (lua_Integer)tid);
+    lua_pushliteral(L, "bad");
+    lua_pushfstring(L, "cannot receive the result: %s", strerror(errno ? errno : EINVAL));
+    return 3;
+  }
+  memcpy(&h, b->view.p, sizeof h);
+  lua_pushinteger(L, (lua_Integer)h.tid);
+  if (h.kind < MPROC_RESULT_OK || h.kind > MPROC_RESULT_PACKED) {
+    lua_pushliteral(L, "bad");
+    lua_pushliteral(L, "malformed result frame");
+    return 3;
+  }
+  if (h.kind == MPROC_RESULT_PACKED) {
+    if ((b->view.n - sizeof h) / PACK_REC != h.count) {
+      lua_pushliteral(L, "bad");
+      lua_pushliteral(L, "malformed packed results");
+      return 3;
+    }
+    b->pend = b->view.p + sizeof h;
+    b->pendn = h.count;
+    b->haspend = 1;
+    lua_pushliteral(L, "packed");
+    lua_pushinteger(L, (lua_Integer)h.count);
+    return 3;
+  }
+  lua_pushstring(L, kinds[h.kind]);
+  if (!decode_into(L, b->view.p + sizeof h, b->view.n - sizeof h)) {
+    lua_pushliteral(L, "bad");
+    lua_replace(L, -3);
+  }
+  return 3;
+}
+
+/* The packed records handed out last; there must be `count` of them. */
+static const char *pending(lua_State *L, board *b, lua_Integer count) {
+  if (!b->haspend) luaL_error(L, "no packed values to take");
+  if (count < 0 || (size_t)count != b->pendn)
+    luaL_error(L, "malformed packed frame: %d values, %d expected", (int)b->pendn, (int)count);
+  return b->pend;
+}
+
+/* b:_take(count [, t, off]) -> t | a new list with n: the packed records
+ * handed out last, set at t[off], t[off+1]... */
+static int board_take(lua_State *L) {
+  board *b = checkboard(L);
   lua_Integer count = luaL_checkinteger(L, 2), off = 1;
-  const char *s = pending(L, c, count);
+  const char *s = pending(L, b, count);
   if (lua_isnoneornil(L, 3)) {
     lua_settop(L, 2);
     lua_createtable(L, (int)count, 1);
@@ -562,93 +526,243 @@ static int chan_take(lua_State *L) {
     off = luaL_checkinteger(L, 4);
     lua_settop(L, 3);
   }
-  c->haspend = 0;
-  if (!unpack_records(L, s, (size_t)count, 3, off))
-    return luaL_error(L, "malformed packed numbers");
+  if (!unpack_records(L, s, (size_t)count, 3, off)) return luaL_error(L, "malformed packed numbers");
+  b->haspend = 0;
   return 1;
 }
 
-/* run_pending(c, fn, acc, from): acc[k] = fn(k-th pending record) for k
- * from `from` on (the accumulator was made for as many records).  The
- * records stay pending: after an error, the caller goes on from later. */
-static int chan_run_pending(lua_State *L) {
-  chan *c = checkchan(L);
-  packacc *a = checkacc(L, 3);
-  lua_Integer from = luaL_checkinteger(L, 4);
-  const char *s = pending(L, c, (lua_Integer)a->n);
-  return run_records(L, 2, s, a, 3, from);
+/* b:_has() -> whether results wait (buffered or in the ring) */
+static int board_has(lua_State *L) {
+  board *b = checkboard(L);
+  lua_pushboolean(L, b->inpos < b->in.len || mproc_pool_has_results(&b->pool));
+  return 1;
 }
 
-/* get(c [, spin]) -> true, value | nil, fd (nothing complete yet)
- * | false, "EOF"|"SerializeError"|"OSError", msg [, errno]
- * With spin > 0 (seconds), keeps trying that long before giving up. */
-static int chan_get(lua_State *L) {
-  chan *c = checkchan(L);
-  double spin = luaL_optnumber(L, 2, 0), t0 = 0;
-  int64_t n;
+/* b:_spin(seconds) -> whether a result came within that busy wait */
+static int board_spin(lua_State *L) {
+  board *b = checkboard(L);
+  lua_pushboolean(L, b->inpos < b->in.len || mproc_pool_spin(&b->pool, luaL_checknumber(L, 2)));
+  return 1;
+}
+
+static int board_fileno(lua_State *L) {
+  board *b = checkboard(L);
+  lua_pushinteger(L, b->pool.rfd);
+  return 1;
+}
+
+static int checkslot(lua_State *L, int arg) {
+  lua_Integer s = luaL_checkinteger(L, arg);
+  luaL_argcheck(L, s >= 0 && s < MPROC_RING_CLAIMS, arg, "bad slot");
+  return (int)s;
+}
+
+/* b:_claim(slot) -> tid (0: none), start, pos */
+static int board_claim(lua_State *L) {
+  board *b = checkboard(L);
+  mproc_ring_claim *c = &mproc_ring_claims(&b->pool.tasks)[checkslot(L, 2)];
+  lua_pushinteger(L, (lua_Integer)__atomic_load_n(&c->tid, __ATOMIC_ACQUIRE));
+  lua_pushnumber(L, c->start);
+  lua_pushinteger(L, (lua_Integer)c->pos);
+  return 3;
+}
+
+/* b:_clear(slot): the slot is free for a new worker */
+static int board_clear(lua_State *L) {
+  board *b = checkboard(L);
+  mproc_ring_claim *c = &mproc_ring_claims(&b->pool.tasks)[checkslot(L, 2)];
+  __atomic_store_n(&c->tid, 0, __ATOMIC_RELEASE);
+  c->pos = 0;
+  return 0;
+}
+
+/* {------ the worker's side ------ */
+
+/* b:_worker(slot): this process is the worker of that slot */
+static int board_worker(lua_State *L) {
+  board *b = checkboard(L);
+  b->slot = checkslot(L, 2);
+  b->pid = getpid();
+  mproc_pool_worker(&b->pool);
+  return 0;
+}
+
+static board *checkworker(lua_State *L) {
+  board *b = checkboard(L);
+  if (b->slot < 0) luaL_error(L, "not a pool worker");
+  return b;
+}
+
+/* The function of a task: cache[fnid], or decoded from its bytes (and
+ * cached when fnid is not 0).  0 with a message pushed on failure. */
+static int push_fn(lua_State *L, int cache, const mproc_task_hdr *h, const char *fn) {
+  if (h->fnid != 0) {
+    if (lua_rawgeti(L, cache, h->fnid) != LUA_TNIL) return 1;
+    lua_pop(L, 1);
+  }
+  if (!mproc_decode(L, fn, h->fnlen, 0)) return 0;
+  if (h->fnid != 0) {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, cache, h->fnid);
+  }
+  return 1;
+}
+
+/* b:_next(timeout, cache) -> nil (nothing came) | op, tid, fn, payload, cs,
+ * timeout.  op: "apply" (payload: the args), "batch"/"star" (the items,
+ * with n), "packed" (a count: the records wait for _run_pending), "stop",
+ * "none" (skip), "error" (fn: why it could not be decoded). */
+static int board_next(lua_State *L) {
+  board *b = checkworker(L);
+  static const char *const ops[] = {"none", "apply", "batch", "star", "packed", "stop"};
+  double timeout = luaL_optnumber(L, 2, -1);
+  mproc_task_hdr h;
+  const char *p, *body;
+  size_t len, blen;
+  unsigned flags;
   int r;
-  c->haspend = 0;  /* the last results frame's records are given up now */
-  if (c->inpos == c->inlen && c->inpos > 0) {
-    c->inpos = c->inlen = 0;
-    if (c->incap > KEEP_BUF) { free(c->in); c->in = NULL; c->incap = 0; }
-  }
-  while ((n = frame_ready(c)) < 0) {
-    r = fill(c);
-    if (r > 0) continue;
-    if (r == -2) {
-      if (c->inlen > c->inpos)
-        return mproc_fail(L, "EOF", "channel closed in the middle of a message");
-      return mproc_fail(L, "EOF", "peer closed the channel");
-    }
-    if (r < 0) {
-      if (errno == ECONNRESET) return mproc_fail(L, "EOF", "peer closed the channel");
-      return mproc_fail_errno(L, errno, "read");
-    }
-    if (spin > 0) {
-      if (t0 == 0) t0 = mproc_now();
-      else if (mproc_now() - t0 >= spin) spin = 0;
-      if (spin > 0) { cpu_relax(); continue; }
-    }
-    lua_pushnil(L);
-    lua_pushinteger(L, c->fd);
-    return 2;
-  }
-  if (n > 0 && (c->in[c->inpos + 4] == PF_ITEMS || c->in[c->inpos + 4] == PF_RESULTS))
-    return get_packed(L, c, (size_t)n);
-  lua_pushboolean(L, 1);
-  /* consumed before decoding: a decoder of a by-reference object may
-   * raise, and the frame must not be seen again */
-  c->inpos += 4 + (size_t)n;
-  r = mproc_decode(L, c->in + c->inpos - (size_t)n, (size_t)n, 0);
-  if (c->inpos == c->inlen) {
-    c->inpos = c->inlen = 0;
-    if (c->incap > KEEP_BUF) { free(c->in); c->in = NULL; c->incap = 0; }
-  }
-  if (!r) {
-    lua_pushboolean(L, 0);
-    lua_pushliteral(L, "SerializeError");
-    lua_rotate(L, -3, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  drop_view(b);
+  b->in.len = b->inpos = 0;
+  r = mproc_pool_take(&b->pool, b->slot, &b->in, timeout);
+  if (r < 0) return luaL_error(L, "pool: %s", strerror(errno));
+  if (r == 0) return 0;
+  p = next_frame(b, &len, &flags);
+  if (p == NULL || mproc_pool_view_open(&b->view, p, len, flags) < 0 ||
+      b->view.n < sizeof h) {
+    uint64_t tid = 0;
+    if (p && len >= 8) memcpy(&tid, p, 8);
+    lua_pushliteral(L, "error");
+    lua_pushinteger(L, (lua_Integer)tid);
+    lua_pushliteral(L, "cannot receive the task: its frame is damaged or gone");
     return 3;
   }
-  return 2;
+  memcpy(&h, b->view.p, sizeof h);
+  body = b->view.p + sizeof h + h.fnlen;
+  if (h.op > MPROC_TASK_STOP || b->view.n - sizeof h < h.fnlen) {
+    lua_pushliteral(L, "error");
+    lua_pushinteger(L, (lua_Integer)h.tid);
+    lua_pushliteral(L, "cannot receive the task: malformed frame");
+    return 3;
+  }
+  blen = b->view.n - sizeof h - h.fnlen;
+  lua_pushstring(L, ops[h.op]);
+  lua_pushinteger(L, (lua_Integer)h.tid);
+  if (h.op == MPROC_TASK_NONE || h.op == MPROC_TASK_STOP) return 2;
+  if (!push_fn(L, 3, &h, b->view.p + sizeof h)) goto bad;
+  if (h.op == MPROC_TASK_PACKED) {
+    if (blen % PACK_REC != 0) {
+      lua_pushliteral(L, "malformed packed items");
+      goto bad;
+    }
+    b->pend = body;
+    b->pendn = blen / PACK_REC;
+    b->haspend = 1;
+    lua_pushinteger(L, (lua_Integer)b->pendn);
+  } else if (!mproc_decode(L, body, blen, 0)) {
+    goto bad;
+  }
+  lua_pushinteger(L, h.cs);
+  lua_pushnumber(L, h.timeout);
+  return 6;
+bad:   /* the message is on the top */
+  lua_pushliteral(L, "error");
+  lua_pushinteger(L, (lua_Integer)h.tid);
+  lua_pushvalue(L, -3);
+  return 3;
 }
 
-/* buffered(c) -> true when a whole frame is already read and waiting */
-static int chan_buffered(lua_State *L) {
-  chan *c = checkchan(L);
-  lua_pushboolean(L, frame_ready(c) >= 0);
+/* b:_post(tid, kind, value) with kind "ok", "err" or "batch" -> true |
+ * false, "SerializeError", msg (nothing posted) */
+static int board_post(lua_State *L) {
+  board *b = checkworker(L);
+  static const char *const kinds[] = {"ok", "err", "batch", NULL};
+  mproc_result_hdr h;
+  mproc_buf *f;
+  h.tid = checktid(L, 2);
+  h.kind = (uint32_t)luaL_checkoption(L, 3, NULL, kinds) + MPROC_RESULT_OK;
+  h.count = 0;
+  lua_settop(L, 4);
+  f = mproc_buf_box(L);
+  mproc_buf_reserve(L, f, sizeof h);
+  memcpy(f->data, &h, sizeof h);
+  f->len = sizeof h;
+  if (!mproc_encode(L, 4, "result", f)) {
+    mproc_buf_free(f);
+    return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
+  }
+  if (mproc_pool_post(&b->pool, b->slot, f->data, f->len) < 0)
+    return luaL_error(L, "pool: %s", strerror(errno));
+  mproc_buf_free(f);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
-static int chan_fileno(lua_State *L) {
-  lua_pushinteger(L, checkchan(L)->fd);
+/* b:_post_numbers(tid, acc) -> true, or false when some result is not a
+ * number (nothing posted) */
+static int board_post_numbers(lua_State *L) {
+  board *b = checkworker(L);
+  mproc_result_hdr h;
+  packacc *a = checkacc(L, 3);
+  mproc_buf *f;
+  h.tid = checktid(L, 2);
+  h.kind = MPROC_RESULT_PACKED;
+  h.count = (uint32_t)a->n;
+  if (!acc_complete(a)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  f = mproc_buf_box(L);
+  mproc_buf_reserve(L, f, sizeof h + a->n * PACK_REC);
+  memcpy(f->data, &h, sizeof h);
+  memcpy(f->data + sizeof h, a->rec, a->n * PACK_REC);
+  f->len = sizeof h + a->n * PACK_REC;
+  if (mproc_pool_post(&b->pool, b->slot, f->data, f->len) < 0)
+    return luaL_error(L, "pool: %s", strerror(errno));
+  mproc_buf_free(f);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
-static int chan_tostring(lua_State *L) {
-  chan *c = (chan *)luaL_checkudata(L, 1, CHAN_T);
-  if (c->fd < 0) lua_pushliteral(L, "mproc.Chan (closed)");
-  else lua_pushfstring(L, "mproc.Chan (fd %d)", c->fd);
+/* b:_run_pending(fn, acc, from): runs fn over the packed items taken last
+ * (see run_records) */
+static int board_run_pending(lua_State *L) {
+  board *b = checkworker(L);
+  packacc *a = checkacc(L, 3);
+  lua_Integer from = luaL_optinteger(L, 4, 1);
+  const char *s = pending(L, b, (lua_Integer)a->n);
+  luaL_checkany(L, 2);
+  return run_records(L, 2, s, a, 3, from, &mproc_ring_claims(&b->pool.tasks)[b->slot].pos);
+}
+
+/* b:_progress(pos): the item the worker is at (read after its death) */
+static int board_progress(lua_State *L) {
+  board *b = checkworker(L);
+  mproc_ring_claims(&b->pool.tasks)[b->slot].pos = (uint64_t)luaL_checkinteger(L, 2);
+  return 0;
+}
+
+/* alarm(seconds): SIGALRM (default action: the process ends) after that
+ * long; 0 disarms.  A task's timeout holds even while the parent is busy. */
+static int l_alarm(lua_State *L) {
+  double t = luaL_checknumber(L, 1);
+  struct itimerval it;
+  memset(&it, 0, sizeof it);
+  if (t > 1e8) t = 0;   /* no alarm that far: forever */
+  if (t > 0) {
+    it.it_value.tv_sec = (time_t)t;
+    it.it_value.tv_usec = (suseconds_t)((t - (double)it.it_value.tv_sec) * 1e6);
+    if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
+  }
+  setitimer(ITIMER_REAL, &it, NULL);
+  return 0;
+}
+
+/* }------ */
+
+static int board_tostring(lua_State *L) {
+  board *b = (board *)luaL_checkudata(L, 1, BOARD_T);
+  lua_pushfstring(L, "mproc.PoolBoard (%s)", b->open ? b->pool.tasks.name : "closed");
   return 1;
 }
 
@@ -810,24 +924,32 @@ static int l_poll_many(lua_State *L) {
 
 
 int mproc_open_pool(lua_State *L) {
-  static const luaL_Reg chan_methods[] = {
-    {"_put", chan_put},
-    {"_put_raw", chan_put_raw},
-    {"_put_numbers", chan_put_numbers},
-    {"_take", chan_take},
-    {"_run_pending", chan_run_pending},
-    {"_flush", chan_flush},
-    {"_get", chan_get},
-    {"_pending", chan_pending},
-    {"_buffered", chan_buffered},
-    {"_fileno", chan_fileno},
-    {"_close", chan_gc},
+  static const luaL_Reg board_methods[] = {
+    {"_apply", board_apply},
+    {"_batch", board_batch},
+    {"_stop", board_stop},
+    {"_flush", board_flush},
+    {"_cancel", board_cancel},
+    {"_get", board_get},
+    {"_take", board_take},
+    {"_has", board_has},
+    {"_spin", board_spin},
+    {"_fileno", board_fileno},
+    {"_claim", board_claim},
+    {"_clear", board_clear},
+    {"_worker", board_worker},
+    {"_next", board_next},
+    {"_post", board_post},
+    {"_post_numbers", board_post_numbers},
+    {"_run_pending", board_run_pending},
+    {"_progress", board_progress},
+    {"_close", board_gc},
     {NULL, NULL}
   };
-  static const luaL_Reg chan_meta[] = {
-    {"__gc", chan_gc},
-    {"__close", chan_gc},
-    {"__tostring", chan_tostring},
+  static const luaL_Reg board_meta[] = {
+    {"__gc", board_gc},
+    {"__close", board_gc},
+    {"__tostring", board_tostring},
     {NULL, NULL}
   };
   static const luaL_Reg poller_methods[] = {
@@ -843,7 +965,8 @@ int mproc_open_pool(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg funcs[] = {
-    {"chan_pair", l_chan_pair},
+    {"pool_board", l_board},
+    {"alarm", l_alarm},
     {"pool_poller", l_poller},
     {"poll_many", l_poll_many},
     {"new_list", l_new_list},
@@ -852,7 +975,7 @@ int mproc_open_pool(lua_State *L) {
     {"acc_result", l_acc_result},
     {NULL, NULL}
   };
-  mproc_newclass(L, CHAN_T, chan_methods, chan_meta);
+  mproc_newclass(L, BOARD_T, board_methods, board_meta);
   mproc_newclass(L, POLLER_T, poller_methods, poller_meta);
   mproc_newclass(L, ACC_T, NULL, NULL);
   mproc_setfuncs(L, funcs);

@@ -47,5 +47,6 @@ int mproc_cloexec_pipe(int fds[2]);
 #include "shm.h"
 #include "sync.h"
 #include "ring.h"
+#include "pool.h"
 
 #endif

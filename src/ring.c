@@ -40,6 +40,10 @@ struct mproc_ring_hdr {
   /* journal: the values before the change in progress */
   uint32_t j_valid;
   uint64_t j_head, j_tail, j_count, j_unfinished;
+  uint32_t j_claim;             /* claim slot + 1 changed with it, 0: none */
+  uint32_t notify;              /* see mproc_ring_notify */
+  uint64_t j_claim_tid;
+  mproc_ring_claim claims[MPROC_RING_CLAIMS];
 };
 
 #define DATA(h) ((char *)(h) + (h)->dataoff)
@@ -412,6 +416,7 @@ size_t mproc_ring_big_threshold(const mproc_ring *r) {
  * ======================================================================= */
 
 static void journal_begin(mproc_ring_hdr *h) {
+  h->j_claim = 0;
   h->j_head = h->head;
   h->j_tail = h->tail;
   h->j_count = h->count;
@@ -434,6 +439,8 @@ static void repair(mproc_ring_hdr *h) {
     __atomic_store_n(&h->tail, h->j_tail, __ATOMIC_RELAXED);
     __atomic_store_n(&h->count, h->j_count, __ATOMIC_RELAXED);
     h->unfinished = h->j_unfinished;
+    if (h->j_claim > 0 && h->j_claim <= MPROC_RING_CLAIMS)
+      __atomic_store_n(&h->claims[h->j_claim - 1].tid, h->j_claim_tid, __ATOMIC_RELAXED);
     h->j_valid = 0;
   }
 #if defined(PTHREAD_MUTEX_ROBUST) || defined(__linux__)
@@ -573,6 +580,96 @@ int mproc_ring_spin(const mproc_ring *r, int what) {
     if (what == MPROC_WAIT_GET ? c > 0 : (h->maxsize == 0 || c < h->maxsize))
       return 1;
     cpu_relax();
+  }
+  return 0;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * Claims (the pool's task ring)
+ * ======================================================================= */
+
+mproc_ring_claim *mproc_ring_claims(mproc_ring *r) { return r->h->claims; }
+uint32_t *mproc_ring_notify(mproc_ring *r) { return &r->h->notify; }
+
+/* The id in the first 8 payload bytes of the frame at offset `off`. */
+static uint64_t frame_id(const mproc_ring_hdr *h, uint64_t off, uint32_t len) {
+  uint64_t mask = h->cap - 1, pos = (off + FRAME_HDR) & mask, id = 0;
+  size_t first;
+  if (len < 8) return 0;
+  first = h->cap - pos < 8 ? (size_t)(h->cap - pos) : 8;
+  memcpy(&id, DATA(h) + pos, first);
+  if (first < 8) memcpy((char *)&id + first, DATA(h), 8 - first);
+  return id;
+}
+
+int mproc_ring_pop_claim(mproc_ring *r, mproc_bytes *out, int slot) {
+  mproc_ring_hdr *h = r->h;
+  uint64_t mask = h->cap - 1;
+  for (;;) {
+    uint64_t hd = h->head, pos;
+    const char *d = DATA(h);
+    uint32_t hdr[2];
+    size_t first, fs;
+    char *o;
+    if (h->count == 0) return 0;
+    memcpy(hdr, d + (hd & mask), FRAME_HDR);
+    fs = (size_t)frame_size(hdr[0]);
+    if (hdr[1] & MPROC_FRAME_CANCELLED) {
+      if (hdr[1] & MPROC_FRAME_BIG) {   /* its segment goes with it */
+        char name[MPROC_RING_NAMELEN + 32];
+        size_t n = hdr[0] > 8 ? hdr[0] - 8 : 0, k;
+        if (n >= sizeof name) n = 0;
+        for (k = 0; k < n; k++) name[k] = d[(hd + FRAME_HDR + 8 + k) & mask];
+        if (n) mproc_ring_big_discard(name, n);
+      }
+      journal_begin(h);
+      __atomic_store_n(&h->head, hd + fs, __ATOMIC_RELEASE);
+      __atomic_store_n(&h->count, h->count - 1, __ATOMIC_RELEASE);
+      journal_end(h);
+      continue;
+    }
+    if (mproc_bytes_reserve(out, out->len + fs) < 0) return -1;
+    o = out->data + out->len;
+    memcpy(o, hdr, FRAME_HDR);
+    pos = (hd + FRAME_HDR) & mask;
+    first = h->cap - pos < hdr[0] ? (size_t)(h->cap - pos) : hdr[0];
+    memcpy(o + FRAME_HDR, d + pos, first);
+    if (first < hdr[0]) memcpy(o + FRAME_HDR + first, d, hdr[0] - first);
+    out->len += fs;
+    /* the pop and the claim are one change: a popper that dies half-way
+     * leaves the frame in the ring and its claim as it was */
+    h->j_head = hd;
+    h->j_tail = h->tail;
+    h->j_count = h->count;
+    h->j_unfinished = h->unfinished;
+    h->j_claim = (uint32_t)slot + 1;
+    h->j_claim_tid = h->claims[slot].tid;
+    FENCE();
+    h->j_valid = 1;
+    FENCE();
+    __atomic_store_n(&h->head, hd + fs, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->count, h->count - 1, __ATOMIC_RELEASE);
+    h->claims[slot].pos = 0;
+    __atomic_store_n(&h->claims[slot].tid, frame_id(h, hd, hdr[0]), __ATOMIC_RELEASE);
+    journal_end(h);
+    return 1;
+  }
+}
+
+int mproc_ring_cancel(mproc_ring *r, uint64_t id) {
+  mproc_ring_hdr *h = r->h;
+  uint64_t off = h->head, mask = h->cap - 1;
+  while (off < h->tail) {
+    uint32_t hdr[2];
+    memcpy(hdr, DATA(h) + (off & mask), FRAME_HDR);
+    if (!(hdr[1] & MPROC_FRAME_CANCELLED) && frame_id(h, off, hdr[0]) == id) {
+      hdr[1] |= MPROC_FRAME_CANCELLED;  /* one store: no journal needed */
+      memcpy(DATA(h) + (off & mask) + 4, &hdr[1], 4);
+      return 1;
+    }
+    off += frame_size(hdr[0]);
   }
   return 0;
 }

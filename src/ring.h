@@ -24,6 +24,7 @@
 #define MPROC_RING_SIMPLE    2
 
 #define MPROC_FRAME_BIG      1u  /* payload = name of the segment holding it */
+#define MPROC_FRAME_CANCELLED 2u /* skipped by mproc_ring_pop_claim */
 
 #define MPROC_RING_NAMELEN   48
 
@@ -105,6 +106,37 @@ int mproc_ring_wait(mproc_ring *r, int what, size_t n, double seconds);
 /* Spins briefly, without the lock, until the ring looks non-empty
  * (getting) or not full (putting).  Returns 1 when it looks ready. */
 int mproc_ring_spin(const mproc_ring *r, int what);
+
+/* {======================================================================
+ * Claims: the pool's task ring (src/pool.c).  Every ring has a board of
+ * MPROC_RING_CLAIMS slots; a frame's id is its first 8 payload bytes.
+ * ======================================================================= */
+
+#define MPROC_RING_CLAIMS 1024
+
+typedef struct mproc_ring_claim {
+  uint64_t tid;                  /* id of the frame taken, 0: none */
+  double start;                  /* mproc_now() when it was taken */
+  uint64_t pos;                  /* progress, as its taker reports it */
+} mproc_ring_claim;
+
+mproc_ring_claim *mproc_ring_claims(mproc_ring *r);
+/* A word in the ring's header for the pool's wake-up protocol. */
+uint32_t *mproc_ring_notify(mproc_ring *r);
+
+/* Locked.  Pops the oldest frame not cancelled (as mproc_ring_pop) and
+ * records its id in claims[slot] in the same journaled change: a process
+ * that dies at any instruction leaves either the frame in the ring and the
+ * slot as it was, or the frame gone and its id in the slot.  Cancelled
+ * frames met on the way are dropped (with their big segments).  1 / 0 / -1
+ * as mproc_ring_pop. */
+int mproc_ring_pop_claim(mproc_ring *r, mproc_bytes *out, int slot);
+
+/* Locked.  Marks the queued frame with id `id` cancelled: 1, or 0 when no
+ * such frame is queued (taken already, or never there). */
+int mproc_ring_cancel(mproc_ring *r, uint64_t id);
+
+/* }====================================================================== */
 
 /* {======================================================================
  * Big messages: their own segment, named after the ring.

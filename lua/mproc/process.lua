@@ -459,6 +459,15 @@ M.fork = fork
 M.waitpid = waitpid
 M.child_exit = child_exit
 M.reset_sched = reset_sched
+
+-- This forked process is a pool worker (pool.lua), named like Python's
+-- ForkPoolWorker-N.
+function M.become_worker(name)
+  state.parent = { name = state.current.name, pid = core.getppid() }
+  state.current = { name = name, pid = getpid(), daemon = true }
+  state.counter, state.children = 0, {}
+  reset_sched()
+end
 M.exports = {
   Process = Process,
   current_process = current_process,

@@ -106,14 +106,21 @@ end
 -- A coroutine task's result: t:join() is t:get().
 AsyncResult.join = AsyncResult.get
 
+-- A pool's result finishes without the parent: ask the source.
+local function poll(self)
+  local src = self._source
+  if not self._done and src and src._poll then src:_poll() end
+  return self._done
+end
+
 function AsyncResult:ready()
   check_self(self, "ready")
-  return self._done
+  return poll(self)
 end
 
 function AsyncResult:successful()
   check_self(self, "successful")
-  if not self._done then error("result is not ready", 2) end
+  if not poll(self) then error("result is not ready", 2) end
   return self._ok
 end
 

@@ -31,6 +31,23 @@ function M.check_timeout(v, n, fname)
   return v
 end
 
+-- An options table: a table whose keys are all in `allowed` (a set).  A
+-- typo is a programmer error, never silently ignored.  `level` as in
+-- argerror, counted from the function that calls check_opts (default: its
+-- caller's caller sees the error).
+function M.check_opts(opts, allowed, fname, n, level)
+  level = level or 3
+  if type(opts) ~= "table" then
+    argerror(n, fname, "table expected, got " .. typename(opts), level)
+  end
+  for k in pairs(opts) do
+    if not allowed[k] then
+      argerror(n, fname, ("unknown option '%s'"):format(tostring(k)), level)
+    end
+  end
+  return opts
+end
+
 -- Marks the calling object as closed: methods raise "attempt to use a closed X".
 function M.closed_error(what)
   error("attempt to use a closed " .. what, 3)

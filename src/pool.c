@@ -5,10 +5,17 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include "mproc.h"
 
 #define POOL_RING_CAP ((size_t)8 << 20)
+#ifdef MSG_NOSIGNAL
+#define SEND_FLAGS MSG_NOSIGNAL
+#else
+#define SEND_FLAGS 0
+#endif
+
 #define BIGREC (8 + MPROC_RING_NAMELEN + 24)   /* id + segment name */
 
 int mproc_pool_create(mproc_pool *p) {
@@ -17,9 +24,9 @@ int mproc_pool_create(mproc_pool *p) {
   p->rfd = p->wfd = -1;
   if (mproc_ring_create(&p->tasks, POOL_RING_CAP, 0, MPROC_RING_SIMPLE) < 0) return -1;
   if (mproc_ring_create(&p->results, POOL_RING_CAP, 0, MPROC_RING_SIMPLE) < 0) goto fail;
-  if (mproc_cloexec_pipe(fds) < 0) goto fail;
-  mproc_set_nonblock(fds[0], 1);
-  mproc_set_nonblock(fds[1], 1);
+  /* a socket, not a pipe: a worker whose parent is gone gets EPIPE from
+   * send(MSG_NOSIGNAL), never SIGPIPE */
+  if (mproc_conn_pair(fds, 0) < 0) goto fail;
   p->rfd = fds[0];
   p->wfd = fds[1];
   return 0;
@@ -157,7 +164,7 @@ int mproc_pool_cancel(mproc_pool *p, uint64_t tid) {
 int mproc_pool_collect(mproc_pool *p, mproc_bytes *out) {
   char junk[64];
   int n = 0, r;
-  while (read(p->rfd, junk, sizeof junk) > 0) {}
+  while (p->rfd >= 0 && read(p->rfd, junk, sizeof junk) > 0) {}
   __atomic_store_n(mproc_ring_notify(&p->results), 0, __ATOMIC_SEQ_CST);
   if (mproc_ring_lock(&p->results) < 0) return -1;
   while ((r = mproc_ring_pop(&p->results, out)) == 1) n++;
@@ -220,7 +227,7 @@ int mproc_pool_post(mproc_pool *p, int slot, const void *frame, size_t n) {
     __atomic_store_n(&c->tid, 0, __ATOMIC_RELEASE);
   if (__atomic_exchange_n(mproc_ring_notify(&p->results), 1, __ATOMIC_SEQ_CST) == 0) {
     ssize_t w;
-    do w = write(p->wfd, "", 1); while (w < 0 && errno == EINTR);
+    do w = send(p->wfd, "", 1, SEND_FLAGS); while (w < 0 && errno == EINTR);
   }
   return 0;
 }

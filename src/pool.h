@@ -13,7 +13,7 @@
  * ring then carries [id, segment name] with MPROC_FRAME_BIG.
  *
  * Wake-ups: workers sleep on the task ring (futex/condvar of ring.c); the
- * parent's descriptor is a pipe that a worker writes one byte to when it
+ * parent's descriptor is a socket that a worker sends one byte to when it
  * posts a result the parent has not been told about yet (the ring's
  * notify word), so a foreign event loop can watch it.
  */
@@ -46,7 +46,7 @@ enum { MPROC_RESULT_OK = 1, MPROC_RESULT_ERR, MPROC_RESULT_BATCH,
 
 typedef struct mproc_pool {
   mproc_ring tasks, results;
-  int rfd, wfd;        /* notify pipe: the parent reads, workers write */
+  int rfd, wfd;        /* notify socket pair: the parent reads, workers send */
   mproc_bytes over;    /* parent: task frames the ring had no room for */
   size_t overpos;
 } mproc_pool;

@@ -340,5 +340,26 @@ describe("mproc.Pool options and bulk calls", function()
     local pool = Pool(2)
     local name = pool:apply(function() return mp.current_process().name end)
     assert.matches("^ForkPoolWorker%-%d+$", name)
+    local kids = mp.active_children()
+    assert.equal(2, #kids)
+    for _, w in ipairs(kids) do
+      assert.matches("^ForkPoolWorker%-%d+$", w.name)
+      assert.is_true(w.daemon)
+      assert.is_true(w:is_alive())
+    end
+    local names = {}
+    for _ = 1, 20 do names[pool:apply(function() csleep(0.005) return mp.current_process().name end)] = true end
+    for n in pairs(names) do assert.is_true(n == kids[1].name or n == kids[2].name) end
+    pool:close()
+    pool:join()
+    assert.equal(0, #mp.active_children())
+  end)
+
+  it("refuses mp.register while a pool runs, saying why", function()
+    local pool = Pool(1)
+    local err = errmsg(mp.register, "spec.late", {})
+    assert.matches("after a Pool started", err)
+    pool:terminate()
+    assert.is_table(mp.register("spec.late", {}))
   end)
 end)

@@ -42,6 +42,7 @@ local function register(name, value)
     argerror(2, "register", "table, function or userdata expected, got "
       .. (value == nil and "no value" or typename(value)))
   end
+  if M.before_register then M.before_register(name) end
   core.register(name, value)
   return value
 end
@@ -51,6 +52,10 @@ end
 function M.register_reftype(name, fn)
   core.register_reftype(name, fn)
 end
+
+-- pool.lua sets this: a name registered while a pool runs would be
+-- unknown to its workers, forked before.
+M.before_register = nil
 
 M.dumps, M.loads, M.register = dumps, loads, register
 M.exports = { dumps = dumps, loads = loads, register = register }

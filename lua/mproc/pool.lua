@@ -15,14 +15,15 @@
 -- first and single chunks at the end (guided scheduling), so that no
 -- worker idles at the end of a job behind a batch held by another;
 -- all-number batches travel packed (9-byte records, src/lpool.c).
--- imap/imap_unordered push one chunk per frame and read their input a few
--- chunks per worker ahead.
+-- imap/imap_unordered read their input a few chunks per worker ahead and
+-- push what they read the same way.
 local core = require "mproc.core"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 local result = require "mproc.result"
 local process = require "mproc.process"
+local codec = require "mproc.codec"
 
 local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
 local new_list, alarm = core.new_list, core.alarm
@@ -35,13 +36,15 @@ local max, min = math.max, math.min
 local SPIN_MAX = 100e-6    -- longest busy wait for a result before blocking
 local IDLE_WAIT = 1.0      -- a worker's wait for a task before it re-checks its parent
 local GUIDE = 2            -- a batch holds 1/(GUIDE * workers) of the chunks left
-local AHEAD = 4            -- imap: chunks read ahead per worker
+local AHEAD = 8            -- imap: chunks read ahead per worker
 local TIMEOUT_GRACE = 0.5  -- the parent kills a worker this late past a task's timeout
 local FN_CACHE_SPAN = 512  -- a worker forgets its cached functions this often
 local SIGALRM = 14
 
 -- Every board of this process: a new worker closes the ones it inherited.
 local all_boards = setmetatable({}, { __mode = "k" })
+-- Pools of this process whose workers run.
+local live_pools = setmetatable({}, { __mode = "k" })
 
 -- {=====================================================================
 -- The worker side
@@ -219,6 +222,16 @@ end
 
 local worker_count = 0  -- ForkPoolWorker-N numbering, as in Python
 
+-- What mp.active_children() shows of a worker: pid, name, daemon, sentinel.
+local WorkerInfo = { __name = "mproc.PoolWorker" }
+WorkerInfo.__index = WorkerInfo
+function WorkerInfo:is_alive()
+  return self.sentinel ~= nil and not core.poll_fd(self.sentinel, "r", 0)
+end
+function WorkerInfo:__tostring()
+  return ("<PoolWorker name=%s pid=%d>"):format(self.name, self.pid)
+end
+
 local function lost_error(w)
   local code = w.exitcode
   return errnew("WorkerLost", ("worker process %d died (exitcode %s) while running the task")
@@ -265,8 +278,10 @@ local function start_workers(self, n)
       worker_main(self._board, slot, name, self._init, self._initargs, self._maxtasks)
     end
     free[#free] = nil
-    forked[#forked + 1] = { pid = r[2], child = r[3], sentinel = core.child_fileno(r[3]),
-                            slot = slot, name = name }
+    local w = { pid = r[2], child = r[3], sentinel = core.child_fileno(r[3]), slot = slot }
+    w.info = setmetatable({ pid = w.pid, name = name, daemon = true, sentinel = w.sentinel },
+                          WorkerInfo)
+    forked[#forked + 1] = w
   end
   local ws = self._workers
   for i = 1, #forked do
@@ -374,6 +389,7 @@ end
 local function remove_worker(self, w)
   local ws = self._workers
   for i = 1, #ws do if ws[i] == w then table.remove(ws, i) break end end
+  w.info.sentinel = nil
   poller_set(self, w.sentinel, "del")
   w.dead = true
 end
@@ -889,7 +905,7 @@ local function imap(self, fname, fn, items, opts, ordered)
       fed = fed + 1
       job.items[fed] = v
     end
-    for at = from, fed, cs do push_batch(self, job, at, min(cs, fed - at + 1)) end
+    if fed >= from then push_job(self, job, from, fed - from + 1) end
   end
   local function have()
     if ordered then return has[want] ~= nil end
@@ -973,6 +989,7 @@ local function abandon_all(self, err)
 end
 
 local function shut(self)
+  live_pools[self] = nil
   sched.remove_source(self)
   if self._poller then self._poller:_close() end
   self._board:_close()
@@ -1042,6 +1059,25 @@ end
 -- Constructor
 -- ======================================================================
 
+-- mp.register while a pool runs: its workers were forked without the name.
+codec.before_register = function(name)
+  for p in pairs(live_pools) do
+    if p._state ~= "TERMINATE" and p._pid == getpid() then
+      error(("mp.register(%q) after a Pool started: its workers cannot learn the name; "
+        .. "register before mp.Pool()"):format(name), 4)
+    end
+  end
+end
+
+-- mp.active_children() lists the pools' workers too, as Python does.
+process.add_children_source(function(out)
+  for p in pairs(live_pools) do
+    if p._state ~= "TERMINATE" and p._pid == getpid() then
+      for _, w in ipairs(p._workers) do out[#out + 1] = w.info end
+    end
+  end
+end)
+
 local POOL_OPTS = { processes = true, initializer = true, initargs = true,
                     maxtasksperchild = true }
 
@@ -1089,6 +1125,7 @@ local function new_pool(opts)
   }, Pool)
   self._board = errors.check(core.pool_board())
   all_boards[self._board] = true
+  live_pools[self] = true
   local ok, p = core.pool_poller()
   if ok then
     self._poller = p

@@ -398,10 +398,17 @@ Process = make_class(nil, Process)
 -- Module functions
 -- ======================================================================
 
+-- Other modules' children (pool workers) that active_children lists too.
+local children_sources = {}
+function M.add_children_source(fn)
+  children_sources[#children_sources + 1] = fn
+end
+
 local function active_children()
   reap_children()
   local out = {}
   for i, p in ipairs(state.children) do out[i] = p end
+  for i = 1, #children_sources do children_sources[i](out) end
   return out
 end
 

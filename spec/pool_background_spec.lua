@@ -247,8 +247,8 @@ describe("mproc.Pool: the parent's end", function()
       local mp = require "mproc"
       local core = require "mproc.core"
       local pool = mp.Pool(2)
-      local r = pool:map_async(function(x) core.sleep(0.05) return x end, { 1, 2, 3, 4, 5, 6, 7, 8 },
-        { chunksize = 1 })
+      local r = pool:map_async(function(x) core.sleep(0.05) return x end,
+        { 1, 2, 3, 4, 5, 6, 7, 8 }, { chunksize = 1 })
       local pids = pool:map(core.getpid, { 1, 2, 3, 4 }, 1)
       io.stdout:write(core.getpid(), " ", table.concat(pids, " "), "\n")
       io.stdout:flush()
@@ -348,7 +348,8 @@ describe("mproc.Pool options and bulk calls", function()
       assert.is_true(w:is_alive())
     end
     local names = {}
-    for _ = 1, 20 do names[pool:apply(function() csleep(0.005) return mp.current_process().name end)] = true end
+    local function my_name() csleep(0.005) return mp.current_process().name end
+    for _ = 1, 20 do names[pool:apply(my_name)] = true end
     for n in pairs(names) do assert.is_true(n == kids[1].name or n == kids[2].name) end
     pool:close()
     pool:join()

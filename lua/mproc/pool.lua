@@ -325,7 +325,9 @@ local function push_batch(self, job, first, count)
       return job:fail(first, count, errnew(kind, msg))
     end
     local cs = job.cs
-    for at = first, first + count - 1, cs do push_batch(self, job, at, min(cs, first + count - at)) end
+    for at = first, first + count - 1, cs do
+      push_batch(self, job, at, min(cs, first + count - at))
+    end
     return
   end
   job.live[tid] = true
@@ -421,7 +423,9 @@ local function worker_ended(self, w)
       job:fail(first + start - 1, len, err)
       if not job.failed and self._state ~= "TERMINATE" then
         if start > 1 then push_job(self, job, first, start - 1) end
-        if start + len <= count then push_job(self, job, first + start + len - 1, count - start - len + 1) end
+        if start + len <= count then
+          push_job(self, job, first + start + len - 1, count - start - len + 1)
+        end
       end
     else
       settle_apply(self, tid, task, false, err)
@@ -440,7 +444,8 @@ local function check_timeouts(self)
   for _, w in ipairs(self._workers) do
     local tid, start = board:_claim(w.slot)
     local task = tid ~= 0 and tasks[tid]
-    if task and task.timeout and not task.timed_out and t >= start + task.timeout + TIMEOUT_GRACE then
+    if task and task.timeout and not task.timed_out
+       and t >= start + task.timeout + TIMEOUT_GRACE then
       task.timed_out = true
       core.child_signal(w.child, core.SIGKILL)
     end
@@ -858,7 +863,7 @@ local function imap(self, fname, fn, items, opts, ordered)
   job.own = true
   local ahead = self._processes * cs * AHEAD
   local fed, consumed, exhausted = 0, 0, false
-  local src_err, src_err_at  -- the input iterator raised
+  local src_err  -- the input iterator raised: after the items read before
   local vals, has, errs = {}, {}, {}   -- ordered: by input index
   local fifo, fh, ft = {}, 1, 0        -- unordered: indices as they complete
   local want, failed = 1, nil
@@ -898,7 +903,7 @@ local function imap(self, fname, fn, items, opts, ordered)
     while not exhausted and fed - consumed < ahead do
       local ok, more, v = pcall(nextitem)
       if not ok then
-        exhausted, src_err, src_err_at = true, more, fed + 1
+        exhausted, src_err = true, more
         break
       end
       if not more then exhausted = true break end

@@ -1,22 +1,19 @@
 /*
- * lpool.c: what the pool and the scheduler need from C.
+ * lpool.c: the binding of the pool's transport (src/pool.c) and what the
+ * scheduler needs from C.
  *
- * "mproc.Chan": one end of a pool channel (a stream socket between the
- * parent and one worker).  Unlike a Pipe end it batches: put() only
- * encodes a frame into the output buffer, flush() writes everything
- * pending in as few write() calls as the socket allows, and get() reads as
- * much as is there in one read() and then hands out whole frames one by
- * one.  With many small tasks in flight this turns one syscall per message
- * into one per batch.  Nothing here blocks; the Lua layer waits through
- * sched.
+ * "mproc.PoolBoard": one process's handle on a pool's task and result
+ * rings.  The parent builds task frames (header, function bytes, the
+ * codec's bytes or packed numbers) and reads result frames; a worker takes
+ * and claims tasks, runs packed batches in a C loop and posts results.
+ * Nothing here blocks but a worker's wait for its next task; the parent
+ * waits through sched.
  *
  * "mproc.Poller": a set of descriptors with one descriptor of its own that
  * is readable while any member is ready (epoll on Linux), so a foreign
  * event loop can watch a whole pool through pool:fileno().
  *
  * poll_many: the scheduler's wait for many descriptors at once.
- *
- * Frame: 4-byte little-endian length, then the codec's bytes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,10 +21,8 @@
 #include <stddef.h>
 #include <poll.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/socket.h>
 #include <sys/time.h>
 #ifdef __linux__
 #include <sys/epoll.h>
@@ -38,23 +33,12 @@
 #define BOARD_T  "mproc.PoolBoard"
 #define POLLER_T "mproc.PoolPoller"
 
-#define READ_CHUNK  (64 * 1024)       /* bytes asked of each read() */
-#define KEEP_BUF    (1024 * 1024)     /* buffers up to this are kept */
-#define FRAME_MAX   0xFFFFFFFFu
-
-/* A dead peer must give EPIPE, never kill us with SIGPIPE. */
-#ifdef MSG_NOSIGNAL
-#define SEND_FLAGS MSG_NOSIGNAL
-#else
-#define SEND_FLAGS 0
-#endif
-
 /* {======================================================================
  * Packed numbers: the items of a map chunk and its results, when they are
  * all numbers, travel as 9-byte records (a type byte, then the 8 bytes of
  * the integer or the float as is).  They are written from the Lua table
- * straight into a channel's output buffer and read from its input buffer
- * straight into the result list: no value-by-value encoding, and no Lua
+ * straight into the task frame and read from the result frame straight
+ * into the result list: no value-by-value encoding, and no Lua
  * string in between for the parent's collector to deal with.
  * ======================================================================= */
 
@@ -137,7 +121,7 @@ static int l_new_list(lua_State *L) {
 }
 
 /* The worker's side of a chunk: a C loop calls the task function on each
- * item (read from the channel's buffer) and writes its results as records
+ * item (read from the task frame) and writes its results as records
  * into an accumulator, so neither the items nor the results become Lua
  * values in a table (that costs more than the calls of a trivial
  * function).  The accumulator is a userdata, reused from chunk to chunk,

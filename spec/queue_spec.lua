@@ -71,6 +71,36 @@ end
 
 local function shm_entries(prefix) return #support.shm_names(prefix) end
 
+-- Issue 12: a waiter SIGKILLed inside the wait must not wedge the queue.
+-- Every step runs in a child with a deadline, so the spec fails (instead
+-- of hanging) while the queue is stuck; killing the children then frees
+-- the robust mutex so the parent's close still works (the parent itself
+-- never waits on the queue).  glibc's condvar hung in about half the
+-- runs: a few rounds each.
+local function in_time(fn, timeout)
+  local p = mp.Process(fn)
+  p:start()
+  local done = p:join(timeout or 15)
+  if not done then p:kill(); p:join(5) end
+  return done and p.exitcode == 0
+end
+
+local function survives(waiter, check, setup)
+  for _ = 1, 4 do
+    if setup then assert.is_true(in_time(setup), "setup") end
+    local w1, w2 = mp.Process(waiter), mp.Process(waiter)
+    w1:start(); w2:start()
+    core.sleep(0.3)                     -- both asleep in the wait
+    w1:kill()
+    assert.is_true(w1:join(5))
+    local ok = in_time(check)
+    local wok = w2:join(15)
+    if not wok then w2:kill(); w2:join(5) end
+    assert.is_true(ok, "the others were stuck after a waiter died")
+    assert.is_true(wok and w2.exitcode == 0, "the live waiter was stuck")
+  end
+end
+
 -- }======================================================================
 
 describe("mproc.Queue", function()
@@ -197,6 +227,7 @@ describe("mproc.Queue", function()
       repeat
         local ok, v = pcall(q.get, q, 0.5)
         if ok and v ~= big then n = v end
+        if v == big then q:put(big); core.sleep(0.1) end  -- the child was slow to start
       until n or now() > deadline
       assert.equal(100 * 1048576, n)
       assert.matches("OK", finish(c))
@@ -349,9 +380,40 @@ describe("mproc.Queue", function()
       assert.equal(1, q:get(1))
       local c2 = spawn([=[local q = attach(arg[1]); q:put(q:get(10) + 1); print("OK")]=], handle(q))
       q:put(41)
-      core.sleep(0.2)
-      assert.equal(42, q:get(10))
+      local v, deadline = 41, now() + 30
+      while v == 41 and now() < deadline do  -- ours again: the child was slow to start
+        core.sleep(0.1)
+        v = q:get(10)
+        if v == 41 then q:put(41) end
+      end
+      assert.equal(42, v)
       assert.matches("OK", finish(c2))
+    end)
+
+    it("keeps working when one of two blocked getters is SIGKILLed", function()
+      local q <close> = mp.Queue()
+      survives(function()
+        while q:get(30) do end
+      end, function()
+        for i = 1, 300 do q:put(i) end
+        q:put(false)
+        local t = now() + 10
+        while q:qsize() > 0 and now() < t do core.sleep(0.01) end
+        assert(q:qsize() == 0)
+        q:put("mine"); assert(q:get(5) == "mine")
+      end)
+    end)
+
+    it("keeps working when one of two putters blocked on a full queue is SIGKILLed", function()
+      local q <close> = mp.Queue(1)
+      survives(function()
+        for i = 1, 300 do q:put(i, 30) end
+      end, function()
+        assert(q:get(5) == "full")
+        for i = 1, 300 do assert(q:get(5) == i) end
+        assert(q:qsize() == 0)
+        q:put(1); assert(q:get(5) == 1)
+      end, function() q:put("full") end)
     end)
 
     it("keeps a message put by a process that exits at once", function()
@@ -411,6 +473,19 @@ describe("mproc.JoinableQueue", function()
         print("OK")]=], handle(q))
       assert.is_true(q:join(30))
       assert.matches("OK", finish(c))
+    end)
+
+    it("keeps working when one of two blocked joiners is SIGKILLed", function()
+      local q <close> = mp.JoinableQueue()
+      survives(function()
+        for _ = 1, 100 do assert(q:join(30)) end
+      end, function()
+        assert(q:get(5) == "task"); q:task_done()
+        for i = 1, 100 do
+          q:put(i); core.sleep(0.002); assert(q:get(5) == i); q:task_done()
+        end
+        assert(q:join(5))
+      end, function() q:put("task") end)
     end)
 
     it("returns false after the timeout", function()

@@ -686,3 +686,97 @@ describe("mproc sync segments", function()
     assert.same({}, shm_of(mp.getpid()))
   end)
 end)
+
+-- Issue 12: a waiter SIGKILLed in the middle of a wait must leave nothing
+-- that blocks the others (no pthread condvar in shared memory).  Every
+-- blocking call below has a timeout, so a stuck object fails the spec.
+describe("mproc sync objects with a waiter SIGKILLed mid-wait", function()
+  -- Starts two processes running wait(i) after setting `ready`; kills the
+  -- first once both are asleep, returns the second.
+  local function two_waiters(wait)
+    local ready = mp.Semaphore(0)
+    local ps = {}
+    for i = 1, 2 do
+      ps[i] = mp.Process(function() ready:release(); os.exit(wait(i) and 0 or 3) end)
+      ps[i]:start()
+    end
+    assert.is_true(ready:acquire(10) and ready:acquire(10))
+    core.sleep(0.3)                     -- both asleep in the wait
+    ps[1]:kill()
+    assert.is_true(ps[1]:join(10))
+    assert.equal(-SIGKILL, ps[1].exitcode)
+    return ps[2]
+  end
+
+  local function ends_well(p)
+    assert.is_true(p:join(10))
+    assert.equal(0, p.exitcode)
+  end
+
+  it("Semaphore: a release reaches the live waiter, later ones work", function()
+    local s = mp.Semaphore(0)
+    local p = two_waiters(function() return s:acquire(30) end)
+    s:release()
+    ends_well(p)
+    s:release()
+    assert.is_true(s:acquire(5))
+    assert.is_false(s:acquire(0))
+    s:release()
+    assert.equal(0, support.in_child(function() return s:acquire(5) end, 20))
+    assert.equal(0, s:get_value())
+  end)
+
+  it("Event: set wakes the live waiter, clear and wait still work", function()
+    local e = mp.Event()
+    local p = two_waiters(function() return e:wait(30) end)
+    e:set()
+    ends_well(p)
+    e:clear()
+    assert.is_false(e:wait(0.05))
+    e:set()
+    assert.is_true(e:wait(5))
+  end)
+
+  it("Condition: notify reaches the live waiter, notify_all the next ones", function()
+    local c = mp.Condition(mp.Lock())
+    local p = two_waiters(function()
+      c:acquire()
+      local ok = c:wait(30)
+      c:release()
+      return ok
+    end)
+    assert.is_true(c:acquire(5))      -- the killed waiter held no lock
+    c:notify()
+    c:release()
+    ends_well(p)
+    local q = two_waiters(function()
+      c:acquire()
+      local ok = c:wait(30)
+      c:release()
+      return ok
+    end)
+    assert.is_true(c:acquire(5))
+    c:notify_all()
+    c:release()
+    ends_well(q)
+    assert.is_true(c:acquire(5))
+    assert.is_false(c:wait(0.05))
+    c:release()
+  end)
+
+  it("Barrier: the others still pass (the dead party had arrived)", function()
+    local b = mp.Barrier(3)
+    local p = two_waiters(function() return b:wait(30) ~= nil end)
+    assert.equal(2, b.n_waiting)       -- the dead party stays counted
+    assert.is_number(b:wait(10))
+    ends_well(p)
+    local q = mp.Process(function() b:wait(10) end)
+    q:start()
+    local r = mp.Process(function() b:wait(10) end)
+    r:start()
+    assert.is_number(b:wait(10))
+    ends_well(q)
+    ends_well(r)
+    assert.is_false(b.broken)
+  end)
+end)

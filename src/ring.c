@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,7 +20,7 @@
 #include "mproc.h"
 #include "ring.h"
 
-#define RING_MAGIC   0x6d717231u   /* "mqr1" */
+#define RING_MAGIC   0x6d717232u   /* "mqr2": futex words, no condvars */
 #define RING_DEFCAP  ((size_t)4 << 20)
 #define RING_MINCAP  ((size_t)4096)
 #define FRAME_HDR    8
@@ -32,10 +33,14 @@ struct mproc_ring_hdr {
   struct { int32_t pid, n; } holders[64];  /* open handles per process */
   uint64_t seq;                 /* big-segment counter (atomic) */
   pthread_mutex_t mu;
-  pthread_cond_t cv_get, cv_put, cv_join;
+  /* Futex words, bumped under mu when an item comes (w_get), goes (w_put)
+   * or the last task is done (w_join).  No condvar: glibc's process-shared
+   * condvar waits for a SIGKILLed waiter inside pthread_cond_signal. */
+  uint32_t w_get, w_put, w_join;
   /* guarded by mu */
   uint64_t head, tail;          /* byte offsets, only grow */
   uint64_t count, unfinished;
+  /* sleepers per word; a dead one stays counted: a spurious wake, no more */
   uint32_t getters, putters, joiners;
   /* journal: the values before the change in progress */
   uint32_t j_valid;
@@ -243,7 +248,6 @@ static void random_name(char *buf, size_t n) {
 
 static int init_sync(mproc_ring_hdr *h) {
   pthread_mutexattr_t ma;
-  pthread_condattr_t ca;
   int e = 0;
   pthread_mutexattr_init(&ma);
   pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
@@ -252,14 +256,6 @@ static int init_sync(mproc_ring_hdr *h) {
 #endif
   e = pthread_mutex_init(&h->mu, &ma);
   pthread_mutexattr_destroy(&ma);
-  if (e) { errno = e; return -1; }
-  pthread_condattr_init(&ca);
-  pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  if ((e = pthread_cond_init(&h->cv_get, &ca)) == 0 &&
-      (e = pthread_cond_init(&h->cv_put, &ca)) == 0)
-    e = pthread_cond_init(&h->cv_join, &ca);
-  pthread_condattr_destroy(&ca);
   if (e) { errno = e; return -1; }
   return 0;
 }
@@ -460,6 +456,13 @@ void mproc_ring_unlock(mproc_ring *r) {
   pthread_mutex_unlock(&r->h->mu);
 }
 
+/* Under mu: publishes a change of `w` and wakes sleepers (n; INT_MAX all)
+ * only when some may sleep, so the uncontended path makes no syscall. */
+static void bump(uint32_t *w, uint32_t sleepers, int n) {
+  __atomic_store_n(w, *w + 1, __ATOMIC_RELEASE);
+  if (sleepers) mproc_futex_wake(w, n);
+}
+
 uint64_t mproc_ring_count(const mproc_ring *r) { return r->h->count; }
 uint64_t mproc_ring_unfinished(const mproc_ring *r) {
   return r->h->unfinished;
@@ -496,7 +499,7 @@ void mproc_ring_push(mproc_ring *r, const void *p, size_t n, unsigned flags) {
   __atomic_store_n(&h->count, h->count + 1, __ATOMIC_RELEASE);
   if (h->kind == MPROC_RING_JOINABLE) h->unfinished++;
   journal_end(h);
-  if (h->getters) pthread_cond_signal(&h->cv_get);
+  bump(&h->w_get, h->getters, 1);
 }
 
 int mproc_ring_pop(mproc_ring *r, mproc_bytes *out) {
@@ -521,7 +524,7 @@ int mproc_ring_pop(mproc_ring *r, mproc_bytes *out) {
   __atomic_store_n(&h->head, hd + fs, __ATOMIC_RELEASE);
   __atomic_store_n(&h->count, h->count - 1, __ATOMIC_RELEASE);
   journal_end(h);
-  if (h->putters) pthread_cond_broadcast(&h->cv_put);
+  bump(&h->w_put, h->putters, INT_MAX);   /* each may need other room */
   return 1;
 }
 
@@ -529,7 +532,7 @@ int mproc_ring_task_done(mproc_ring *r) {
   mproc_ring_hdr *h = r->h;
   if (h->unfinished == 0) return 1;
   h->unfinished--;                    /* one store: no journal needed */
-  if (h->unfinished == 0 && h->joiners) pthread_cond_broadcast(&h->cv_join);
+  if (h->unfinished == 0) bump(&h->w_join, h->joiners, INT_MAX);
   return 0;
 }
 
@@ -541,26 +544,31 @@ static int holds(const mproc_ring *r, int what, size_t n) {
   }
 }
 
+/* Reads the word under mu, unlocks, sleeps while it is unchanged (at most
+ * until the deadline), relocks and checks again.  Only the mutex is held
+ * across process boundaries, and it is robust: a waiter killed anywhere
+ * leaves at most a stale sleeper count behind. */
 int mproc_ring_wait(mproc_ring *r, int what, size_t n, double seconds) {
   mproc_ring_hdr *h = r->h;
-  pthread_cond_t *cv = what == MPROC_WAIT_GET ? &h->cv_get :
-                       what == MPROC_WAIT_PUT ? &h->cv_put : &h->cv_join;
-  uint32_t *waiters = what == MPROC_WAIT_GET ? &h->getters :
-                      what == MPROC_WAIT_PUT ? &h->putters : &h->joiners;
+  uint32_t *w = what == MPROC_WAIT_GET ? &h->w_get :
+                what == MPROC_WAIT_PUT ? &h->w_put : &h->w_join;
+  uint32_t *sleepers = what == MPROC_WAIT_GET ? &h->getters :
+                       what == MPROC_WAIT_PUT ? &h->putters : &h->joiners;
   double deadline = mproc_now() + (seconds > 0 ? seconds : 0);
-  struct timespec ts;
-  int e;
   for (;;) {
+    uint32_t seen;
+    double left;
+    int e;
     if (holds(r, what, n)) return 1;
-    if (mproc_now() >= deadline) return 0;
-    ts.tv_sec = (time_t)deadline;
-    ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-    (*waiters)++;
-    e = pthread_cond_timedwait(cv, &h->mu, &ts);
-    (*waiters)--;
-    if (e == EOWNERDEAD) repair(h);
-    else if (e && e != ETIMEDOUT && e != EINTR) { errno = e; return -1; }
+    left = deadline - mproc_now();
+    if (left <= 0) return 0;
+    seen = *w;
+    (*sleepers)++;
+    mproc_ring_unlock(r);
+    e = mproc_futex_wait(w, seen, left);
+    if (mproc_ring_lock(r) < 0) return -1;   /* ENOTRECOVERABLE: unlocked */
+    (*sleepers)--;
+    if (e == EINTR) return holds(r, what, n);  /* let the caller see it */
   }
 }
 

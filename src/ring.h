@@ -1,8 +1,10 @@
 /*
  * ring.h: the shared-memory message ring under mp.Queue (no lua.h).
  *
- * One segment holds a header (robust process-shared mutex, three
- * CLOCK_MONOTONIC condvars, counters) and a byte ring of frames.  A frame
+ * One segment holds a header (robust process-shared mutex, three futex
+ * words, counters) and a byte ring of frames.  Waiters sleep on a futex
+ * word with the mutex released (no condvar: a waiter SIGKILLed anywhere
+ * leaves nothing that blocks the others).  A frame
  * is whole or absent: the writer copies its bytes past the tail and only
  * then publishes the new tail; every change of the counters is journaled
  * first, so a process killed while holding the mutex is rolled back by the
@@ -98,7 +100,9 @@ int mproc_ring_task_done(mproc_ring *r);
 #define MPROC_WAIT_JOIN 2   /* until no task is unfinished */
 
 /* Waits (mutex held, released while waiting) until the condition holds or
- * `seconds` passed.  Returns 1 when it holds, 0 on timeout, -1 on error. */
+ * `seconds` passed.  Returns 1 when it holds, 0 on timeout or when a
+ * signal interrupted the sleep, -1 when the mutex could not be taken back
+ * (then it is not held; unlocking it anyway is harmless). */
 int mproc_ring_wait(mproc_ring *r, int what, size_t n, double seconds);
 
 /* }====================================================================== */

@@ -237,6 +237,43 @@ describe("mproc.Pool while the parent is busy", function()
   end)
 end)
 
+describe("mproc.Pool under random worker kills", function()
+  it("yields every item exactly once: its value, or WorkerLost for the one killed", function()
+    local pool = Pool(3)
+    local N = 3000
+    local seen, lost, kills = {}, 0, 0
+    local rnd = math.random
+    local items = {}
+    for i = 1, N do items[i] = i end
+    for k, v, err in pool:imap_unordered(function(x)
+      local t0 = os.clock()
+      while os.clock() - t0 < 0.0002 do end
+      return x * 2
+    end, items, { errors = "return" }) do
+      assert.is_nil(seen[k], "item " .. k .. " twice")
+      if err then
+        assert.equal("WorkerLost", err.kind)
+        seen[k] = true
+        lost = lost + 1
+      else
+        assert.equal(k * 2, v)
+        seen[k] = true
+      end
+      if k % 97 == 0 then
+        local kids = mp.active_children()
+        local w = kids[rnd(#kids)]
+        if w and kill(w.pid, core.SIGKILL) then kills = kills + 1 end
+      end
+    end
+    local n = 0
+    for _ in pairs(seen) do n = n + 1 end
+    assert.equal(N, n)
+    assert.is_true(lost <= kills, ("%d lost, %d kills"):format(lost, kills))
+    assert.is_true(kills > 5)
+    assert.equal(3, #mp.active_children())
+  end)
+end)
+
 describe("mproc.Pool: the parent's end", function()
   local function left_behind(pid)
     return support.shm_names("mproc-q" .. pid .. "-"), support.shm_of(pid)

@@ -636,6 +636,7 @@ int mproc_ring_pop_claim(mproc_ring *r, mproc_bytes *out, int slot) {
       __atomic_store_n(&h->head, hd + fs, __ATOMIC_RELEASE);
       __atomic_store_n(&h->count, h->count - 1, __ATOMIC_RELEASE);
       journal_end(h);
+      bump(&h->w_put, h->putters, INT_MAX);
       continue;
     }
     if (mproc_bytes_reserve(out, out->len + fs) < 0) return -1;
@@ -662,6 +663,7 @@ int mproc_ring_pop_claim(mproc_ring *r, mproc_bytes *out, int slot) {
     h->claims[slot].pos = 0;
     __atomic_store_n(&h->claims[slot].tid, frame_id(h, hd, hdr[0]), __ATOMIC_RELEASE);
     journal_end(h);
+    bump(&h->w_put, h->putters, INT_MAX);
     return 1;
   }
 }

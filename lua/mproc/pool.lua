@@ -1049,7 +1049,7 @@ end
 function Pool:__gc()
   if self._state ~= "TERMINATE" and self._workers and self._pid == core.getpid() then
     for _, w in ipairs(self._workers) do
-      pcall(core.child_signal, w.child, core.SIGKILL)
+      pcall(core.child_signal, w.child, core.SIGTERM)
     end
   end
 end

@@ -49,6 +49,7 @@ void mproc_pool_close(mproc_pool *p) {
 }
 
 void mproc_pool_worker(mproc_pool *p) {
+  p->parent = getppid();
   if (p->rfd >= 0) close(p->rfd);
   p->rfd = -1;
   mproc_bytes_free(&p->over);   /* the parent's, not ours to push */
@@ -195,9 +196,17 @@ int mproc_pool_take(mproc_pool *p, int slot, mproc_bytes *out, double timeout) {
   int r;
   if (slot < 0 || slot >= MPROC_RING_CLAIMS) { errno = EINVAL; return -1; }
   if (mproc_ring_lock(&p->tasks) < 0) return -1;
+  r = mproc_ring_pop_claim(&p->tasks, out, slot);
+  if (r == 0 && timeout != 0) {
+    /* a task often follows the last one closely: a short spin saves the
+     * futex sleep and wake-up of both sides */
+    mproc_ring_unlock(&p->tasks);
+    mproc_ring_spin(&p->tasks, MPROC_WAIT_GET);
+    if (mproc_ring_lock(&p->tasks) < 0) return -1;
+  }
   for (;;) {
     double left;
-    r = mproc_ring_pop_claim(&p->tasks, out, slot);
+    if (r == 0) r = mproc_ring_pop_claim(&p->tasks, out, slot);
     if (r != 0) break;
     left = deadline < 0 ? 1.0 : deadline - mproc_now();
     if (left <= 0) break;
@@ -216,6 +225,7 @@ int mproc_pool_post(mproc_pool *p, int slot, const void *frame, size_t n) {
   /* the parent keeps every result: waiting here happens only when the
    * ring is full of frames it has not collected */
   while ((r = push(&p->results, (const char *)frame, n)) == 0) {
+    if (getppid() != p->parent) { errno = EPIPE; return -1; }  /* nobody to wait for */
     if (mproc_ring_lock(&p->results) < 0) return -1;
     mproc_ring_wait(&p->results, MPROC_WAIT_PUT, BIGREC, 0.05);
     mproc_ring_unlock(&p->results);

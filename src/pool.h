@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "ring.h"
 
 typedef struct mproc_task_hdr {
@@ -49,6 +50,7 @@ typedef struct mproc_pool {
   int rfd, wfd;        /* notify socket pair: the parent reads, workers send */
   mproc_bytes over;    /* parent: task frames the ring had no room for */
   size_t overpos;
+  pid_t parent;        /* worker: the pool's process */
 } mproc_pool;
 
 /* A frame's bytes: in a private buffer, or mapped from its segment. */

@@ -388,7 +388,7 @@ local function run(argv, opts, fname)
   local p = popen(argv, o, fname, 4)
   -- Ends the child unless it was waited for: on a timeout, an error, or the
   -- calling coroutine being closed (mp.run closing its tasks) while waiting.
-  local guard <close> = setmetatable({}, { __close = function()
+  local _ <close> = setmetatable({}, { __close = function()
     if p.returncode == nil then
       pcall(p.kill, p)
       pcall(p.close, p)

@@ -100,6 +100,7 @@ function AsyncResult:get(timeout)
     local v = self._values
     return unpack(v, 1, v.n)
   end
+  self._retrieved = true  -- mp.run reports errors nobody retrieved
   error(self._err, 0)
 end
 
@@ -114,6 +115,7 @@ end
 function AsyncResult:successful()
   check_self(self, "successful")
   if not self._done then error("result is not ready", 2) end
+  self._retrieved = true
   return self._ok
 end
 
@@ -136,6 +138,7 @@ end
 
 function AsyncResult:add_done_callback(fn)
   check_self(self, "add_done_callback")
+  self._retrieved = true  -- the callback sees the outcome
   if type(fn) ~= "function" then
     argerror(1, "add_done_callback", "function expected, got "
       .. (fn == nil and "no value" or typename(fn)))
@@ -276,7 +279,10 @@ local function gather(...)
     local r = list[i]
     if r._done and not r._ok and (first == nil or r._seq < first._seq) then first = r end
   end
-  if first then error(first._err, 0) end
+  if first then
+    first._retrieved = true
+    error(first._err, 0)
+  end
   local out = { n = list.n }
   for i = 1, list.n do out[i] = list[i]._values[1] end
   return out

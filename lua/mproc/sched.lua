@@ -16,7 +16,8 @@
 -- handler.
 local core = require "mproc.core"
 
-local interruptible = require("mproc.errors").interruptible
+local errors = require "mproc.errors"
+local interruptible = errors.interruptible
 local now = core.now
 -- the blocking calls: a SIGINT during them raises Interrupted
 local poll_fd, csleep = interruptible(core.poll_fd), interruptible(core.sleep)
@@ -207,11 +208,18 @@ local function finish_task(s, t, ok, ...)
   if t.on_done then t.on_done(ok, ...) end
 end
 
+local function is_interrupt(e)
+  if type(e) == "string" then return e:find("interrupted!", 1, true) ~= nil end
+  return type(e) == "table" and e.kind == "Interrupted"
+end
+
 local function step_task(s, t)
   local ok, r1 = resume(t.co, t.rv, t.rerr)
   if not ok then
-    if t.is_main then s.main_error = r1 end
-    return finish_task(s, t, false, r1)
+    -- a SIGINT that surfaced in any task ends the run, as in the main one
+    if t.is_main or (s.main_error == nil and is_interrupt(r1)) then s.main_error = r1 end
+    -- the dead coroutine keeps its stack: a traceback for an unjoined error
+    return finish_task(s, t, false, r1, not t.is_main and debug.traceback(t.co, nil) or nil)
   end
   if status(t.co) == "dead" then
     return finish_task(s, t, true, unpack(t.results, 1, t.results.n))
@@ -223,7 +231,8 @@ local function step_task(s, t)
 end
 
 local function spawn_record(s, fn, args, on_done, is_main)
-  local t = { on_done = on_done, is_main = is_main }
+  s.seq = s.seq + 1
+  local t = { on_done = on_done, is_main = is_main, seq = s.seq }
   t.co = create(function()
     t.results = pack(fn(unpack(args, 1, args.n)))
   end)
@@ -318,11 +327,36 @@ local function loop(s)
   end
 end
 
+-- The run ends early (the main task raised, SIGINT, a deadlock): close
+-- every task still suspended, newest first, so its pending <close>
+-- handlers run (a subprocess.run waiting in one kills its child).  The
+-- scheduler is gone by then: a handler that waits blocks for real.
+local function close_tasks(s)
+  local left = {}
+  for _, t in pairs(s.by_co) do left[#left + 1] = t end
+  table.sort(left, function(a, b) return a.seq > b.seq end)
+  for i = 1, #left do
+    local t = left[i]
+    s.by_co[t.co] = nil
+    s.count = s.count - 1
+    local pok, ok, err = pcall(coroutine.close, t.co)
+    if not pok then err = ok end
+    if not (pok and ok) then
+      io.stderr:write("mp.run: closing a task raised: ",
+        errors.error_text(err), "\n")
+    end
+    if t.on_done then
+      t.on_done(false, errors.new("Cancelled",
+        "mp.run ended before the task (its main task raised or was interrupted)"))
+    end
+  end
+end
+
 -- mp.run(fn, ...): runs fn(...) as the main task and returns its values
 -- once it and every task it spawned have ended.
 function M.run(fn, ...)
   if sched then error("mp.run cannot be nested", 3) end
-  local s = { by_co = {}, ready = {}, count = 0 }
+  local s = { by_co = {}, ready = {}, count = 0, seq = 0 }
   local main = spawn_record(s, fn, pack(...), nil, true)
   sched = s
   local had_hook = M.hooks.wait_shared
@@ -330,6 +364,7 @@ function M.run(fn, ...)
   local ok, err = pcall(loop, s)
   M.hooks.wait_shared = had_hook
   sched = nil
+  if next(s.by_co) then close_tasks(s) end
   if not ok then error(err, 0) end
   if s.main_error ~= nil then error(s.main_error, 0) end
   return unpack(main.results, 1, main.results.n)

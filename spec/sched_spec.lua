@@ -227,12 +227,14 @@ describe("mproc coroutines", function()
       local dt, ok, err = support.elapsed(function()
         return mp.run(function()
           mp.spawn(function()
-            local _ <close> = setmetatable({}, { __close = function() closed[#closed + 1] = "a" end })
+            local _ <close> = setmetatable({},
+              { __close = function() closed[#closed + 1] = "a" end })
             mp.subprocess.run({ "sleep", "30.0413" })
             never = true
           end)
           mp.spawn(function()
-            local _ <close> = setmetatable({}, { __close = function() closed[#closed + 1] = "b" end })
+            local _ <close> = setmetatable({},
+              { __close = function() closed[#closed + 1] = "b" end })
             mp.sleep(30)
           end)
           late = mp.spawn(function() mp.sleep(30) end)
@@ -298,8 +300,8 @@ describe("mproc coroutines", function()
         end)
         print("end")
       ]])
-      assert.matches("^mp.run: error in a task that was never joined: lost error\nstack traceback:\n",
-        out)
+      assert.matches(
+        "^mp.run: error in a task that was never joined: lost error\nstack traceback:\n", out)
       assert.not_matches("seen error", out)
       assert.not_matches("checked error", out)
       assert.matches("\nend\n$", out)

@@ -178,6 +178,7 @@ end
 local sched = nil      -- the running scheduler's state, nil outside mp.run
 local wait_shared      -- hooks.wait_shared while mp.run runs (see below)
 local TOKEN = {}       -- marks our yields
+local MANY_TICK = 0.01 -- polling period of wait_many conditions without a descriptor
 
 -- The task record of the running coroutine, when it is one of ours.
 local function current()
@@ -262,6 +263,11 @@ local function wake_waiters(s, ready_fd)
         local ok, v = pcall(t.a)
         if not ok then make_ready(s, t, nil, v)
         elseif v then make_ready(s, t, true) end
+      elseif kind == "many" then
+        -- descriptors only wake the loop: the condition says what is ready
+        local ok, v = pcall(t.a)
+        if not ok then make_ready(s, t, nil, v)
+        elseif v then make_ready(s, t, true) end
       elseif kind == "poll" and t_now >= t.next_try then
         local ok, v = pcall(t.a)
         if not ok then make_ready(s, t, nil, v)
@@ -299,9 +305,21 @@ local function loop(s)
       elseif kind == "poll" then
         polls = true
         dl = earlier(dl, t.next_try)
+      elseif kind == "many" then
+        local ok, mfds, polled = pcall(t.b)
+        if not ok then
+          make_ready(s, t, nil, mfds)
+        else
+          for i = 1, #mfds do
+            n = n + 1
+            fds[n], modes[n], owners[n] = mfds[i], "r", t
+          end
+          if polled then polls = true; dl = earlier(dl, now() + MANY_TICK) end
+        end
       end
       if kind then dl = earlier(dl, t.deadline) end
     end
+    if #s.ready > 0 then goto continue end
     local ns = n
     local timer
     n, timer = source_fds(fds, modes, n)
@@ -443,6 +461,45 @@ function M.wait_event(pred, deadline, spin)
       if deadline and now() >= deadline then return false end
       step(nil, nil, deadline)
     end
+    if pred() then return true end
+    if deadline and now() >= deadline then return false end
+  end
+end
+
+-- Waits until pred() is true or the deadline passes, watching the
+-- descriptors (for reading) that collect() returns: a list, and true when
+-- some condition has no descriptor and must be polled (every MANY_TICK s
+-- inside mp.run, with a growing nap outside).  collect() is called before
+-- each wait, so a caller leaves out what is ready already.  Returns true,
+-- or false on deadline.
+function M.wait_many(collect, pred, deadline)
+  if pred() then return true end
+  local t = current()
+  if t then
+    local ok, err = suspend(t, "many", pred, collect, deadline)
+    if err ~= nil then error(err, 0) end
+    return ok
+  end
+  local nap = 0.0005
+  while true do
+    local fds, polled = collect()
+    local list, modes, n = {}, {}, #fds
+    for i = 1, n do list[i], modes[i] = fds[i], "r" end
+    local timer
+    n, timer = source_fds(list, modes, n)
+    local dl = earlier(deadline, timer)
+    if polled then
+      dl = earlier(dl, now() + nap)
+      nap = min(nap * 2, 0.02)
+    end
+    if n == 0 then
+      local left = M.remaining(dl)
+      if left == nil then error("mproc: waiting forever for nothing (deadlock)", 0) end
+      if left > 0 then csleep(left) end
+    else
+      poll_many(list, modes, n, M.remaining(dl))
+    end
+    pump()
     if pred() then return true end
     if deadline and now() >= deadline then return false end
   end

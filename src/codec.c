@@ -1582,6 +1582,13 @@ static int l_pub_loads(lua_State *L) {
     if (lua_type(L, 2) != LUA_TTABLE)
       return luaL_error(L, "bad argument #2 to 'loads' (table expected, got %s)",
                         arg_typename(L, 2));
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {   /* a misspelt option must not pass silently */
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "functions") != 0)
+        return luaL_error(L, "bad argument #2 to 'loads' (unknown option '%s'; "
+                          "the only one is 'functions')", luaL_tolstring(L, -1, NULL));
+    }
     lua_getfield(L, 2, "functions");
     if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
       flags = MPROC_DECODE_NOFUNCS;

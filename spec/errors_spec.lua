@@ -209,10 +209,11 @@ describe("option tables (issue 13)", function()
     local errmsg = support.errmsg
     assert.equal("bad argument #1 to 'Process' (unknown option 'deamon'; did you mean 'daemon'?)",
       errmsg(mp.Process, { target = print, deamon = true }))
-    assert.equal("bad argument #3 to 'mproc.Value' (unknown option 'lok'; the only one is 'lock')",
-      errmsg(mp.Value, "int32", 0, { lok = false }))
-    assert.equal("bad argument #3 to 'mproc.Array' (unknown option 'locks'; "
-      .. "the only one is 'lock')", errmsg(mp.Array, "int32", 2, { locks = false }))
+    -- (the C function's name comes from package.loaded: mproc.Value or mproc.core.Value)
+    assert.matches("^bad argument #3 to '[%w.]*Value' %(unknown option 'lok'; "
+      .. "the only one is 'lock'%)$", errmsg(mp.Value, "int32", 0, { lok = false }))
+    assert.matches("^bad argument #3 to '[%w.]*Array' %(unknown option 'locks'; "
+      .. "the only one is 'lock'%)$", errmsg(mp.Array, "int32", 2, { locks = false }))
     assert.equal("bad argument #1 to 'SharedMemory' (unknown option 'sise'; "
       .. "did you mean 'size'?)", errmsg(mp.SharedMemory, { create = true, sise = 64 }))
     assert.equal("bad argument #2 to 'loads' (unknown option 'function'; "

@@ -60,7 +60,10 @@ local function spawn(fn, ...)
     if ok then return r:_resolve(pack(...)) end
     local err, tb = ...
     r:_reject(err)  -- join re-raises the task's own error
-    if list and not errors.is_error(err, "Cancelled") then
+    -- a SIGINT ends mp.run with that error: no need to report it again
+    local interrupt = errors.is_error(err, "Interrupted")
+      or (type(err) == "string" and err:find("interrupted!", 1, true))
+    if list and not interrupt and not errors.is_error(err, "Cancelled") then
       r._tb = tb
       list[#list + 1] = r
     end

@@ -380,17 +380,17 @@ describe("mproc.codec", function()
       assert.equal(buf_ok, mp.dumps({ 1, 2, 3 }))
     end)
 
-    it("stop at 200 levels of nesting", function()
+    it("stop at 1000 levels of nesting", function()
       local function nest(n)
         local t = {}
         local cur = t
         for _ = 2, n do cur.x = {}; cur = cur.x end
         return t
       end
-      local ok200 = rt(nest(200))
-      assert.is_table(ok200.x)
-      local msg = serr(mp.dumps, nest(201))
-      assert.matches("^value%.x%.x.*: nesting deeper than 200 levels$", msg)
+      local ok1000 = rt(nest(1000))
+      assert.is_table(ok1000.x)
+      local msg = serr(mp.dumps, nest(1001))
+      assert.matches("^value%.x%.x.*: nesting deeper than 1000 levels$", msg)
       local cyc = {}
       cyc.self = cyc
       assert.equal(cyc, rt(cyc).self and rt(cyc).self.self and cyc)
@@ -584,8 +584,8 @@ describe("mproc.codec", function()
       assert.matches("malformed data", serr(mp.loads, "\1\xcc\0\200"))
       assert.matches("malformed data",
         serr(mp.loads, "\1\xcc" .. ("\128"):rep(10) .. "\1\0"))
-      assert.matches("malformed data %(nesting deeper than 200 levels%)",
-        serr(mp.loads, "\1" .. ("\xcc\1\0"):rep(300)))
+      assert.matches("malformed data %(nesting deeper than 1000 levels%)",
+        serr(mp.loads, "\1" .. ("\xcc\1\0"):rep(1200)))
       assert.matches("malformed data %(nil or NaN table key",
         serr(mp.loads, "\1\xcc\0\1\xc0\1"))
       assert.matches("malformed data %(nil or NaN table key",
@@ -627,6 +627,86 @@ describe("mproc.codec", function()
         serr(codec.encode, { fn = fn }, "task"))
       assert.equal("cannot receive a function here (functions = false)",
         serr(codec.decode, codec.encode(print), true))
+    end)
+  end)
+
+  describe("errors that keep their cause (issue 13)", function()
+    local Thing = {}
+    Thing.__mproc_encode = function(o) return "codec_spec.Thing2", "h" .. o.n end
+    after_each(function() core.register_reftype("codec_spec.Thing2", nil) end)
+
+    it("a decoder's error object keeps its kind and message", function()
+      local s = mp.dumps(setmetatable({ n = 1 }, Thing))
+      core._codec_forget_ids()
+      core.register_reftype("codec_spec.Thing2", function()
+        error(setmetatable({ kind = "OSError", message = "segment is gone" }, mp.Error), 0)
+      end)
+      assert.equal("cannot receive a codec_spec.Thing2 (OSError: segment is gone)",
+        serr(mp.loads, s))
+      core.register_reftype("codec_spec.Thing2", function() error({ message = "plain" }, 0) end)
+      assert.equal("cannot receive a codec_spec.Thing2 (plain)", serr(mp.loads, s))
+      core.register_reftype("codec_spec.Thing2", function() error(true, 0) end)
+      assert.equal("cannot receive a codec_spec.Thing2 (error object is a boolean value)",
+        serr(mp.loads, s))
+    end)
+
+    it("a Value that went away says why", function()
+      local v = mp.Value("int32", 1)
+      local s = mp.dumps(v)
+      core._codec_forget_ids()
+      v:close()
+      assert.matches("^cannot receive a mproc%.Value %(OSError: .*no longer exists%)$",
+        serr(mp.loads, s))
+    end)
+
+    it("an __mproc_encode error object keeps its message", function()
+      local Bad = { __mproc_encode = function()
+        error(setmetatable({ kind = "Closed", message = "it is closed" }, mp.Error), 0)
+      end }
+      assert.equal("value.x: cannot send a table (__mproc_encode failed: Closed: it is closed)",
+        serr(mp.dumps, { x = setmetatable({}, Bad) }))
+    end)
+  end)
+
+  describe("deep nesting (issue 13)", function()
+    local function nest(n)
+      local t = {}
+      local cur = t
+      for _ = 2, n do cur[1] = {}; cur = cur[1] end
+      return t
+    end
+    local function depth(v)
+      local d = 0
+      while type(v) == "table" do d = d + 1; v = v[1] end
+      return d
+    end
+
+    it("1000 levels go both ways, in a coroutine too", function()
+      assert.equal(1000, depth(rt(nest(1000))))
+      assert.equal(1000, depth(coroutine.wrap(function() return rt(nest(1000)) end)()))
+      assert.equal(1000, depth(codec.decode(codec.encode(nest(1000)))))
+    end)
+
+    it("1001 levels fail cleanly with a short path", function()
+      local msg = serr(mp.dumps, nest(1001))
+      assert.equal("value[1][1][1][1][1][1]...[1][1][1][1]: nesting deeper than 1000 levels", msg)
+      msg = serr(mp.dumps, nest(5000))
+      assert.equal("value[1][1][1][1][1][1]...[1][1][1][1]: nesting deeper than 1000 levels", msg)
+      -- a short path is printed whole
+      local t = { a = { b = { c = io.stdout } } }
+      assert.equal("value.a.b.c: cannot send a userdata", serr(mp.dumps, t))
+    end)
+
+    it("a message claiming 1001 levels fails to decode", function()
+      local s = "\1" .. ("\xcc\1\0"):rep(1001) .. "\0"
+      assert.equal("malformed data (nesting deeper than 1000 levels)", serr(mp.loads, s))
+      local ok = "\1" .. ("\xcc\1\0"):rep(1000) .. "\0"
+      assert.equal(1000, depth(mp.loads(ok)))
+    end)
+
+    it("a deep value in a pool task's arguments names a short path", function()
+      local msg = serr(codec.encode, { nest(1001) }, "args")
+      assert.equal("args[1][1][1][1][1][1]...[1][1][1][1]: nesting deeper than 1000 levels", msg)
     end)
   end)
 end)

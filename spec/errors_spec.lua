@@ -169,3 +169,59 @@ describe("Interrupted", function()
     assert.same({ 1, 2 }, { errors.interruptible(function() return 1, 2 end)() })
   end)
 end)
+
+describe("option tables (issue 13)", function()
+
+  it("util.check_opts refuses unknown keys, with a hint for near misses", function()
+    local allowed = { callback = true, error_callback = true, chunksize = true }
+    local function f(opts) return util.check_opts(opts, allowed, "apply_async", 3) end
+    assert.same({}, f(nil))
+    assert.equal("bad argument #3 to 'apply_async' (unknown option 'callbak'; "
+      .. "did you mean 'callback'?)", support.errmsg(f, { callbak = print }))
+    assert.equal("bad argument #3 to 'apply_async' (unknown option 'chunk_size'; "
+      .. "did you mean 'chunksize'?)", support.errmsg(f, { chunk_size = 2 }))
+    assert.equal("bad argument #3 to 'apply_async' (unknown option 'zzz')",
+      support.errmsg(f, { zzz = 1 }))
+    assert.equal("bad argument #3 to 'apply_async' (unknown option '1')",
+      support.errmsg(f, { 1 }))
+    assert.equal("bad argument #3 to 'apply_async' (table expected, got number)",
+      support.errmsg(f, 5))
+  end)
+
+  it("util.opt_number refuses strings where numbers are meant", function()
+    local function f(opts)
+      return util.opt_number(opts, "maxtasksperchild", "Pool", 1, true, 1)
+    end
+    assert.equal(12, f({ maxtasksperchild = 12 }))
+    assert.is_nil(f({}))
+    assert.equal("bad argument #1 to 'Pool' ('maxtasksperchild' must be an integer, got string)",
+      support.errmsg(f, { maxtasksperchild = "12" }))
+    assert.equal("bad argument #1 to 'Pool' ('maxtasksperchild' must be an integer, got 1.5)",
+      support.errmsg(f, { maxtasksperchild = 1.5 }))
+    assert.equal("bad argument #1 to 'Pool' ('maxtasksperchild' must be >= 1, got 0)",
+      support.errmsg(f, { maxtasksperchild = 0 }))
+    local function b(opts) return util.opt_boolean(opts, "check", "run", 2) end
+    assert.equal("bad argument #2 to 'run' ('check' must be a boolean, got string)",
+      support.errmsg(b, { check = "yes" }))
+  end)
+
+  it("every option table outside the pool refuses a misspelt key", function()
+    local errmsg = support.errmsg
+    assert.equal("bad argument #1 to 'Process' (unknown option 'deamon'; did you mean 'daemon'?)",
+      errmsg(mp.Process, { target = print, deamon = true }))
+    -- (the C function's name comes from package.loaded: mproc.Value or mproc.core.Value)
+    assert.matches("^bad argument #3 to '[%w.]*Value' %(unknown option 'lok'; "
+      .. "the only one is 'lock'%)$", errmsg(mp.Value, "int32", 0, { lok = false }))
+    assert.matches("^bad argument #3 to '[%w.]*Array' %(unknown option 'locks'; "
+      .. "the only one is 'lock'%)$", errmsg(mp.Array, "int32", 2, { locks = false }))
+    assert.equal("bad argument #1 to 'SharedMemory' (unknown option 'sise'; "
+      .. "did you mean 'size'?)", errmsg(mp.SharedMemory, { create = true, sise = 64 }))
+    assert.equal("bad argument #2 to 'loads' (unknown option 'function'; "
+      .. "the only one is 'functions')", errmsg(mp.loads, mp.dumps(1), { ["function"] = false }))
+    assert.equal("bad argument #2 to 'wait' (unknown option 'return_wen'; "
+      .. "did you mean 'return_when'?)", errmsg(mp.wait, {}, { return_wen = "ALL_COMPLETED" }))
+    assert.equal("bad argument #2 to 'run' (unknown option 'capture_outptu'; "
+      .. "did you mean 'capture_output'?)",
+      errmsg(mp.subprocess.run, { "true" }, { capture_outptu = true }))
+  end)
+end)

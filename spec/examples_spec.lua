@@ -310,4 +310,29 @@ describe("mproc examples", function()
         .. "grandchild alive after terminate: false\n", out)
     end)
   end)
+
+  describe("docs/guide.md (issue 13)", function()
+    -- The code block of a section, run with the definitions the guide made
+    -- earlier (mp, fib).
+    local function section_code(path, heading)
+      local f = assert(io.open(path))
+      local doc = f:read("a")
+      f:close()
+      local at = assert(doc:find(heading, 1, true), "no section " .. heading)
+      return assert(doc:match("```lua\n(.-)```", at))
+    end
+
+    for _, path in ipairs { "docs/guide.md", "docs/guide.zh.md" } do
+      it("the luv example of " .. path .. " §6 runs to completion", function()
+        local has_luv = pcall(require, "luv")
+        if not has_luv then return pending("lua-luv is not installed") end
+        local code = section_code(path, "## 6.")
+        local out, ok, how, n = support.run_script('local mp = require "mproc"\n'
+          .. "local function fib(n) if n < 2 then return n end return fib(n - 1) + fib(n - 2) end\n"
+          .. code .. '\nprint("exited")\n')
+        assert.is_true(ok == true, ("%s %s: %s"):format(how, tostring(n), out))
+        assert.equal("got\t75025\nexited\n", out)
+      end)
+    end
+  end)
 end)

@@ -170,13 +170,13 @@ describe("mproc.Pool while the parent is busy", function()
     assert.is_true(r:ready())
     local err = errmsg(r.get, r)
     assert.is_true(mp.is_error(err, "Timeout"))
-    assert.is_true(err.task_timeout)
+    assert.equal("task", err.where)
     assert.equal(7, other:get(5))
     -- a get() that runs out is a Timeout too, but not the task's
     local slow = pool:apply_async(function() csleep(0.5) end)
     local e2 = errmsg(slow.get, slow, 0.01)
     assert.is_true(mp.is_error(e2, "Timeout"))
-    assert.is_nil(e2.task_timeout)
+    assert.equal("wait", e2.where)
   end)
 
   it("lets cancel() win over a task not taken yet", function()
@@ -330,15 +330,17 @@ end)
 describe("mproc.Pool options and bulk calls", function()
   it("rejects unknown options and numbers given as strings", function()
     local pool = Pool(1)
-    assert.equal("bad argument #3 to 'apply_async' (unknown option 'callbak')",
+    assert.equal("bad argument #3 to 'apply_async' (unknown option 'callbak'; "
+      .. "did you mean 'callback'?)",
       errmsg(pool.apply_async, pool, nap, { 1 }, { callbak = print }))
-    assert.equal("bad argument #3 to 'map_async' (unknown option 'chunk_size')",
+    assert.equal("bad argument #3 to 'map_async' (unknown option 'chunk_size'; "
+      .. "did you mean 'chunksize'?)",
       errmsg(pool.map_async, pool, nap, { 1 }, { chunk_size = 2 }))
     assert.equal("bad argument #1 to 'Pool' ('maxtasksperchild' must be an integer, got string)",
       errmsg(mp.Pool, { maxtasksperchild = "12" }))
     assert.equal("bad argument #1 to 'Pool' ('processes' must be an integer, got a fraction)",
       errmsg(mp.Pool, 1.5))
-    assert.equal("bad argument #3 to 'imap' (unknown option 'error')",
+    assert.equal("bad argument #3 to 'imap' (unknown option 'error'; did you mean 'errors'?)",
       errmsg(pool.imap, pool, nap, { 1 }, { error = "return" }))
   end)
 

@@ -177,8 +177,8 @@ describe("mp.wait()", function()
     assert.equal("bad argument #1 to 'wait' (table expected, got number)", errmsg(mp.wait, 1))
     assert.equal("bad argument #2 to 'wait' (return_when must be ALL_COMPLETED, "
       .. "FIRST_COMPLETED or FIRST_EXCEPTION)", errmsg(mp.wait, {}, { return_when = "x" }))
-    assert.equal("bad argument #1 to 'wait' (AsyncResult expected at index 1, got number)",
-      errmsg(mp.wait, { 1 }))
+    assert.equal("bad argument #1 to 'wait' (AsyncResult, Process, Pipe end or Popen expected "
+      .. "at index 1, got number)", errmsg(mp.wait, { 1 }))
   end)
 end)
 
@@ -212,5 +212,99 @@ describe("mp.gather()", function()
   it("rejects a non-result", function()
     assert.equal("bad argument #2 to 'gather' (AsyncResult expected, got number)",
       errmsg(mp.gather, pool:apply_async(nap, { 0, 1 }), 2))
+  end)
+end)
+
+describe("Timeout.where (issue 13)", function()
+  it("is \"wait\" when get's own wait ran out", function()
+    local r = pool:apply_async(nap, { 0.3, "late" })
+    local err = errmsg(r.get, r, 0.05)
+    assert.is_true(mp.is_error(err, "Timeout"))
+    assert.equal("wait", err.where)
+    err = errmsg(function() for _ in mp.as_completed({ r }, 0.01) do end end)
+    assert.equal("wait", err.where)
+    assert.equal("late", r:get(10))
+  end)
+end)
+
+describe("mp.wait() and mp.as_completed() on other objects (issue 13)", function()
+  local function sleeper(s)
+    local p = mp.Process(function() csleep(s) end)
+    p:start()
+    return p
+  end
+
+  it("wait for Processes, Pipe ends and Popen objects with results", function()
+    local a, b = mp.Pipe()
+    local p = sleeper(1)
+    local sp = mp.subprocess.Popen({ "sleep", "0.2" })
+    local r = pool:apply_async(nap, { 0.6, 1 })
+    local t0 = core.now()
+    local done, pending = mp.wait({ p, a, sp, r },
+      { return_when = "FIRST_COMPLETED", timeout = 10 })
+    assert.same({ sp }, done)
+    assert.same({ p, a, r }, pending)
+    assert.is_true(core.now() - t0 >= 0.15, "too early")
+    b:send("x")
+    done = mp.wait({ p, a }, { return_when = "FIRST_COMPLETED", timeout = 10 })
+    assert.same({ a }, done)        -- readable now: a Pipe end is ready while data waits
+    done, pending = mp.wait({ p, a, sp, r }, { timeout = 10 })
+    assert.equal(4, #done)
+    assert.same({}, pending)
+    assert.equal(0, p.exitcode)
+    assert.equal(0, sp.returncode)
+    assert.equal("x", a:recv())
+    local _, left = mp.wait({ a }, { timeout = 0.05 })   -- nothing to read: pending
+    assert.same({ a }, left)
+    b:close()
+    done = mp.wait({ a }, { timeout = 10 })              -- a closed peer counts as ready
+    assert.same({ a }, done)
+    a:close()
+  end)
+
+  it("as_completed yields them as they end, inside mp.run too", function()
+    local got = {}
+    mp.run(function()
+      local a, b = mp.Pipe()
+      local p = mp.Process(function() csleep(0.3) end)
+      p:start()
+      local sp = mp.subprocess.Popen({ "sleep", "0.45" })
+      local t = mp.spawn(function() mp.sleep(0.15); b:send("hi") end)
+      local ticks = 0
+      mp.spawn(function()   -- the scheduler runs other tasks meanwhile
+        for _ = 1, 5 do mp.sleep(0.02); ticks = ticks + 1 end
+      end)
+      for x in mp.as_completed({ sp, p, a, t }, 10) do
+        got[#got + 1] = x == sp and "popen" or x == p and "process" or x == a and "pipe" or "task"
+        if x == a then assert.equal("hi", a:recv()) end
+      end
+      assert.equal(5, ticks)
+      a:close(); b:close()
+    end)
+    -- the task ends right after its send, so either order of those two
+    assert.is_true(got[1] == "task" or got[1] == "pipe")
+    assert.is_true(got[2] == "task" or got[2] == "pipe")
+    assert.same({ "process", "popen" }, { got[3], got[4] })
+  end)
+
+  it("a Popen without a pidfd is polled", function()
+    local sp = mp.subprocess.Popen({ "sleep", "0.1" })
+    local ud = sp._ud
+    sp._ud = setmetatable({ _waitfd = function() return nil end },
+      { __index = function(_, k) return function(_, ...) return ud[k](ud, ...) end end })
+    local done = mp.wait({ sp }, { timeout = 10 })
+    assert.same({ sp }, done)
+    sp._ud = ud
+    assert.equal(0, sp.returncode)
+  end)
+
+  it("check their arguments", function()
+    assert.equal("bad argument #1 to 'wait' (AsyncResult, Process, Pipe end or Popen expected "
+      .. "at index 2, got number)", errmsg(mp.wait, { pool:apply_async(nap, { 0, 1 }), 5 }))
+    assert.equal("bad argument #1 to 'as_completed' (Process at index 1 is not started)",
+      errmsg(mp.as_completed, { mp.Process(function() end) }))
+    assert.equal("bad argument #2 to 'wait' (unknown option 'timout'; did you mean 'timeout'?)",
+      errmsg(mp.wait, {}, { timout = 1 }))
+    assert.equal("bad argument #2 to 'wait' (table expected, got number)", errmsg(mp.wait, {}, 1))
   end)
 end)

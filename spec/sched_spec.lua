@@ -206,4 +206,105 @@ describe("mproc coroutines", function()
         errmsg(mp.progress, function() end, { total = "x" }))
     end)
   end)
+
+  describe("mp.run() ending early (issue 13)", function()
+    -- pids of the processes whose argv is exactly `argv`
+    local function pids_of(argv)
+      local want, found = table.concat(argv, "\0") .. "\0", {}
+      local p = io.popen("ls /proc")
+      for pid in p:lines() do
+        if pid:match("^%d+$") and support.read_file("/proc/" .. pid .. "/cmdline") == want then
+          found[#found + 1] = pid
+        end
+      end
+      p:close()
+      return found
+    end
+
+    it("closes the unfinished tasks when the main task raises", function()
+      local closed, never = {}, false
+      local late
+      local dt, ok, err = support.elapsed(function()
+        return mp.run(function()
+          mp.spawn(function()
+            local _ <close> = setmetatable({},
+              { __close = function() closed[#closed + 1] = "a" end })
+            mp.subprocess.run({ "sleep", "30.0413" })
+            never = true
+          end)
+          mp.spawn(function()
+            local _ <close> = setmetatable({},
+              { __close = function() closed[#closed + 1] = "b" end })
+            mp.sleep(30)
+          end)
+          late = mp.spawn(function() mp.sleep(30) end)
+          mp.sleep(0.3)
+          error("boom", 0)
+        end)
+      end)
+      assert.is_false(ok)
+      assert.equal("boom", err)
+      assert.is_true(dt < 5, "took " .. dt)
+      assert.same({ "b", "a" }, closed)   -- newest first
+      assert.is_false(never)
+      assert.same({}, pids_of({ "sleep", "30.0413" }))   -- killed and reaped
+      assert.is_true(late:ready())
+      assert.is_true(mp.is_error(select(2, pcall(late.join, late)), "Cancelled"))
+    end)
+
+    it("closes the tasks on SIGINT and leaves no program running", function()
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write([=[
+        local mp = require "mproc"
+        local ok, e = pcall(mp.run, function()
+          mp.spawn(function()
+            local _ <close> = setmetatable({}, { __close = function() print("closed") end })
+            mp.subprocess.run({ "sleep", "30.0417" })
+          end)
+          mp.spawn(function()
+            mp.sleep(0.2)
+            io.write("ready\n"); io.stdout:flush()
+          end)
+          mp.sleep(30)
+        end)
+        print(ok, mp.is_error(e, "Interrupted"))
+      ]=])
+      f:close()
+      local cmd = ("LUA_PATH=%q LUA_CPATH=%q exec lua5.4 %s"):format(
+        package.path, package.cpath, script)
+      local p <close> = mp.subprocess.Popen({ "sh", "-c", cmd }, { stdout = "pipe" })
+      assert.equal("ready", p.stdout:readline(10))
+      assert.is_true(support.wait_until(function()
+        return #pids_of({ "sleep", "30.0417" }) == 1 and support.proc_state(p.pid) == "S"
+      end, 10))
+      p:send_signal(2)
+      local out = p.stdout:read(nil, 10)
+      os.remove(script)
+      assert.equal("closed\nfalse\ttrue\n", out)
+      assert.equal(0, p:wait(10))
+      assert.same({}, pids_of({ "sleep", "30.0417" }))
+    end)
+
+    it("reports a task error nobody joined on stderr", function()
+      local out = support.run_script([[
+        local mp = require "mproc"
+        mp.run(function()
+          mp.spawn(function() error("lost error", 0) end)
+          local joined = mp.spawn(function() error("seen error", 0) end)
+          pcall(joined.join, joined)
+          local checked = mp.spawn(function() error("checked error", 0) end)
+          mp.wait({ checked })
+          assert(checked:successful() == false)
+          mp.spawn(function() return 1 end)
+        end)
+        print("end")
+      ]])
+      assert.matches(
+        "^mp.run: error in a task that was never joined: lost error\nstack traceback:\n", out)
+      assert.not_matches("seen error", out)
+      assert.not_matches("checked error", out)
+      assert.matches("\nend\n$", out)
+    end)
+  end)
 end)

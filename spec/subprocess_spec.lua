@@ -250,4 +250,56 @@ describe("mproc.subprocess", function()
       p:wait(5)
     end)
   end)
+
+  describe("options and messages (issue 13)", function()
+    it("refuses unknown options, with a hint for near misses", function()
+      assert.equal("bad argument #2 to 'run' (unknown option 'capture_outptu'; "
+        .. "did you mean 'capture_output'?)",
+        errmsg(sp.run, { "true" }, { capture_outptu = true }))
+      assert.equal("bad argument #2 to 'Popen' (unknown option 'stdot'; did you mean 'stdout'?)",
+        errmsg(sp.Popen, { "true" }, { stdot = "pipe" }))
+      assert.equal("bad argument #2 to 'check_output' (unknown option 'bogus')",
+        errmsg(sp.check_output, { "true" }, { bogus = 1 }))
+      assert.equal("bad argument #2 to 'call' (unknown option 'timout'; did you mean 'timeout'?)",
+        errmsg(sp.call, { "true" }, { timout = 1 }))
+      assert.equal("bad argument #2 to 'Popen' (unknown option 'input')",
+        errmsg(sp.Popen, { "true" }, { input = "x" }))
+      assert.equal("bad argument #2 to 'run' ('capture' must be a boolean, got string)",
+        errmsg(sp.run, { "true" }, { capture = "yes" }))
+      assert.equal("bad argument #2 to 'run' (number expected, got string)",
+        errmsg(sp.run, { "true" }, { timeout = "5" }))
+    end)
+
+    it("accepts Python's capture_output and text", function()
+      local r = sp.run({ "sh", "-c", "echo out; echo err >&2" },
+        { capture_output = true, text = true })
+      assert.equal("out\n", r.stdout)
+      assert.equal("err\n", r.stderr)
+      local p = sp.Popen({ "echo", "hi" }, { stdout = "pipe", text = true })
+      assert.equal("hi\n", (p:communicate(nil, 5)))
+    end)
+
+    it("blames a bad cwd, not the program", function()
+      local err = errmsg(sp.run, { "ls" }, { cwd = "/nope" })
+      assert.is_true(mp.is_error(err, "OSError"))
+      assert.equal("cannot use '/nope' as cwd (to run 'ls'): No such file or directory",
+        err.message)
+      assert.equal(2, err.errno)
+      err = errmsg(sp.Popen, { "true" }, { cwd = "/etc/passwd" })
+      assert.matches("^cannot use '/etc/passwd' as cwd %(to run 'true'%): Not a directory",
+        err.message)
+      -- a missing program in a good cwd still blames the program
+      err = errmsg(sp.run, { "no-such-program-mproc" }, { cwd = "/" })
+      assert.equal("cannot run 'no-such-program-mproc': No such file or directory", err.message)
+    end)
+
+    it("a run timeout names run and the command", function()
+      local err = errmsg(sp.run, { "sleep", "10" }, { timeout = 0.1 })
+      assert.is_true(mp.is_error(err, "Timeout"))
+      assert.equal("run timed out after 0.1 s: sleep 10", err.message)
+      assert.same({ "sleep", "10" }, err.cmd)
+      err = errmsg(sp.check_output, { "sleep", 10 }, { timeout = 0.1 })
+      assert.equal("check_output timed out after 0.1 s: sleep 10", err.message)
+    end)
+  end)
 end)

@@ -19,7 +19,13 @@
 #include "lmproc.h"
 
 #define CODEC_VERSION 1
-#define MAXDEPTH 200
+/* Deep enough for real data (lua-cjson's default).  The recursion is on
+ * the C stack: 1000 levels each way fit in a 256 KiB stack (2 MiB with
+ * ASan), and every level checks the Lua stack (enc_enter, dec_enter). */
+#define MAXDEPTH 1000
+/* An error path longer than this many segments keeps its ends only. */
+#define PATH_HEAD 6
+#define PATH_TAIL 4
 
 /* {======================================================================
  * Tags
@@ -587,6 +593,31 @@ static void add_seg(lua_State *L, luaL_Buffer *B, const pseg *s) {
   }
 }
 
+/* The text of the error value at the top of the stack, without calling
+ * anything: a string, an mp.Error's "kind: message", else its type. */
+static const char *err_text(lua_State *L) {
+  int t = lua_type(L, -1);
+  if (t == LUA_TSTRING || t == LUA_TNUMBER) return lua_tostring(L, -1);
+  if (t == LUA_TTABLE) {
+    const char *kind, *msg;
+    lua_pushliteral(L, "kind");
+    lua_rawget(L, -2);
+    lua_pushliteral(L, "message");
+    lua_rawget(L, -3);
+    kind = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (msg) {
+      if (kind) lua_pushfstring(L, "%s: %s", kind, msg);
+      else lua_pushvalue(L, -1);
+      lua_replace(L, -4);   /* in place of the error value */
+      lua_pop(L, 2);
+      return lua_tostring(L, -1);
+    }
+    lua_pop(L, 2);
+  }
+  return lua_pushfstring(L, "error object is a %s value", luaL_typename(L, -1));
+}
+
 /* Builds "root.path: message" into the error slot; returns 0. */
 static int enc_fail(Enc *E, const char *fmt, ...) {
   lua_State *L = E->L;
@@ -596,7 +627,14 @@ static int enc_fail(Enc *E, const char *fmt, ...) {
   if (!lua_checkstack(L, 8)) return 0;  /* keeps the generic message */
   luaL_buffinit(L, &B);
   luaL_addstring(&B, E->root);
-  for (i = 0; i < E->npath; i++) add_seg(L, &B, &E->path[i]);
+  for (i = 0; i < E->npath; i++) {
+    if (E->npath > PATH_HEAD + PATH_TAIL + 1 && i == PATH_HEAD) {
+      luaL_addstring(&B, "...");
+      i = E->npath - PATH_TAIL - 1;
+      continue;
+    }
+    add_seg(L, &B, &E->path[i]);
+  }
   luaL_addstring(&B, ": ");
   va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
@@ -707,9 +745,9 @@ static int enc_objref(Enc *E, int idx, int fn) {
   lua_pushvalue(L, fn);
   lua_pushvalue(L, idx);
   if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
-    const char *msg = lua_tostring(L, -1);
+    const char *msg = err_text(L);
     return enc_fail(E, "cannot send a %s (__mproc_encode failed: %s)",
-                    luaL_typename(L, idx), msg ? msg : "?");
+                    luaL_typename(L, idx), msg);
   }
   if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
     return enc_fail(E, "cannot send a %s (__mproc_encode must return two strings)",
@@ -1311,9 +1349,8 @@ static int dec_objref(Dec *D, const unsigned char *at) {
                       lua_pushlstring(L, tn, ntn));
     lua_pushlstring(L, h, nh);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-      const char *msg = lua_tostring(L, -1);
-      return dec_fail(D, "cannot receive a %s (%s)", lua_pushlstring(L, tn, ntn),
-                      msg ? msg : "?");
+      const char *msg = err_text(L);
+      return dec_fail(D, "cannot receive a %s (%s)", lua_pushlstring(L, tn, ntn), msg);
     }
     if (lua_isnil(L, -1))
       return dec_fail(D, "cannot receive a %s (its decoder returned nil)",
@@ -1545,6 +1582,13 @@ static int l_pub_loads(lua_State *L) {
     if (lua_type(L, 2) != LUA_TTABLE)
       return luaL_error(L, "bad argument #2 to 'loads' (table expected, got %s)",
                         arg_typename(L, 2));
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {   /* a misspelt option must not pass silently */
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "functions") != 0)
+        return luaL_error(L, "bad argument #2 to 'loads' (unknown option '%s'; "
+                          "the only one is 'functions')", luaL_tolstring(L, -1, NULL));
+    }
     lua_getfield(L, 2, "functions");
     if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
       flags = MPROC_DECODE_NOFUNCS;

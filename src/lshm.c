@@ -197,6 +197,13 @@ static int want_lock(lua_State *L, int arg) {
   int lock = 1;
   if (lua_isnoneornil(L, arg)) return 1;
   luaL_checktype(L, arg, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, arg)) {   /* a misspelt option must not pass silently */
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "lock") != 0)
+      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'; the only one is 'lock'",
+                                            luaL_tolstring(L, -1, NULL)));
+  }
   if (lua_getfield(L, arg, "lock") != LUA_TNIL) {
     if (!lua_isboolean(L, -1)) luaL_argerror(L, arg, "'lock' must be a boolean");
     lock = lua_toboolean(L, -1);

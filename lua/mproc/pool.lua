@@ -240,7 +240,7 @@ end
 
 local function timeout_error(task)
   return errnew("Timeout", ("task timed out after %g s; its worker was killed")
-    :format(task.timeout), { task_timeout = true })
+    :format(task.timeout), { where = "task" })
 end
 
 local function make_task_error(value, tb)
@@ -800,7 +800,7 @@ local function map_opts(fname, chunksize)
 end
 
 local function check_opts(opts, fname)
-  if opts ~= nil then util.check_opts(opts, MAP_OPTS, fname, 3, 4) end
+  if opts ~= nil then util.check_opts(opts, MAP_OPTS, fname, 3, 1) end
   return opts
 end
 

@@ -221,7 +221,9 @@ local function parse(cls, self, s, a, ...)
   for k, v in pairs(a) do
     if not OPTS[k] then
       if cls == Process or type(k) ~= "string" then
-        argerror(1, "Process", ("unknown option '%s'"):format(tostring(k)), 3)
+        local hint = type(k) == "string" and util.near(k, OPTS)
+        argerror(1, "Process", ("unknown option '%s'%s"):format(tostring(k),
+          hint and ("; did you mean '%s'?"):format(hint) or ""), 3)
       end
       rawset(self, k, v)  -- Worker{x = 1}: an instance field
     end

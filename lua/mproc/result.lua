@@ -93,13 +93,16 @@ function AsyncResult:get(timeout)
   util.check_timeout(timeout, 1, "get")
   if not self._done and not await(self, sched.deadline(timeout)) then
     sched.dispatch()
-    errors.raise("Timeout", "timed out waiting for the result")
+    -- where = "wait": this wait ran out, the task goes on (a task's own
+    -- timeout is where = "task")
+    errors.raise("Timeout", "timed out waiting for the result", { where = "wait" })
   end
   sched.dispatch()
   if self._ok then
     local v = self._values
     return unpack(v, 1, v.n)
   end
+  self._retrieved = true  -- mp.run reports errors nobody retrieved
   error(self._err, 0)
 end
 
@@ -121,6 +124,7 @@ end
 function AsyncResult:successful()
   check_self(self, "successful")
   if not poll(self) then error("result is not ready", 2) end
+  self._retrieved = true
   return self._ok
 end
 
@@ -143,6 +147,7 @@ end
 
 function AsyncResult:add_done_callback(fn)
   check_self(self, "add_done_callback")
+  self._retrieved = true  -- the callback sees the outcome
   if type(fn) ~= "function" then
     argerror(1, "add_done_callback", "function expected, got "
       .. (fn == nil and "no value" or typename(fn)))
@@ -168,37 +173,88 @@ end
 
 local MODES = { ALL_COMPLETED = true, FIRST_COMPLETED = true, FIRST_EXCEPTION = true }
 
-local function check_results(list, n, fname)
+-- Besides AsyncResults, mp.wait and mp.as_completed take what
+-- multiprocessing.connection.wait takes: Processes (ready once ended),
+-- Pipe ends (ready when readable: data, or the peer closed) and Popen
+-- objects (ready once the program ended).  Each kind: ready(v) without
+-- blocking, and fd(v) -> the descriptor that becomes readable, or nil
+-- when the condition must be polled.
+local OTHERS = {
+  ["mproc.Process"] = {
+    ready = function(p) return not p:is_alive() end,
+    fd = function(p) return p.sentinel end,
+  },
+  ["mproc.Conn"] = {
+    ready = function(c) return c:poll(0) end,
+    fd = function(c) return c:_pollfd() end,
+  },
+  ["mproc.subprocess.Popen"] = {
+    ready = function(p) return p:poll() ~= nil end,
+    fd = function(p) return p._ud:_waitfd() end,
+  },
+}
+
+local WANT = "AsyncResult, Process, Pipe end or Popen"
+
+-- Checks the list; returns its length and whether it holds only results.
+local function check_items(list, n, fname)
   if type(list) ~= "table" then
     argerror(n, fname, "table expected, got " .. (list == nil and "no value" or typename(list)), 3)
   end
+  local only_results = true
   for i = 1, list.n or #list do
-    if not is_result(list[i]) then
-      argerror(n, fname, ("AsyncResult expected at index %d, got %s"):format(i,
-        typename(list[i])), 3)
+    local v = list[i]
+    if not is_result(v) then
+      local kind = OTHERS[typename(v)]
+      if not kind then
+        argerror(n, fname, ("%s expected at index %d, got %s"):format(WANT, i,
+          typename(v)), 3)
+      end
+      if kind == OTHERS["mproc.Process"] and v.pid == nil then
+        argerror(n, fname, ("Process at index %d is not started"):format(i), 3)
+      end
+      only_results = false
     end
   end
-  return list.n or #list
+  return list.n or #list, only_results
 end
 
--- Waits for many results at once; pools with a single pending result get
--- their own fast path.
-local function await_all(list, n, pred, deadline)
+-- Ready now: a result that completed, or another object that is ready.
+local function is_done(v)
+  if is_result(v) then return v._done end
+  return OTHERS[typename(v)].ready(v) and true or false
+end
+
+-- Waits until pred() holds.  Only results: pools with a single pending
+-- result get their own fast path.  With other objects: one wait over the
+-- descriptors of those not ready yet.
+local function await_all(list, n, pred, deadline, only_results)
   if pred() then return true end
-  if n == 1 then
-    await(list[1], deadline)
-    return pred()
+  if only_results then
+    if n == 1 then
+      await(list[1], deadline)
+      return pred()
+    end
+    return sched.wait_event(pred, deadline)
   end
-  return sched.wait_event(pred, deadline)
+  local function collect()
+    local fds, polled = {}, false
+    for i = 1, n do
+      local v = list[i]
+      if not is_result(v) and not is_done(v) then
+        local fd = OTHERS[typename(v)].fd(v)
+        if fd then fds[#fds + 1] = fd else polled = true end
+      end
+    end
+    return fds, polled
+  end
+  return sched.wait_many(collect, pred, deadline)
 end
 
 local function wait(list, opts)
-  local n = check_results(list, 1, "wait")
-  local timeout, mode
-  if opts ~= nil then
-    if type(opts) ~= "table" then argerror(2, "wait", "table expected, got " .. typename(opts)) end
-    timeout, mode = opts.timeout, opts.return_when
-  end
+  local n, only_results = check_items(list, 1, "wait")
+  opts = util.check_opts(opts, { timeout = true, return_when = true }, "wait", 2)
+  local timeout, mode = opts.timeout, opts.return_when
   util.check_timeout(timeout, 2, "wait")
   mode = mode or "ALL_COMPLETED"
   if not MODES[mode] then
@@ -207,40 +263,43 @@ local function wait(list, opts)
   local pred
   if mode == "ALL_COMPLETED" then
     pred = function()
-      for i = 1, n do if not list[i]._done then return false end end
+      for i = 1, n do if not is_done(list[i]) then return false end end
       return true
     end
   elseif mode == "FIRST_COMPLETED" then
     pred = function()
       if n == 0 then return true end
-      for i = 1, n do if list[i]._done then return true end end
+      for i = 1, n do if is_done(list[i]) then return true end end
       return false
     end
   else
+    -- only a result can fail: other objects count as completions
     pred = function()
       local all = true
       for i = 1, n do
         local r = list[i]
-        if r._done then
-          if not r._ok then return true end
+        if is_done(r) then
+          if is_result(r) and not r._ok then return true end
         else all = false end
       end
       return all
     end
   end
-  await_all(list, n, pred, sched.deadline(timeout))
+  await_all(list, n, pred, sched.deadline(timeout), only_results)
   sched.dispatch()
   local done, pending = {}, {}
   for i = 1, n do
     local r = list[i]
-    if r._done then done[#done + 1] = r else pending[#pending + 1] = r end
+    if is_done(r) then done[#done + 1] = r else pending[#pending + 1] = r end
   end
   return done, pending
 end
 
 -- for r in mp.as_completed(results [, timeout]) do ... end
+-- Results come in completion order; other objects (which carry no
+-- completion time) as they are seen ready, before results done already.
 local function as_completed(list, timeout)
-  local n = check_results(list, 1, "as_completed")
+  local n, only_results = check_items(list, 1, "as_completed")
   util.check_timeout(timeout, 2, "as_completed")
   local deadline = sched.deadline(timeout)
   local left = {}
@@ -251,15 +310,23 @@ local function as_completed(list, timeout)
       local best, bi
       for i = 1, #left do
         local r = left[i]
-        if r._done and (best == nil or r._seq < best._seq) then best, bi = r, i end
+        if is_result(r) then
+          if r._done and (best == nil or (is_result(best) and r._seq < best._seq)) then
+            best, bi = r, i
+          end
+        elseif (best == nil or is_result(best)) and is_done(r) then
+          best, bi = r, i
+        end
       end
       return best, bi
     end
     if not first_done() then
-      local ok = await_all(left, #left, function() return first_done() ~= nil end, deadline)
+      local ok = await_all(left, #left, function() return first_done() ~= nil end, deadline,
+        only_results)
       if not ok then
         sched.dispatch()
-        errors.raise("Timeout", ("%d of %d results still pending"):format(#left, n))
+        errors.raise("Timeout", ("%d of %d results still pending"):format(#left, n),
+          { where = "wait" })
       end
     end
     sched.dispatch()
@@ -283,7 +350,10 @@ local function gather(...)
     local r = list[i]
     if r._done and not r._ok and (first == nil or r._seq < first._seq) then first = r end
   end
-  if first then error(first._err, 0) end
+  if first then
+    first._retrieved = true
+    error(first._err, 0)
+  end
   local out = { n = list.n }
   for i = 1, list.n do out[i] = list[i]._values[1] end
   return out

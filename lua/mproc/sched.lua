@@ -16,7 +16,8 @@
 -- handler.
 local core = require "mproc.core"
 
-local interruptible = require("mproc.errors").interruptible
+local errors = require "mproc.errors"
+local interruptible = errors.interruptible
 local now = core.now
 -- the blocking calls: a SIGINT during them raises Interrupted
 local poll_fd, csleep = interruptible(core.poll_fd), interruptible(core.sleep)
@@ -177,6 +178,7 @@ end
 local sched = nil      -- the running scheduler's state, nil outside mp.run
 local wait_shared      -- hooks.wait_shared while mp.run runs (see below)
 local TOKEN = {}       -- marks our yields
+local MANY_TICK = 0.01 -- polling period of wait_many conditions without a descriptor
 
 -- The task record of the running coroutine, when it is one of ours.
 local function current()
@@ -207,11 +209,18 @@ local function finish_task(s, t, ok, ...)
   if t.on_done then t.on_done(ok, ...) end
 end
 
+local function is_interrupt(e)
+  if type(e) == "string" then return e:find("interrupted!", 1, true) ~= nil end
+  return type(e) == "table" and e.kind == "Interrupted"
+end
+
 local function step_task(s, t)
   local ok, r1 = resume(t.co, t.rv, t.rerr)
   if not ok then
-    if t.is_main then s.main_error = r1 end
-    return finish_task(s, t, false, r1)
+    -- a SIGINT that surfaced in any task ends the run, as in the main one
+    if t.is_main or (s.main_error == nil and is_interrupt(r1)) then s.main_error = r1 end
+    -- the dead coroutine keeps its stack: a traceback for an unjoined error
+    return finish_task(s, t, false, r1, not t.is_main and debug.traceback(t.co, nil) or nil)
   end
   if status(t.co) == "dead" then
     return finish_task(s, t, true, unpack(t.results, 1, t.results.n))
@@ -223,7 +232,8 @@ local function step_task(s, t)
 end
 
 local function spawn_record(s, fn, args, on_done, is_main)
-  local t = { on_done = on_done, is_main = is_main }
+  s.seq = s.seq + 1
+  local t = { on_done = on_done, is_main = is_main, seq = s.seq }
   t.co = create(function()
     t.results = pack(fn(unpack(args, 1, args.n)))
   end)
@@ -250,6 +260,11 @@ local function wake_waiters(s, ready_fd)
       if kind == "fd" and ready_fd[t] then
         make_ready(s, t, true)
       elseif kind == "event" then
+        local ok, v = pcall(t.a)
+        if not ok then make_ready(s, t, nil, v)
+        elseif v then make_ready(s, t, true) end
+      elseif kind == "many" then
+        -- descriptors only wake the loop: the condition says what is ready
         local ok, v = pcall(t.a)
         if not ok then make_ready(s, t, nil, v)
         elseif v then make_ready(s, t, true) end
@@ -290,9 +305,21 @@ local function loop(s)
       elseif kind == "poll" then
         polls = true
         dl = earlier(dl, t.next_try)
+      elseif kind == "many" then
+        local ok, mfds, polled = pcall(t.b)
+        if not ok then
+          make_ready(s, t, nil, mfds)
+        else
+          for i = 1, #mfds do
+            n = n + 1
+            fds[n], modes[n], owners[n] = mfds[i], "r", t
+          end
+          if polled then polls = true; dl = earlier(dl, now() + MANY_TICK) end
+        end
       end
       if kind then dl = earlier(dl, t.deadline) end
     end
+    if #s.ready > 0 then goto continue end
     local ns = n
     local timer
     n, timer = source_fds(fds, modes, n)
@@ -318,11 +345,36 @@ local function loop(s)
   end
 end
 
+-- The run ends early (the main task raised, SIGINT, a deadlock): close
+-- every task still suspended, newest first, so its pending <close>
+-- handlers run (a subprocess.run waiting in one kills its child).  The
+-- scheduler is gone by then: a handler that waits blocks for real.
+local function close_tasks(s)
+  local left = {}
+  for _, t in pairs(s.by_co) do left[#left + 1] = t end
+  table.sort(left, function(a, b) return a.seq > b.seq end)
+  for i = 1, #left do
+    local t = left[i]
+    s.by_co[t.co] = nil
+    s.count = s.count - 1
+    local pok, ok, err = pcall(coroutine.close, t.co)
+    if not pok then err = ok end
+    if not (pok and ok) then
+      io.stderr:write("mp.run: closing a task raised: ",
+        errors.error_text(err), "\n")
+    end
+    if t.on_done then
+      t.on_done(false, errors.new("Cancelled",
+        "mp.run ended before the task (its main task raised or was interrupted)"))
+    end
+  end
+end
+
 -- mp.run(fn, ...): runs fn(...) as the main task and returns its values
 -- once it and every task it spawned have ended.
 function M.run(fn, ...)
   if sched then error("mp.run cannot be nested", 3) end
-  local s = { by_co = {}, ready = {}, count = 0 }
+  local s = { by_co = {}, ready = {}, count = 0, seq = 0 }
   local main = spawn_record(s, fn, pack(...), nil, true)
   sched = s
   local had_hook = M.hooks.wait_shared
@@ -330,6 +382,7 @@ function M.run(fn, ...)
   local ok, err = pcall(loop, s)
   M.hooks.wait_shared = had_hook
   sched = nil
+  if next(s.by_co) then close_tasks(s) end
   if not ok then error(err, 0) end
   if s.main_error ~= nil then error(s.main_error, 0) end
   return unpack(main.results, 1, main.results.n)
@@ -408,6 +461,45 @@ function M.wait_event(pred, deadline, spin)
       if deadline and now() >= deadline then return false end
       step(nil, nil, deadline)
     end
+    if pred() then return true end
+    if deadline and now() >= deadline then return false end
+  end
+end
+
+-- Waits until pred() is true or the deadline passes, watching the
+-- descriptors (for reading) that collect() returns: a list, and true when
+-- some condition has no descriptor and must be polled (every MANY_TICK s
+-- inside mp.run, with a growing nap outside).  collect() is called before
+-- each wait, so a caller leaves out what is ready already.  Returns true,
+-- or false on deadline.
+function M.wait_many(collect, pred, deadline)
+  if pred() then return true end
+  local t = current()
+  if t then
+    local ok, err = suspend(t, "many", pred, collect, deadline)
+    if err ~= nil then error(err, 0) end
+    return ok
+  end
+  local nap = 0.0005
+  while true do
+    local fds, polled = collect()
+    local list, modes, n = {}, {}, #fds
+    for i = 1, n do list[i], modes[i] = fds[i], "r" end
+    local timer
+    n, timer = source_fds(list, modes, n)
+    local dl = earlier(deadline, timer)
+    if polled then
+      dl = earlier(dl, now() + nap)
+      nap = min(nap * 2, 0.02)
+    end
+    if n == 0 then
+      local left = M.remaining(dl)
+      if left == nil then error("mproc: waiting forever for nothing (deadlock)", 0) end
+      if left > 0 then csleep(left) end
+    else
+      poll_many(list, modes, n, M.remaining(dl))
+    end
+    pump()
     if pred() then return true end
     if deadline and now() >= deadline then return false end
   end

@@ -3,13 +3,17 @@
 -- runtime-error conversion of SharedMemory and the by-reference decoders.
 local core = require "mproc.core"
 local errors = require "mproc.errors"
+local util = require "mproc.util"
 
 local check = errors.check
 
 local M = {}
 
 -- SharedMemory{create = true, size = n [, name = s]} or {name = s}
+local SHM_OPTS = { create = true, size = true, name = true }
 local function SharedMemory(...)
+  local opts = ...
+  if type(opts) == "table" then util.check_opts(opts, SHM_OPTS, "SharedMemory", 1) end
   local s = check(core.SharedMemory(...))
   return s
 end

@@ -17,9 +17,20 @@ local M = {}
 
 local function got(v) return v == nil and "no value" or typename(v) end
 
-local function check_opts(opts, n, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then argerror(n, fname, "table expected, got " .. got(opts), 3) end
+-- The options each function takes; `capture_output` and `text` are
+-- Python's spellings (text is a no-op: Lua strings are bytes either way).
+local POPEN_OPTS = { stdin = true, stdout = true, stderr = true, cwd = true, env = true,
+                     shell = true, text = true, universal_newlines = true }
+local RUN_OPTS = { input = true, capture = true, capture_output = true, timeout = true,
+                   check = true }
+for k in pairs(POPEN_OPTS) do RUN_OPTS[k] = true end
+
+local function check_opts(opts, allowed, n, fname)
+  opts = util.check_opts(opts, allowed, fname, n, 1)
+  for _, k in ipairs({ "shell", "text", "universal_newlines", "capture", "capture_output",
+                       "check" }) do
+    if allowed[k] then util.opt_boolean(opts, k, fname, n, 1) end
+  end
   return opts
 end
 
@@ -211,7 +222,18 @@ local function popen(argv, opts, fname, lvl)
   local m0, f0 = stdio_of(opts.stdin, "stdin", 2, fname)
   local m1, f1 = stdio_of(opts.stdout, "stdout", 2, fname)
   local m2, f2 = stdio_of(opts.stderr, "stderr", 2, fname)
-  local ud = check(core.spawn(cmd, opts.cwd, env, m0, f0, m1, f1, m2, f2))
+  local ok, ud, msg, errno = core.spawn(cmd, opts.cwd, env, m0, f0, m1, f1, m2, f2)
+  if not ok then
+    -- posix_spawn reports a bad cwd like a missing program: tell them apart
+    if opts.cwd then
+      local f, why, code = io.open(opts.cwd .. "/.", "r")
+      if f then f:close() else
+        raise("OSError", ("cannot use '%s' as cwd (to run '%s'): %s"):format(opts.cwd, cmd[1],
+          why:sub(#opts.cwd + 5)), { errno = code, cwd = opts.cwd })
+      end
+    end
+    check(false, ud, msg, errno)
+  end
   local self = setmetatable({ _ud = ud, args = argv, pid = ud:_pid() }, Popen)
   for i, name in pairs({ [0] = "stdin", "stdout", "stderr" }) do
     if ud:_fd(i) then self[name] = setmetatable({ proc = self, i = i, buf = "" }, Stream) end
@@ -220,7 +242,7 @@ local function popen(argv, opts, fname, lvl)
 end
 
 function M.Popen(argv, opts)
-  opts = check_opts(opts, 2, "Popen")
+  opts = check_opts(opts, POPEN_OPTS, 2, "Popen")
   return popen(argv, opts, "Popen", 3)
 end
 
@@ -339,8 +361,14 @@ end
 -- run, call, check_call, check_output
 -- ======================================================================
 
+local function cmd_of(argv)
+  local out = {}
+  for i = 1, #argv do out[i] = tostring(argv[i]) end
+  return out
+end
+
 local function called_error(argv, code, out, err)
-  local cmd = type(argv) == "table" and table.concat(argv, " ") or tostring(argv)
+  local cmd = type(argv) == "table" and table.concat(cmd_of(argv), " ") or tostring(argv)
   raise("CalledProcessError", ("command '%s' returned non-zero exit status %d"):format(cmd, code),
     { returncode = code, stdout = out, stderr = err, cmd = argv })
 end
@@ -352,18 +380,28 @@ local function run(argv, opts, fname)
     if type(opts.input) ~= "string" then argerror(2, fname, "input must be a string", 3) end
     if o.stdin == nil then o.stdin = "pipe" end
   end
-  if opts.capture then
+  if opts.capture or opts.capture_output then
     if o.stdout == nil then o.stdout = "pipe" end
     if o.stderr == nil then o.stderr = "pipe" end
   end
   if opts.timeout ~= nil then util.check_timeout(opts.timeout, 2, fname) end
   local p = popen(argv, o, fname, 4)
+  -- Ends the child unless it was waited for: on a timeout, an error, or the
+  -- calling coroutine being closed (mp.run closing its tasks) while waiting.
+  local _ <close> = setmetatable({}, { __close = function()
+    if p.returncode == nil then
+      pcall(p.kill, p)
+      pcall(p.close, p)
+      pcall(p.wait, p)
+    end
+  end })
   local ok, out, err = pcall(p.communicate, p, opts.input, opts.timeout)
   if not ok then
-    -- the timeout (or an error) ends the child: kill it and reap it
-    pcall(p.kill, p)
-    p:close()
-    pcall(p.wait, p)
+    if errors.is_error(out, "Timeout") then
+      local cmd = type(argv) == "table" and table.concat(cmd_of(argv), " ") or tostring(argv)
+      out = errors.new("Timeout", ("%s timed out after %g s: %s"):format(fname, opts.timeout, cmd),
+        { pid = p.pid, cmd = argv })
+    end
     error(out, 0)
   end
   local res = { returncode = p.returncode, stdout = out, stderr = err, args = argv, pid = p.pid }
@@ -372,23 +410,23 @@ local function run(argv, opts, fname)
 end
 
 function M.run(argv, opts)
-  return run(argv, check_opts(opts, 2, "run"), "run")
+  return run(argv, check_opts(opts, RUN_OPTS, 2, "run"), "run")
 end
 
 function M.call(argv, opts)
-  return run(argv, check_opts(opts, 2, "call"), "call").returncode
+  return run(argv, check_opts(opts, RUN_OPTS, 2, "call"), "call").returncode
 end
 
 function M.check_call(argv, opts)
   local o = {}
-  for k, v in pairs(check_opts(opts, 2, "check_call")) do o[k] = v end
+  for k, v in pairs(check_opts(opts, RUN_OPTS, 2, "check_call")) do o[k] = v end
   o.check = true
   return run(argv, o, "check_call").returncode
 end
 
 function M.check_output(argv, opts)
   local o = {}
-  for k, v in pairs(check_opts(opts, 2, "check_output")) do o[k] = v end
+  for k, v in pairs(check_opts(opts, RUN_OPTS, 2, "check_output")) do o[k] = v end
   if o.stdout == nil then o.stdout = "pipe" end
   o.check = true
   return run(argv, o, "check_output").stdout

@@ -327,7 +327,7 @@ local function run_cmd(o)
     for _, dj in ipairs(dependents[job.name] or {}) do
       if dj.status == "pending" then
         finish(dj, "skipped", ("dep '%s' %s"):format(job.name,
-          job.status == "skipped" and "was skipped" or "failed"))
+          job.status == "failed" and "failed" or "was " .. job.status))
         ui.ended(dj, {})
         skip_dependents(dj)
       end

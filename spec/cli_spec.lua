@@ -193,7 +193,7 @@ describe("mproc (command)", function()
       assert.matches("nothere.lua: cannot open the jobs file", err, 1, true)
     end)
 
-    it("--url says cluster support is not available (exit 2) while mproc.cluster is missing", function()
+    it("--url: cluster support is not available (exit 2) without mproc.cluster", function()
       if pcall(require, "mproc.cluster") then return end
       write("jobs.lua", "return { jobs = { { name = 'a', cmd = 'touch ran' } } }")
       local code, _, err = mproc({ "run", "jobs.lua", "--url", "redis://127.0.0.1:6379/0" })
@@ -202,7 +202,7 @@ describe("mproc (command)", function()
       assert.is_false(exists("ran"))
     end)
 
-    it("worker says cluster support is not available (exit 2) while mproc.cluster.worker is missing", function()
+    it("worker: cluster support is not available (exit 2) without mproc.cluster.worker", function()
       if pcall(require, "mproc.cluster.worker") then return end
       local code, _, err = mproc({ "worker", "--url", "redis://127.0.0.1:6379/0" })
       assert.equal(2, code)
@@ -277,7 +277,10 @@ describe("mproc (command)", function()
   describe("running", function()
     it("runs jobs after their deps, logs their output, exit 0", function()
       write("jobs.lua", [[
-local function step(name) return ("echo start-%s >> order; sleep 0.1; echo %s-out; echo %s-err >&2; echo end-%s >> order"):format(name, name, name, name) end
+local function step(name)
+  return ("echo start-%s >> order; sleep 0.1; echo %s-out; echo %s-err >&2; echo end-%s >> order")
+    :format(name, name, name, name)
+end
 return { jobs = {
   { name = "c", cmd = step("c"), deps = { "b" } },
   { name = "b", cmd = step("b"), deps = { "a" } },
@@ -303,7 +306,8 @@ return { jobs = {
     it("never runs more than -j jobs at once (timestamps written by the jobs)", function()
       local jobs = {}
       for i = 1, 6 do
-        jobs[#jobs + 1] = ("{ name = 'j%d', cmd = 'echo \"s $(date +%%s%%N)\" >> times; sleep 0.3; echo \"e $(date +%%s%%N)\" >> times' },"):format(i)
+        jobs[#jobs + 1] = ("{ name = 'j%d', cmd = 'echo \"s $(date +%%s%%N)\" >> times; "
+          .. "sleep 0.3; echo \"e $(date +%%s%%N)\" >> times' },"):format(i)
       end
       write("jobs.lua", "return { jobs = {\n" .. table.concat(jobs, "\n") .. "\n} }")
       for _, j in ipairs({ 2, 3 }) do
@@ -330,7 +334,8 @@ return { jobs = {
     cmd = "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -ge 3 ]" },
   { name = "bad", cmd = "echo attempt >> bad-count; echo nope >&2; exit 7" },
 } }]])
-      local code, out, err = mproc({ "run", "jobs.lua", "--keep-going", "--retries", "1", "--json" })
+      local code, out, err = mproc({ "run", "jobs.lua", "--keep-going", "--retries", "1",
+        "--json" })
       assert.equal(1, code)
       local s = by_name(json_decode(out))
       assert.equal("ok", s.flaky.status)
@@ -376,7 +381,8 @@ return { jobs = {
       assert(os.execute("mkdir -p " .. sh_quote(dir .. "/sub")))
       write("jobs.lua", [[
 return { jobs = {
-  { name = "e", cmd = "echo $GREETING $HOME_SET > out", env = { GREETING = "hi", HOME_SET = 1 }, cwd = "sub" },
+  { name = "e", cmd = "echo $GREETING $HOME_SET > out", env = { GREETING = "hi", HOME_SET = 1 },
+    cwd = "sub" },
   { name = "v", cmd = { "sh", "-c", "echo \"$1\" > argv", "x", "a b;c" } },
 } }]])
       local code, _, err = mproc({ "run", "jobs.lua" })
@@ -385,7 +391,7 @@ return { jobs = {
       assert.equal("a b;c\n", read("argv"))
     end)
 
-    it("without --keep-going starts nothing new after a failure; dependents are skipped (exit 1)", function()
+    it("no --keep-going: nothing starts after a failure, dependents skipped (exit 1)", function()
       write("jobs.lua", [[
 return { jobs = {
   { name = "bad", cmd = "exit 1" },
@@ -517,11 +523,12 @@ return { jobs = {
   end)
 
   describe("Lua function jobs", function()
-    it("run on a pool: print goes to the .out log, an error fails the job with its traceback", function()
+    it("run on a pool: print goes to .out, an error fails the job with its traceback", function()
       write("jobs.lua", [[
 local mp = require "mproc"
 return { jobs = {
-  { name = "hello", fn = function(job) print("hello from", job.name, job.attempt, job.out ~= nil) end },
+  { name = "hello",
+    fn = function(job) print("hello from", job.name, job.attempt, job.out ~= nil) end },
   { name = "boom", fn = function() error("kaboom") end, deps = { "hello" } },
   { name = "no", fn = function() return false end },
   { name = "slow", fn = function() mp.sleep(30) end, timeout = 0.5 },
@@ -552,7 +559,7 @@ return { jobs = {
     end
 
     for _, sig in ipairs({ { "SIGINT", 2 }, { "SIGTERM", 15 } }) do
-      it(sig[1] .. ": nothing new starts, running groups are ended, state written, exit 130", function()
+      it(sig[1] .. ": nothing new starts, running groups end, state written, exit 130", function()
         local mark = unique(sig[2])
         write("jobs.lua", ([[
 local mp = require "mproc"
@@ -600,12 +607,15 @@ return { jobs = {
 } }]])
       local sock = "mproc-spec-" .. mp.getpid() .. "-" .. os.time()
       local function tmux(args)
-        return sp.run(("tmux -L %s %s"):format(sock, args), { shell = true, capture = true, timeout = 10 })
+        return sp.run(("tmux -L %s %s"):format(sock, args),
+          { shell = true, capture = true, timeout = 10 })
       end
-      local cmd = ("cd %s && env LUA_CPATH=%s %s run jobs.lua -j 2 --keep-going; echo EXIT=$?; sleep 30")
+      local cmd = ("cd %s && env LUA_CPATH=%s %s run jobs.lua -j 2 --keep-going; "
+        .. "echo EXIT=$?; sleep 30")
         :format(sh_quote(dir), sh_quote(CPATH), sh_quote(MPROC))
       local ok, err = pcall(function()
-        assert.equal(0, tmux("-f /dev/null new-session -d -x 100 -y 30 " .. sh_quote(cmd)).returncode)
+        local r = tmux("-f /dev/null new-session -d -x 100 -y 30 " .. sh_quote(cmd))
+        assert.equal(0, r.returncode, r.stderr)
         local screen
         assert.is_true(support.wait_until(function()
           screen = tmux("capture-pane -p").stdout or ""
@@ -628,6 +638,43 @@ return { jobs = {
         assert.matches("mproc: 3 ok, 1 failed, 0 skipped, 0 cached", screen, 1, true)
         _, nareas = screen:gsub("ok %d+  failed", "")
         assert.equal(1, nareas)
+      end)
+      tmux("kill-server")
+      assert(ok, err)
+    end)
+
+    it("Ctrl-C at the terminal stops the run: exit 130, no job left", function()
+      assert.is_true(tmux_ok(), "tmux is needed (make test installs it)")
+      local mark = unique(7)
+      write("jobs.lua", ([[
+return { jobs = {
+  { name = "s1", cmd = "sleep 51%s" },
+  { name = "s2", cmd = "trap '' INT TERM; sleep 52%s" },
+  { name = "s3", cmd = "touch s3-ran", deps = { "s1" } },
+} }]]):format(mark, mark))
+      local sock = "mproc-spec-" .. mp.getpid() .. "-c" .. os.time()
+      local function tmux(args)
+        return sp.run(("tmux -L %s %s"):format(sock, args),
+          { shell = true, capture = true, timeout = 10 })
+      end
+      local cmd = ("cd %s && env LUA_CPATH=%s %s run jobs.lua -j 2; echo EXIT=$?; sleep 30")
+        :format(sh_quote(dir), sh_quote(CPATH), sh_quote(MPROC))
+      local ok, err = pcall(function()
+        local r = tmux("-f /dev/null new-session -d -x 100 -y 30 " .. sh_quote(cmd))
+        assert.equal(0, r.returncode, r.stderr)
+        assert.is_true(support.wait_until(function() return #procs_with(mark) >= 2 end, 15),
+          "jobs did not start")
+        tmux("send-keys C-c")
+        local screen
+        assert.is_true(support.wait_until(function()
+          screen = tmux("capture-pane -p").stdout or ""
+          return screen:find("EXIT=", 1, true) ~= nil
+        end, 20), "did not stop: " .. tostring(screen))
+        assert.matches("EXIT=130", screen, 1, true)
+        assert.matches("mproc: SIGINT: stopping", screen, 1, true)
+        assert.matches("2 interrupted", screen, 1, true)
+        assert.is_true(no_procs_with(mark), table.concat(procs_with(mark), "\n"))
+        assert.is_false(exists("s3-ran"))
       end)
       tmux("kill-server")
       assert(ok, err)

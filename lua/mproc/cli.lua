@@ -65,7 +65,9 @@ local function parse_run(argv)
     elseif name == "--timeout" then
       local v = value(name, inline)
       local t = tonumber(v)
-      if not t or t ~= t or t <= 0 then usage_error("--timeout must be a number of seconds > 0, got '%s'", v) end
+      if not t or t ~= t or t <= 0 then
+        usage_error("--timeout must be a number of seconds > 0, got '%s'", v)
+      end
       o.timeout = t
     elseif name == "--log-dir" then o.log_dir = value(name, inline)
     elseif name == "--resume" then o.resume = value(name, inline)
@@ -264,10 +266,12 @@ local function run_cmd(o)
         or job.cmd and table.concat(shell_argv({ cmd = job.cmd }, false), " ")
         or "<lua function>"
       if o.json then
-        out[#out + 1] = { name = job.name, status = job.status == "cached" and "cached" or "would_run",
+        out[#out + 1] = { name = job.name,
+          status = job.status == "cached" and "cached" or "would_run",
           deps = setmetatable(job.deps, ARRAY) }
       else
-        io.stdout:write(("%-9s %s%s: %s\n"):format(job.status == "cached" and "cached" or "would run",
+        io.stdout:write(("%-9s %s%s: %s\n"):format(
+          job.status == "cached" and "cached" or "would run",
           job.name, #job.deps > 0 and (" (after " .. table.concat(job.deps, ", ") .. ")") or "",
           what))
       end
@@ -537,7 +541,9 @@ local function run_cmd(o)
   end
   if o.resume then
     local ok, err = write_state(o.resume, done_state)
-    if not ok then io.stderr:write("mproc run: cannot write the state file: ", tostring(err), "\n") end
+    if not ok then
+      io.stderr:write("mproc run: cannot write the state file: ", tostring(err), "\n")
+    end
   end
 
   local c = run.counts

@@ -57,9 +57,10 @@ local function setup(opts, n)
     end
   end
   local total, label = opts.total, opts.label
-  if total ~= nil and (math.type(total) ~= "integer" or total < 0) then
-    argerror(n, "progress", "'total' must be an integer >= 0, got " .. typename(total), 3)
+  if total ~= nil and math.type(total) ~= "integer" then
+    argerror(n, "progress", "'total' must be an integer, got " .. typename(total), 3)
   end
+  if total ~= nil and total < 0 then argerror(n, "progress", "'total' must be >= 0", 3) end
   if label ~= nil and type(label) ~= "string" then
     argerror(n, "progress", "'label' must be a string, got " .. typename(label), 3)
   end
@@ -124,7 +125,7 @@ local function progress(iter, opts, state, control)
     argerror(1, "progress", "function expected, got "
       .. (iter == nil and "no value" or typename(iter)))
   end
-  local st = setup(opts, 3)
+  local st = setup(opts, 2)
   local ended = false
   draw(st, false)
   return function()

@@ -137,7 +137,9 @@ function M.load(file)
   end
   local ok, spec = pcall(chunk)
   if not ok then error({ bad_input = file .. ": error while loading: " .. tostring(spec) }, 0) end
-  if type(spec) ~= "table" then bad(file, "must return a table { jobs = { ... } }, got %s", type(spec)) end
+  if type(spec) ~= "table" then
+    bad(file, "must return a table { jobs = { ... } }, got %s", type(spec))
+  end
   for k in pairs(spec) do
     if k ~= "jobs" then bad(file, "unknown top-level field '%s' (only 'jobs')", tostring(k)) end
   end
@@ -151,7 +153,9 @@ function M.load(file)
   end
   for i, job in ipairs(spec.jobs) do
     check_job(file, job, i)
-    if byname[job.name] then bad(file, "job '%s': duplicate name (also job #%d)", job.name, byname[job.name].index) end
+    if byname[job.name] then
+      bad(file, "job '%s': duplicate name (also job #%d)", job.name, byname[job.name].index)
+    end
     local copy = {}
     for k, v in pairs(job) do copy[k] = v end
     copy.deps = {}
@@ -163,7 +167,9 @@ function M.load(file)
   for _, job in ipairs(list) do
     local seen = {}
     for _, d in ipairs(job.deps) do
-      if not byname[d] then bad(file, "job '%s': dep '%s' is not a job in this file", job.name, d) end
+      if not byname[d] then
+        bad(file, "job '%s': dep '%s' is not a job in this file", job.name, d)
+      end
       if d == job.name then bad(file, "job '%s': depends on itself", job.name) end
       if seen[d] then bad(file, "job '%s': dep '%s' listed twice", job.name, d) end
       seen[d] = true

@@ -95,7 +95,7 @@ function M.new(run, opts)
     if tty then draw() else stream:flush() end
   end
 
-  local function failure_lines(job, res, head)
+  local function failure_lines(job, head)
     local lines = { head }
     do
       local t = tail(job.err_path, 10)
@@ -124,7 +124,7 @@ function M.new(run, opts)
     if job.status == "ok" then
       if not tty then say({ ("mproc: ok %s (%.2f s)"):format(job.name, job.seconds) }) end
     elseif job.status == "failed" then
-      say(failure_lines(job, res, ("mproc: FAILED %s (%s; %d attempt%s, %.2f s)"):format(
+      say(failure_lines(job, ("mproc: FAILED %s (%s; %d attempt%s, %.2f s)"):format(
         job.name, res.why, job.attempts, job.attempts == 1 and "" or "s", job.seconds)))
     elseif job.status == "skipped" then
       if not tty then say({ ("mproc: skipped %s (%s)"):format(job.name, job.why) }) end

@@ -460,6 +460,18 @@ return { jobs = {
       assert.same({ "a" }, by_name(s).b.deps)
     end)
 
+    it("runs examples/jobs.lua, then with --resume skips it all", function()
+      local code, _, err = mproc({ "run", ROOT .. "/examples/jobs.lua", "-j", "4",
+        "--resume", "state.lua" })
+      assert.equal(0, code, err)
+      assert.equal("4 files, 8000 lines\n", read(".mproc/example/summary.txt"))
+      assert.equal("summary: 8000 lines checked\n", read(".mproc/logs/summary.out"))
+      local out
+      code, out = mproc({ "run", ROOT .. "/examples/jobs.lua", "--resume", "state.lua", "--json" })
+      assert.equal(0, code)
+      assert.equal(14, json_decode(out).counts.cached)
+    end)
+
     it("writes logs to --log-dir", function()
       write("jobs.lua", "return { jobs = { { name = 'a', cmd = 'echo hi' } } }")
       local code = mproc({ "run", "jobs.lua", "--log-dir", "logs/here" })

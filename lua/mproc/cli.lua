@@ -250,7 +250,7 @@ local function run_cmd(o)
     job.status, job.attempts, job.seconds = "pending", 0, 0
     job.out_path = o.log_dir .. "/" .. job.name .. ".out"
     job.err_path = o.log_dir .. "/" .. job.name .. ".err"
-    hashes[job.name] = jobsfile.hash(job)
+    if o.resume then hashes[job.name] = jobsfile.hash(job) end
     -- cached: it and every dep succeeded before with the same definitions
     local cached = o.resume and prev[job.name] == hashes[job.name]
     for _, d in ipairs(job.deps) do

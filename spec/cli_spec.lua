@@ -377,6 +377,18 @@ return { jobs = {
       assert.is_true(no_procs_with(mark))
     end)
 
+    it("kills what a job leaves running in its group when it ends", function()
+      local mark = unique(3)
+      write("jobs.lua", ([[
+return { jobs = {
+  { name = "ok-bg", cmd = "sleep 61%s > /dev/null 2>&1 & echo started" },
+  { name = "bad-bg", cmd = "sleep 62%s > /dev/null 2>&1 & exit 3" },
+} }]]):format(mark, mark))
+      local code, _, err = mproc({ "run", "jobs.lua", "--keep-going" })
+      assert.equal(1, code, err)
+      assert.is_true(no_procs_with(mark), table.concat(procs_with(mark), "\n"))
+    end)
+
     it("passes env and cwd to shell jobs; an argv cmd gets no shell", function()
       assert(os.execute("mkdir -p " .. sh_quote(dir .. "/sub")))
       write("jobs.lua", [[

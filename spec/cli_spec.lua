@@ -202,6 +202,38 @@ describe("mproc (command)", function()
       assert.is_false(exists("ran"))
     end)
 
+    it("--url runs shell and Lua jobs on mproc.cluster's Pool when it loads", function()
+      if pcall(require, "mproc.cluster") then return end
+      -- a stand-in with the Pool API (the cluster issue brings the real one)
+      assert(os.execute("mkdir -p " .. sh_quote(dir .. "/fake/mproc")))
+      write("fake/mproc/cluster.lua", [[
+local mp = require "mproc"
+return { Pool = function(opts)
+  assert(opts.url == "redis://example:6379/0")
+  io.open("pool-made", "w"):close()
+  return mp.Pool(2)
+end }]])
+      write("jobs.lua", [[
+return { jobs = {
+  { name = "sh", cmd = "echo remote-out; echo remote-err >&2" },
+  { name = "bad", cmd = "exit 5" },
+  { name = "lua", fn = function() print("from lua") end, deps = { "sh" } },
+} }]])
+      local r = sp.run({ "env", "LUA_CPATH=" .. CPATH, "LUA_PATH=" .. dir .. "/fake/?.lua;;", MPROC,
+        "run", "jobs.lua", "--url", "redis://example:6379/0", "--keep-going", "--json" },
+        { cwd = dir, capture = true, timeout = 60 })
+      assert.equal(1, r.returncode, r.stderr)
+      assert.is_true(exists("pool-made"))
+      local j = by_name(json_decode(r.stdout))
+      assert.equal("ok", j.sh.status)
+      assert.equal("remote-out\n", read(".mproc/logs/sh.out"))
+      assert.equal("remote-err\n", read(".mproc/logs/sh.err"))
+      assert.equal("failed", j.bad.status)
+      assert.equal(5, j.bad.exit_code)
+      assert.equal("ok", j.lua.status)
+      assert.equal("from lua\n", read(".mproc/logs/lua.out"))
+    end)
+
     it("worker: cluster support is not available (exit 2) without mproc.cluster.worker", function()
       if pcall(require, "mproc.cluster.worker") then return end
       local code, _, err = mproc({ "worker", "--url", "redis://127.0.0.1:6379/0" })

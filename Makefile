@@ -10,7 +10,7 @@ LIBS     := -lcrypto -lpthread $(shell [ "$$(uname)" = Linux ] && echo -lrt)
 SRC      := $(sort $(wildcard src/*.c))
 HDR      := $(wildcard src/*.h)
 PKGS_RUN  := lua5.4 liblua5.4-dev gcc make libc6-dev libssl-dev
-PKGS_TEST := $(PKGS_RUN) lua-busted lua-check luarocks procps lua-luv
+PKGS_TEST := $(PKGS_RUN) lua-busted lua-check luarocks procps lua-luv tmux
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
 .PHONY: all build demo test test-asan specs lint docscov bench fuzz rock deps-run deps-test clean ci

@@ -51,6 +51,12 @@ build = {
     ["mproc.pool"] = "lua/mproc/pool.lua",
     ["mproc.result"] = "lua/mproc/result.lua",
     ["mproc.progress"] = "lua/mproc/progress.lua",
+    ["mproc.cli"] = "lua/mproc/cli.lua",
+    ["mproc.cli.jobs"] = "lua/mproc/cli/jobs.lua",
+    ["mproc.cli.status"] = "lua/mproc/cli/status.lua",
+  },
+  install = {
+    bin = { mproc = "bin/mproc" },
   },
   platforms = {
     linux = {

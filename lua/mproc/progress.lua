@@ -1,7 +1,9 @@
--- mp.progress(iterator [, {total=, label=, stream=, interval=}]): wraps an
+-- mp.progress(iterator [, {total=, label=, stream=, tty=, interval=}]): wraps an
 -- iterator (pool:imap, pool:imap_unordered or any generic-for iterator) and
 -- reports how far it got on stderr: a redrawn bar (done/total, rate, ETA)
 -- when stderr is a terminal, plain periodic lines otherwise.
+-- mp.progress{total=, label=, ...}: the manual form, a bar object advanced
+-- by bar:update(n) and ended by bar:close().
 local core = require "mproc.core"
 local util = require "mproc.util"
 
@@ -41,50 +43,104 @@ local function line(label, done, total, elapsed, width)
   return ("%s%d done  %.1f/s  elapsed %s"):format(head, done, rate, fmt_time(elapsed))
 end
 
-local function progress(iter, opts, state, control)
-  if type(iter) ~= "function" then
-    argerror(1, "progress", "function expected, got "
-      .. (iter == nil and "no value" or typename(iter)))
-  end
+local OPTIONS = { total = true, label = true, stream = true, tty = true, interval = true }
+
+-- Checks the options table (argument #n) and returns a drawing state.
+local function setup(opts, n)
   if opts ~= nil and type(opts) ~= "table" then
-    argerror(2, "progress", "table expected, got " .. typename(opts))
+    argerror(n, "progress", "table expected, got " .. typename(opts), 3)
   end
   opts = opts or {}
+  for k in pairs(opts) do
+    if not OPTIONS[k] then
+      argerror(n, "progress", "unknown option '" .. tostring(k) .. "'", 3)
+    end
+  end
   local total, label = opts.total, opts.label
   if total ~= nil and math.type(total) ~= "integer" then
-    argerror(2, "progress", "'total' must be an integer, got " .. typename(total))
+    argerror(n, "progress", "'total' must be an integer, got " .. typename(total), 3)
   end
+  if total ~= nil and total < 0 then argerror(n, "progress", "'total' must be >= 0", 3) end
   if label ~= nil and type(label) ~= "string" then
-    argerror(2, "progress", "'label' must be a string, got " .. typename(label))
+    argerror(n, "progress", "'label' must be a string, got " .. typename(label), 3)
+  end
+  local interval = opts.interval
+  if interval ~= nil and (type(interval) ~= "number" or interval < 0) then
+    argerror(n, "progress", "'interval' must be a number >= 0", 3)
   end
   local stream = opts.stream or io.stderr
   local tty = opts.tty
   if tty == nil then tty = isatty(stream) end
-  local interval = opts.interval or (tty and 0.1 or 2)
-  local t0, last, done, ended = now(), -math.huge, 0, false
-  local function draw(final)
-    local t = now()
-    if not final and t - last < interval then return end
-    last = t
-    local s = line(label, done, total, t - t0, tty and 30 or nil)
-    if tty then stream:write("\r", s, "\27[K", final and "\n" or "")
-    else stream:write(s, "\n") end
-    stream:flush()
+  local st = { total = total, label = label, stream = stream, tty = tty,
+    interval = interval or (tty and 0.1 or 2), t0 = now(), last = -math.huge, done = 0 }
+  return st
+end
+
+local function draw(st, final)
+  local t = now()
+  if not final and t - st.last < st.interval then return end
+  st.last = t
+  local s = line(st.label, st.done, st.total, t - st.t0, st.tty and 30 or nil)
+  local stream = st.stream
+  if st.tty then stream:write("\r", s, "\27[K", final and "\n" or "")
+  else stream:write(s, "\n") end
+  stream:flush()
+end
+
+-- The manual form: a bar object.
+local Bar = {}
+Bar.__index = Bar
+Bar.__name = "mproc.progress_bar"
+
+function Bar:update(n)
+  if getmetatable(self) ~= Bar then argerror(1, "update", "progress bar expected") end
+  if self._st == nil then util.closed_error("progress bar") end
+  if n == nil then n = 1 end
+  if math.type(n) ~= "integer" or n < 0 then
+    argerror(1, "update", "integer >= 0 expected, got "
+      .. (math.type(n) == "integer" and tostring(n) or typename(n)))
   end
-  draw(false)
+  local st = self._st
+  st.done = st.done + n
+  self.n = st.done
+  draw(st, false)
+end
+
+function Bar:close()
+  if getmetatable(self) ~= Bar then argerror(1, "close", "progress bar expected") end
+  local st = self._st
+  if st == nil then return end
+  self._st = nil
+  draw(st, true)
+end
+Bar.__close = Bar.close
+
+local function progress(iter, opts, state, control)
+  if type(iter) == "table" and opts == nil then
+    local st = setup(iter, 1)
+    draw(st, false)
+    return setmetatable({ _st = st, n = 0, total = st.total }, Bar)
+  end
+  if type(iter) ~= "function" then
+    argerror(1, "progress", "function expected, got "
+      .. (iter == nil and "no value" or typename(iter)))
+  end
+  local st = setup(opts, 2)
+  local ended = false
+  draw(st, false)
   return function()
     if ended then return nil end
     local r = table.pack(iter(state, control))
     if r[1] == nil then
       ended = true
-      draw(true)
+      draw(st, true)
       return nil
     end
     control = r[1]
-    done = done + 1
-    draw(false)
+    st.done = st.done + 1
+    draw(st, false)
     return table.unpack(r, 1, r.n)
   end
 end
 
-return { progress = progress }
+return { progress = progress, line = line, fmt_time = fmt_time, isatty = isatty }

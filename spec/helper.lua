@@ -34,9 +34,11 @@ local function strays()
       local env = read("/proc/" .. pid .. "/environ")
       local cmd = (read("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
       -- our own `ls` children below are not strays
-      if env and env:find("MPROC_SPEC_TOKEN=" .. token, 1, true)
+      local stat = env and read("/proc/" .. pid .. "/stat") or ""
+      -- the segment tracker ends after this process (run-specs.sh checks it)
+      local tracker = stat:match("^%d+ (%b())") == "(mproc-tracker)"
+      if env and env:find("MPROC_SPEC_TOKEN=" .. token, 1, true) and not tracker
          and not cmd:find("ls /proc", 1, true) and not cmd:find("/dev/shm", 1, true) then
-        local stat = read("/proc/" .. pid .. "/stat") or ""
         found[#found + 1] = pid .. " [" .. (stat:match("^%d+ %b() (%S+)") or "?") .. "] " .. cmd
       end
     end

@@ -623,6 +623,12 @@ static int l_shm_unlink(lua_State *L) {
   return 0;
 }
 
+/* tracker_pid() -> the segment tracker's pid, or 0 before one started */
+static int l_tracker_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)mproc_tracker_pid());
+  return 1;
+}
+
 static int l_shm_closed(lua_State *L) {
   lua_pushboolean(L, shm_check(L, 1, 0)->seg == NULL);
   return 1;
@@ -745,7 +751,7 @@ int mproc_open_shm(lua_State *L) {
   };
   static const luaL_Reg funcs[] = {
     {"Value", l_Value}, {"Array", l_Array}, {"SharedMemory", l_SharedMemory},
-    {"shm_attach", l_shm_attach},
+    {"shm_attach", l_shm_attach}, {"tracker_pid", l_tracker_pid},
     {NULL, NULL}
   };
   shared_class(L, "mproc.Value", value_meta, value_m, l_value_index, "value");

@@ -48,5 +48,6 @@ int mproc_cloexec_pipe(int fds[2]);
 #include "sync.h"
 #include "ring.h"
 #include "pool.h"
+#include "tracker.h"
 
 #endif

@@ -171,6 +171,7 @@ static void unlink_at_exit(void) {
     if (c->pid != me) continue;       /* inherited through fork: not ours */
     shm_unlink(c->name);
     unlink_bigs(c->name);
+    mproc_track_unlinked(c->name);
   }
 }
 
@@ -211,7 +212,43 @@ static void unlink_on_term(void) {
     if (c->pid != me) continue;
     shm_unlink(c->name);
     unlink_bigs_signal_safe(c->name);
+    mproc_track_unlinked(c->name);
   }
+}
+
+void mproc_ring_unlink_name(const char *name) {
+  shm_unlink(name);
+  unlink_bigs_signal_safe(name);
+}
+
+/* For the tracker (another process): reads the holders without the mutex
+ * (its holder may be the dead one); a stale answer only delays. */
+int mproc_ring_name_held(const char *name, int (*alive)(long pid), int final) {
+  struct stat st;
+  const mproc_ring_hdr *h;
+  void *p;
+  int fd = shm_open(name, O_RDONLY, 0), i, any;
+  if (fd < 0) return errno == ENOENT ? -1 : 1;
+  if (fstat(fd, &st) != 0) { close(fd); return 1; }
+  if ((size_t)st.st_size < sizeof *h) {
+    close(fd);
+    return st.st_size == 0 ? 0 : -1;   /* empty: its creator died making it */
+  }
+  p = mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return 1;
+  h = (const mproc_ring_hdr *)p;
+  if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != RING_MAGIC) {
+    any = h->magic == 0 ? 0 : -1;
+  } else {
+    any = !final && __atomic_load_n(&h->overflow, __ATOMIC_SEQ_CST) > 0;
+    for (i = 0; i < 64 && !any; i++) {
+      int32_t pid = __atomic_load_n(&h->holders[i].pid, __ATOMIC_SEQ_CST);
+      if (pid > 0 && h->holders[i].n > 0 && alive((long)pid)) any = 1;
+    }
+  }
+  munmap(p, sizeof *h);
+  return any;
 }
 
 static void remember_created(const char *name) {
@@ -300,6 +337,7 @@ int mproc_ring_create(mproc_ring *r, size_t cap, uint64_t maxsize, int kind) {
   r->maplen = len;
   r->pid = getpid();
   remember_created(r->name);
+  mproc_track_created(r->name, MPROC_TRACK_RING);
   return 0;
 fail:
   {
@@ -394,6 +432,7 @@ void mproc_ring_close(mproc_ring *r) {
     discard_queued(h);
     unlink_bigs(r->name);
     forget_created(r->name);
+    mproc_track_unlinked(r->name);
   }
   munmap(h, r->maplen);
 }

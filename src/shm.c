@@ -99,8 +99,10 @@ static int held(seg_hdr *h) {
 
 /* Unlinks once, whoever gets here first.  Async-signal-safe. */
 static void unlink_once(mproc_seg *s) {
-  if (__atomic_exchange_n(&HDR(s)->unlinked, 1, __ATOMIC_SEQ_CST) == 0)
+  if (__atomic_exchange_n(&HDR(s)->unlinked, 1, __ATOMIC_SEQ_CST) == 0) {
     shm_unlink(s->name);
+    mproc_track_unlinked(s->name);
+  }
 }
 
 /* }====================================================================== */
@@ -355,6 +357,7 @@ mproc_seg *mproc_seg_create(int kind, size_t size, const char *name) {
   s->slot = claim(h, s->creator);
   __atomic_store_n(&h->magic, SEG_MAGIC, __ATOMIC_RELEASE);
   link_seg(s);
+  mproc_track_created(s->name, MPROC_TRACK_SEG);
   return s;
 fail_fd:
   err = errno;
@@ -463,16 +466,49 @@ void mproc_seg_release(mproc_seg *s) {
       restore_mask(&old);
       return;
     }
-    unlink_once(s);
+    /* a holder that did not create it unlinks only as the last one */
+    if (s->creator == mproc_self() || !held(HDR(s))) unlink_once(s);
   }
   drop_seg(s);
   reap_released();
 }
 
 int mproc_seg_unlink(mproc_seg *s) {
-  if (__atomic_exchange_n(&HDR(s)->unlinked, 1, __ATOMIC_SEQ_CST) == 0)
-    return shm_unlink(s->name);
+  if (__atomic_exchange_n(&HDR(s)->unlinked, 1, __ATOMIC_SEQ_CST) == 0) {
+    int r = shm_unlink(s->name);
+    mproc_track_unlinked(s->name);
+    return r;
+  }
   return 0;
+}
+
+/* For the tracker (another process): maps only the header. */
+int mproc_seg_name_held(const char *name, int (*alive)(long pid), int final) {
+  struct stat st;
+  const seg_hdr *h;
+  void *p;
+  int fd = shm_open(name, O_RDONLY, 0), i, any;
+  if (fd < 0) return errno == ENOENT ? -1 : 1;
+  if (fstat(fd, &st) != 0) { close(fd); return 1; }
+  if ((size_t)st.st_size < MPROC_SEG_HEADER) {
+    close(fd);
+    return st.st_size == 0 ? 0 : -1;   /* empty: its creator died making it */
+  }
+  p = mmap(NULL, MPROC_SEG_HEADER, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return 1;
+  h = (const seg_hdr *)p;
+  if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != SEG_MAGIC) {
+    any = h->magic == 0 ? 0 : -1;
+  } else {
+    any = !final && __atomic_load_n(&h->overflow, __ATOMIC_SEQ_CST) > 0;
+    for (i = 0; i < SEG_SLOTS && !any; i++) {
+      uint32_t pid = __atomic_load_n(&h->holders[i], __ATOMIC_SEQ_CST);
+      if (pid != 0 && alive((long)pid)) any = 1;
+    }
+  }
+  munmap(p, MPROC_SEG_HEADER);
+  return any;
 }
 
 size_t mproc_seg_datasize(const mproc_seg *s) {

@@ -1233,6 +1233,10 @@ static int dec_table(Dec *D, const unsigned char *tag, int withmt) {
   return 1;
 }
 
+#ifdef MPROC_FUZZ
+mproc_bcload_fn mproc_fuzz_bcload = NULL;
+#endif
+
 typedef struct reader { const char *p; size_t n; } reader;
 
 static const char *bc_reader(lua_State *L, void *ud, size_t *sz) {
@@ -1266,6 +1270,16 @@ static int dec_function(Dec *D, const unsigned char *at) {
   r.p = (const char *)D->p;
   r.n = (size_t)size;
   D->p += size;
+#ifdef MPROC_FUZZ
+  if (mproc_fuzz_bcload != NULL) {
+    if (mproc_fuzz_bcload(L, r.p, r.n) != LUA_OK) {
+      const char *msg = lua_tostring(L, -1);
+      dec_fail(D, "malformed data (bad function at byte %lu: %s)",
+               (unsigned long)(at - D->s), msg ? msg : "?");
+      return 0;
+    }
+  } else
+#endif
   if (lua_load(L, bc_reader, &r, "=(mproc)", "b") != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     dec_fail(D, "malformed data (bad function at byte %lu: %s)",

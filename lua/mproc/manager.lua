@@ -554,7 +554,9 @@ local function auth_step(srv, cs, msg)
     send_raw(srv, cs, core.hmac_sha256(srv.key, msg))
   elseif cs.state == "auth3" then
     if msg ~= WELCOME then return drop(srv, cs) end
-    cs.conn:_secure(srv.key, cs.challenge, cs.cchallenge, "server")
+    if not pcall(cs.conn._secure, cs.conn, srv.key, cs.challenge, cs.cchallenge, "server") then
+      return drop(srv, cs)                         -- libcrypto failed: not this peer's fault
+    end
     cs.state, cs.auth_deadline, cs.challenge, cs.cchallenge = "ready", nil, nil, nil
   end
 end

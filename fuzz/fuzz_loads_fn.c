@@ -17,7 +17,8 @@
  * fields, keys and values at any depth.  So the decoder is built with
  * -DMPROC_FUZZ and its lua_load goes through safe_load below: the fuzzed
  * blob only *selects* one of a few genuine chunks (exact bytes of a
- * genuine chunk select that chunk; anything else is mapped by a hash, and
+ * genuine chunk, or of the closure nested in CHUNKS[4], select it, so a
+ * re-encoded function decodes as itself; anything else is mapped by a hash, and
  * an empty blob or one starting 0xFF is refused, for the error path), and
  * the genuine bytecode is what lua_load gets.  Their closures only return
  * their upvalues, so a __gc that calls one is harmless; the state opens

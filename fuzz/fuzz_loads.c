@@ -1,7 +1,7 @@
 /*
  * libFuzzer target for the mproc codec (make fuzz).  Each input goes to
- * mproc_decode with functions rejected, as mp.loads(s) does by default: the decoder must never crash, whatever the bytes.  A value
- * that decodes is encoded again and that encoding must decode, which puts
+ * mproc_decode with functions rejected, as mp.loads(s) does by default:
+ * the decoder must never crash, whatever the bytes.  A value that decodes is encoded again and that encoding must decode, which puts
  * the encoder through the odd shapes (cycles, sparse tables, deep nesting)
  * that the fuzzer invents.
  */

@@ -1,10 +1,10 @@
 /*
  * libFuzzer target for the mproc codec (make fuzz).  Each input goes to
- * mproc_decode with functions rejected, as mp.loads(s, {functions = false})
- * would do it: the decoder must never crash, whatever the bytes.  A value
- * that decodes is encoded again and that encoding must decode, which puts
- * the encoder through the odd shapes (cycles, sparse tables, deep nesting)
- * that the fuzzer invents.
+ * mproc_decode with functions rejected, as mp.loads(s) does by default:
+ * the decoder must never crash, whatever the bytes.  A value that decodes
+ * is encoded again and that encoding must decode, which puts the encoder
+ * through the odd shapes (cycles, sparse tables, deep nesting) that the
+ * fuzzer invents.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stddef.h>

@@ -27,3 +27,51 @@ for i, v in ipairs(values) do
   f:close()
 end
 print(("wrote %d seeds"):format(#values))
+
+-- Seeds of the function target (fuzz/fuzz_loads_fn.c): functions made
+-- from the very chunks that target loads (same sources, same chunk name),
+-- so their bytecode selects those chunks exactly.
+local FN_CHUNKS = {   -- keep in step with CHUNKS in fuzz/fuzz_loads_fn.c
+  "return function() return 1 end",
+  "local a; return function() return a end",
+  "local a, b; return function() return a, b end",
+  "local a; return function() return a, tostring end",
+  "local a, b, c, d, e; return function() local function g() return a, e end; "
+    .. "return g, b, c, d end",
+  "return 0",
+}
+local fn = {}
+for i, src in ipairs(FN_CHUNKS) do
+  local chunk = assert(load(src, "=fz", "t"))
+  fn[i] = i < #FN_CHUNKS and chunk() or chunk
+end
+local function with_ups(f, ...)
+  for i = 1, select("#", ...) do debug.setupvalue(f, i, (select(i, ...))) end
+  return f
+end
+local function fresh(i) return assert(load(FN_CHUNKS[i], "=fz", "t"))() end
+local outer = with_ups(fresh(5), "a", 2, { 3 }, true, 5.5)
+local inner = outer()                       -- shares a and e with outer
+core.register("fz.f", fn[2])
+local gcmt = {}
+local gct = setmetatable({}, gcmt)
+gcmt.__gc = fn[1]                           -- not marked: set after setmetatable
+local fvalues = {
+  fn[1], fn[2], fn[3], fn[4], fn[6],
+  with_ups(fresh(2), { x = 1 }),
+  with_ups(fresh(3), "s", fresh(1)),
+  { outer, inner }, { inner, outer, inner },
+  { f = fn[1], g = fn[1], [fn[3]] = true },
+  gct, { gct, gct },
+  { math.sqrt, string.format, fn[2], string, _G },
+  (function() local c = fresh(2); debug.setupvalue(c, 1, c); return c end)(),
+}
+os.execute("mkdir -p fuzz/corpus-fn")
+for i, v in ipairs(fvalues) do
+  local ok, s = core.dumps(v)
+  assert(ok, s)
+  local f = assert(io.open(("fuzz/corpus-fn/seed-%03d"):format(i), "wb"))
+  f:write(s)
+  f:close()
+end
+print(("wrote %d function seeds"):format(#fvalues))

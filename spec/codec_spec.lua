@@ -2,10 +2,15 @@ local mp = require "mproc"
 local codec = require "mproc.codec"
 local core = require "mproc.core"
 
--- Round trip through the public functions.
+-- Round trip through the public functions (functions allowed unless opts
+-- say otherwise: most values here are trusted, made by this very process).
+local TRUST = { functions = true }
 local function rt(v, opts)
-  return mp.loads(mp.dumps(v), opts)
+  return mp.loads(mp.dumps(v), opts or TRUST)
 end
+
+local NOFUNCS = "cannot receive a function here (functions are refused without "
+  .. "{functions = true})"
 
 local function bits(x) return string.pack("<d", x) end
 
@@ -225,7 +230,7 @@ describe("mproc.codec", function()
       assert.equal(_G, rt({ env = _G }).env)
       local out = in_lua([[
         GREETING = "child globals"
-        local f = require("mproc").loads(INPUT)
+        local f = require("mproc").loads(INPUT, { functions = true })
         print(f())
       ]], mp.dumps(function() return GREETING, _G == _ENV end))  -- luacheck: ignore 113
       assert.equal("child globals\ttrue\n", out)
@@ -264,7 +269,7 @@ describe("mproc.codec", function()
       assert.equal(table.concat, r[5])
       assert.equal(core.now, r[6])
       assert.is_true(#mp.dumps(math.sqrt) < 16)
-      assert.equal("2.0", in_lua([[print(require("mproc").loads(INPUT)(4))]],
+      assert.equal("2.0", in_lua([[print(require("mproc").loads(INPUT, { functions = true })(4))]],
         mp.dumps(math.sqrt)):match("^(.-)\n"))
     end)
 
@@ -480,10 +485,12 @@ describe("mproc.codec", function()
       local obj = setmetatable({ inner = { 1, 2, { 3 } } }, Nested)
       local s = mp.dumps({ obj, { 4, obj } })
       core._codec_forget_ids()
-      core.register_reftype("codec_spec.Nested", function(h)
-        return setmetatable(mp.loads(h), Nested)
+      core.register_reftype("codec_spec.Nested", function(h, functions)
+        return setmetatable(mp.loads(h, { functions = functions }), Nested)
       end)
-      local r = mp.loads(s)
+      assert.equal("cannot receive a codec_spec.Nested (SerializeError: " .. NOFUNCS .. ")",
+        serr(mp.loads, s))
+      local r = mp.loads(s, TRUST)
       assert.same({ 1, 2, { 3 } }, r[1].inner)
       assert.equal(math.floor, r[1].f)
       assert.equal(r[1], r[2][2])
@@ -500,9 +507,80 @@ describe("mproc.codec", function()
     end)
   end)
 
+  describe("mp.loads without {functions = true} (untrusted bytes)", function()
+    -- Bytes that run code when the decoded value is collected: a table
+    -- whose metatable has a bytecode __gc (set after setmetatable, so our
+    -- own copy is not marked for finalization).
+    local function gc_bomb()
+      local mt = {}
+      local t = setmetatable({ 1 }, mt)
+      mt.__gc = function() PWNED = "ran" end  -- luacheck: ignore 111
+      return mp.dumps(t)
+    end
+
+    it("refuses bytecode, C functions by name and registered functions", function()
+      assert.equal(NOFUNCS, serr(mp.loads, mp.dumps(function() end)))
+      assert.equal(NOFUNCS, serr(mp.loads, mp.dumps({ a = { function() end } })))
+      assert.equal(NOFUNCS, serr(mp.loads, mp.dumps({ math.sqrt })))
+      assert.equal(NOFUNCS, serr(mp.loads, mp.dumps(print)))
+      local it = string.gmatch("a", "%a")
+      mp.register("codec_spec.default_fn", it)
+      assert.equal(NOFUNCS, serr(mp.loads, mp.dumps({ it })))
+      assert.equal(NOFUNCS, serr(mp.loads, mp.dumps(gc_bomb)))
+      assert.equal(NOFUNCS, serr(mp.loads, gc_bomb()))
+      -- data, modules and registered tables still decode
+      assert.same({ 1, { a = "b" } }, mp.loads(mp.dumps({ 1, { a = "b" } })))
+      assert.equal(string, mp.loads(mp.dumps(string)))
+    end)
+
+    it("never runs a bytecode __gc from its input, on decode or collect", function()
+      local s = gc_bomb()
+      rawset(_G, "PWNED", nil)
+      local ok = pcall(mp.loads, s)
+      collectgarbage(); collectgarbage()
+      assert.is_false(ok)
+      assert.is_nil(rawget(_G, "PWNED"))
+      -- and in a fresh process, where nothing else could hold the table
+      local out = in_lua([[
+        local mp = require("mproc")
+        local ok, e = pcall(mp.loads, INPUT)
+        print(ok, ok and "" or e.message)
+        e = nil
+        collectgarbage(); collectgarbage()
+        print(PWNED)
+        e = mp.loads(INPUT, { functions = true })   -- trusted: it does run
+        e = nil
+        collectgarbage(); collectgarbage()
+        print(PWNED)
+      ]], s)
+      assert.equal("false\t" .. NOFUNCS .. "\nnil\nran\n", out)
+    end)
+
+    it("refuses a Barrier's action too, even inside {functions = false}", function()
+      local b = mp.Barrier(1, function() return "action" end)
+      local out = in_lua([[
+        local mp = require("mproc")
+        for _, opts in ipairs({ {}, { functions = false }, { functions = true } }) do
+          local ok, e = pcall(mp.loads, INPUT, opts)
+          print(ok, ok and "" or e.message)
+        end
+      ]], mp.dumps(b))
+      b:close()
+      assert.equal("false\tcannot receive a mproc.Barrier (SerializeError: " .. NOFUNCS .. ")\n"
+        .. "false\tcannot receive a mproc.Barrier (SerializeError: " .. NOFUNCS .. ")\n"
+        .. "true\t\n", out)
+    end)
+
+    it("checks the option", function()
+      assert.has_error(function() mp.loads(mp.dumps(1), { functions = "yes" }) end,
+        "bad argument #2 to 'loads' (functions must be a boolean, got string)")
+      assert.equal(1, mp.loads(mp.dumps(1), { functions = false }))
+    end)
+  end)
+
   describe("functions = false", function()
     it("rejects function values", function()
-      local msg = "cannot receive a function here (functions = false)"
+      local msg = NOFUNCS
       assert.equal(msg, serr(mp.loads, mp.dumps(function() end), { functions = false }))
       assert.equal(msg, serr(mp.loads, mp.dumps({ a = { function() end } }),
         { functions = false }))
@@ -612,8 +690,7 @@ describe("mproc.codec", function()
       assert.same({ false, "SerializeError", "args.f: cannot send a userdata" },
         { core.dumps({ f = io.stdout }, "args") })
       assert.same({ false, "SerializeError", "malformed data (empty)" }, { core.loads("") })
-      assert.same({ false, "SerializeError",
-        "cannot receive a function here (functions = false)" },
+      assert.same({ false, "SerializeError", NOFUNCS },
         { core.loads((select(2, core.dumps(print))), true) })
     end)
   end)
@@ -625,8 +702,8 @@ describe("mproc.codec", function()
       local function fn() return co end
       assert.equal("task.fn<upvalue co>: cannot send a coroutine",
         serr(codec.encode, { fn = fn }, "task"))
-      assert.equal("cannot receive a function here (functions = false)",
-        serr(codec.decode, codec.encode(print), true))
+      assert.equal(NOFUNCS, serr(codec.decode, codec.encode(print), true))
+      assert.equal(print, codec.decode(codec.encode(print)))   -- our own frames
     end)
   end)
 

@@ -3,7 +3,8 @@ local core = require "mproc.core"
 local support = require "support"
 
 -- Targets reach these as upvalues, not through busted's _ENV.
-local os, pcall, error = os, pcall, error
+local os, pcall, error, io, string = os, pcall, error, io, string
+local check = require("mproc.errors").check
 
 local errmsg = support.errmsg
 
@@ -20,6 +21,12 @@ local function remote_server(key)
   m:register("boom", function() error("boom on the server") end)
   m:register("answer", function(x) return x * 2 end)
   m:register("obj", function() return { hello = function() return "hi" end } end)
+  m:register("mark", function(path, what)   -- leaves a trace of a call
+    local f = assert(io.open(path, "a"))
+    f:write(what, "\n")
+    f:close()
+    return what
+  end)
   m:start()
   return m, m.address[2]
 end
@@ -27,8 +34,74 @@ end
 local function client(port, key)
   local c = mp.BaseManager{ address = { "127.0.0.1", port }, authkey = key }
   c:register("queue"); c:register("dict"); c:register("boom"); c:register("answer")
-  c:register("obj")
+  c:register("obj"); c:register("mark")
   return c
+end
+
+-- A man in the middle on 127.0.0.1: a forked process that accepts one
+-- client, connects it to the manager at mport and relays frames both ways
+-- (for at most 10 s), doing `act` to frame act.n of direction act.dir
+-- ("c2s" or "s2c"; the handshake is frames 1-3 each way): act.flip = a
+-- 1-based byte offset in the frame's body to XOR with act.xor; act.replay:
+-- the frame is sent twice.  Returns the proxy's port and process.
+local function mitm(mport, act)
+  local lfd, port = check(core.net_listen_tcp("127.0.0.1", 0))
+  local p = mp.Process(function()
+    local deadline = core.now() + 10
+    local cfd
+    while not cfd and core.now() < deadline do
+      if core.poll_fd(lfd, "r", 0.1) then cfd = check(core.net_accept(lfd)) end
+    end
+    if not cfd then return end
+    local sfd, inprogress = check(core.net_connect_tcp("127.0.0.1", mport))
+    if inprogress then
+      core.poll_fd(sfd, "w", 5)
+      check(core.net_connect_finish(sfd))
+    end
+    local cc, sc = core.net_conn(cfd), core.net_conn(sfd)
+    local ends = { [cfd] = { from = cc, to = sc, dir = "c2s", n = 0 },
+                   [sfd] = { from = sc, to = cc, dir = "s2c", n = 0 } }
+    local function send(c, bytes)
+      local done = check(c:_send(bytes))
+      while not done do
+        core.poll_fd(c:_fileno(), "w", 1)
+        done = check(c:_flush())
+      end
+    end
+    local poller = check(core.net_poller())
+    check(poller:_add(cfd)); check(poller:_add(sfd))
+    while core.now() < deadline do
+      for _, fd in ipairs(check(poller:_wait(0.1))) do
+        local e = ends[fd]
+        while true do
+          local ok, have, body = e.from:_recv(1 << 30, "raw")
+          if not ok then cc:_close(); sc:_close(); return end   -- one side closed
+          if not have then break end
+          e.n = e.n + 1
+          local hit = act.dir == e.dir and act.n == e.n
+          if hit and act.flip then
+            local i = act.flip
+            body = body:sub(1, i - 1) .. string.char(body:byte(i) ~ act.xor) .. body:sub(i + 1)
+          end
+          send(e.to, body)
+          if hit and act.replay then send(e.to, body) end
+        end
+      end
+    end
+    cc:_close(); sc:_close()
+  end)
+  p:start()
+  core.net_closefd(lfd)
+  return port, p
+end
+
+local function lines_of(path)
+  local f = io.open(path)
+  if not f then return {} end
+  local t = {}
+  for l in f:lines() do t[#t + 1] = l end
+  f:close()
+  return t
 end
 
 describe("mproc.Manager", function()
@@ -329,6 +402,92 @@ describe("mproc.BaseManager", function()
     local bad = sp.run({ "lua5.4", "examples/distributed_worker.lua", "127.0.0.1", mport, "nope" },
       { capture = true, env = env, timeout = 30 })
     assert.is_not.equal(0, bad.returncode)
+  end)
+
+  describe("frames after the handshake (a man in the middle on loopback)", function()
+    local path, proxy
+    before_each(function() path = os.tmpname(); os.remove(path) end)
+    after_each(function()
+      os.remove(path)
+      if proxy and not proxy:join(5) then proxy:kill(); proxy:join(5) end
+      proxy = nil
+    end)
+
+    -- Byte offset of s in the plaintext body of `msg`'s frame: the proxy
+    -- flips that byte of the sealed frame (AES-GCM keeps offsets, so
+    -- without the tag this would flip the very byte of the plaintext).
+    local function offset(msg, s) return (mp.dumps(msg):find(s, 1, true)) end
+
+    it("pass through a relay untouched: normal traffic works", function()
+      local pport
+      pport, proxy = mitm(port, {})
+      local c = client(pport, "secret"):connect()
+      assert.equal(42, c:answer(21))
+      local big = ("x"):rep(3 * 1024 * 1024)
+      local q = c:queue()
+      q:put({ big, 1 })
+      assert.same({ big, 1 }, q:get(5))
+      assert.equal("MARKA", c:mark(path, "MARKA"))
+      assert.same({ "MARKA" }, lines_of(path))
+      c:shutdown()
+    end)
+
+    it("an altered request closes the connection and runs nothing", function()
+      local pport
+      local req = { "reg", "mark", table.pack(path, "MARKA") }
+      -- c2s: 3 handshake frames, connect's ping, then the request
+      pport, proxy = mitm(port, { dir = "c2s", n = 5, flip = offset(req, "MARKA") + 4, xor = 3 })
+      local c = client(pport, "secret"):connect()
+      local err = errmsg(c.mark, c, path, "MARKA")
+      assert.is_true(mp.is_error(err, "EOF"), tostring(err))
+      assert.equal("the manager at 127.0.0.1:" .. pport .. " closed the connection", err.message)
+      core.sleep(0.1)
+      assert.same({}, lines_of(path))              -- no MARKB, no MARKA: nothing ran
+      c:shutdown()
+      assert.equal(42, client(port, "secret"):connect():answer(21))   -- the server lives on
+    end)
+
+    it("an altered reply raises AuthenticationError in the client", function()
+      local pport
+      local reply = mp.dumps({ true, "value", 42 })
+      pport, proxy = mitm(port, { dir = "s2c", n = 5, flip = #reply, xor = 1 })
+      local c = client(pport, "secret"):connect()
+      local err = errmsg(c.answer, c, 21)
+      assert.is_true(mp.is_error(err, "AuthenticationError"), tostring(err))
+      assert.equal("a frame failed authentication (altered, replayed, reordered or forged on "
+        .. "the way): connection closed (manager at 127.0.0.1:" .. pport .. ")", err.message)
+      c:shutdown()
+    end)
+
+    it("a replayed request closes the connection: it runs once", function()
+      local pport
+      pport, proxy = mitm(port, { dir = "c2s", n = 5, replay = true })
+      local c = client(pport, "secret"):connect()
+      assert.equal("MARKA", c:mark(path, "MARKA"))
+      core.sleep(0.3)
+      assert.same({ "MARKA" }, lines_of(path))
+      local err = errmsg(c.answer, c, 21)           -- that connection is gone
+      assert.is_true(mp.is_error(err, "EOF"), tostring(err))
+      c:shutdown()
+    end)
+
+    it("a replayed reply raises AuthenticationError in the client", function()
+      local pport
+      pport, proxy = mitm(port, { dir = "s2c", n = 4, replay = true })   -- connect's reply
+      local c = client(pport, "secret"):connect()
+      local err = errmsg(c.answer, c, 21)
+      assert.is_true(mp.is_error(err, "AuthenticationError"), tostring(err))
+      c:shutdown()
+    end)
+
+    it("a wrong authkey through the relay is still AuthenticationError", function()
+      local pport
+      pport, proxy = mitm(port, {})
+      local c = client(pport, "wrong")
+      local err = errmsg(c.connect, c)
+      assert.is_true(mp.is_error(err, "AuthenticationError"))
+      assert.equal("digest sent was rejected (wrong authkey)", err.message)
+    end)
   end)
 
   it("rejects bad arguments", function()

@@ -1099,6 +1099,10 @@ static int dec_bad(Dec *D, const char *what) {
                   (unsigned long)(D->p - D->s));
 }
 
+/* Untrusted input (mp.loads by default, a proxy handle) meets a function. */
+#define NOFUNCS_MSG \
+  "cannot receive a function here (functions are refused without {functions = true})"
+
 #define NEED(D, n) \
   if ((size_t)((D)->e - (D)->p) < (size_t)(n)) return dec_bad(D, "unexpected end")
 
@@ -1229,6 +1233,10 @@ static int dec_table(Dec *D, const unsigned char *tag, int withmt) {
   return 1;
 }
 
+#ifdef MPROC_FUZZ
+mproc_bcload_fn mproc_fuzz_bcload = NULL;
+#endif
+
 typedef struct reader { const char *p; size_t n; } reader;
 
 static const char *bc_reader(lua_State *L, void *ud, size_t *sz) {
@@ -1254,7 +1262,7 @@ static int dec_function(Dec *D, const unsigned char *at) {
   int f, nups, i;
   if (D->flags & MPROC_DECODE_NOFUNCS) {
     D->p = at;
-    return dec_fail(D, "cannot receive a function here (functions = false)");
+    return dec_fail(D, NOFUNCS_MSG);
   }
   if (!dec_enter(D)) return 0;
   if (!get_varint(D, &size)) return 0;
@@ -1262,6 +1270,16 @@ static int dec_function(Dec *D, const unsigned char *at) {
   r.p = (const char *)D->p;
   r.n = (size_t)size;
   D->p += size;
+#ifdef MPROC_FUZZ
+  if (mproc_fuzz_bcload != NULL) {
+    if (mproc_fuzz_bcload(L, r.p, r.n) != LUA_OK) {
+      const char *msg = lua_tostring(L, -1);
+      dec_fail(D, "malformed data (bad function at byte %lu: %s)",
+               (unsigned long)(at - D->s), msg ? msg : "?");
+      return 0;
+    }
+  } else
+#endif
   if (lua_load(L, bc_reader, &r, "=(mproc)", "b") != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     dec_fail(D, "malformed data (bad function at byte %lu: %s)",
@@ -1348,7 +1366,10 @@ static int dec_objref(Dec *D, const unsigned char *at) {
       return dec_fail(D, "cannot receive a %s here (no decoder registered for it)",
                       lua_pushlstring(L, tn, ntn));
     lua_pushlstring(L, h, nh);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    /* the decoder may decode more (a Barrier's action): it must allow
+     * functions only when this message may carry them */
+    lua_pushboolean(L, !(D->flags & MPROC_DECODE_NOFUNCS));
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
       const char *msg = err_text(L);
       return dec_fail(D, "cannot receive a %s (%s)", lua_pushlstring(L, tn, ntn), msg);
     }
@@ -1438,7 +1459,7 @@ static int dec_value(Dec *D) {
       if (!get_varint(D, &r)) return 0;
       if (!dec_getref(D, r)) { D->p = at; return dec_bad(D, "bad reference"); }
       if ((D->flags & MPROC_DECODE_NOFUNCS) && lua_isfunction(L, -1))
-        return dec_fail(D, "cannot receive a function here (functions = false)");
+        return dec_fail(D, NOFUNCS_MSG);
       return 1;
     }
     case T_GLOBALS:
@@ -1447,7 +1468,7 @@ static int dec_value(Dec *D) {
     case T_NAMEREG: case T_NAMEMOD: case T_NAMEFIELD: case T_OBJREF: case T_SOBJREF: {
       int ok = (c == T_OBJREF || c == T_SOBJREF) ? dec_objref(D, D->p - 1) : dec_name(D, c);
       if (ok && (D->flags & MPROC_DECODE_NOFUNCS) && lua_isfunction(L, -1))
-        return dec_fail(D, "cannot receive a function here (functions = false)");
+        return dec_fail(D, NOFUNCS_MSG);
       return ok;
     }
     case T_FUNC: case T_SFUNC: return dec_function(D, D->p - 1);
@@ -1569,11 +1590,14 @@ static int l_pub_dumps(lua_State *L) {
   return 1;
 }
 
-/* mp.loads(s [, opts]) -> value; upvalues: raise, state, string cache */
+/* mp.loads(s [, opts]) -> value; upvalues: raise, state, string cache.
+ * Function values (bytecode, C functions by name) only with
+ * {functions = true}: Lua has no bytecode verifier, and a decoded __gc
+ * would run the sender's code.  Our own frames use mproc_decode. */
 static int l_pub_loads(lua_State *L) {
   size_t n;
   const char *s;
-  int flags = 0;
+  int flags = MPROC_DECODE_NOFUNCS;  /* bytecode is code: only when asked */
   if (lua_type(L, 1) != LUA_TSTRING)
     return luaL_error(L, "bad argument #1 to 'loads' (string expected, got %s)",
                       arg_typename(L, 1));
@@ -1589,9 +1613,13 @@ static int l_pub_loads(lua_State *L) {
         return luaL_error(L, "bad argument #2 to 'loads' (unknown option '%s'; "
                           "the only one is 'functions')", luaL_tolstring(L, -1, NULL));
     }
-    lua_getfield(L, 2, "functions");
-    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
-      flags = MPROC_DECODE_NOFUNCS;
+    switch (lua_getfield(L, 2, "functions")) {
+      case LUA_TNIL: break;
+      case LUA_TBOOLEAN: if (lua_toboolean(L, -1)) flags = 0; break;
+      default:
+        return luaL_error(L, "bad argument #2 to 'loads' (functions must be a boolean, "
+                          "got %s)", luaL_typename(L, -1));
+    }
   }
   lua_settop(L, 2);
   luaL_checkstack(L, 12, "mproc codec");

@@ -77,6 +77,15 @@ int mproc_encode(lua_State *L, int idx, const char *root, mproc_buf *b);
  * pushes the SerializeError message.  Never crashes on malformed input. */
 int mproc_decode(lua_State *L, const char *p, size_t n, int flags);
 
+#ifdef MPROC_FUZZ
+/* Fuzz builds only (make fuzz): when set, the decoder hands a function's
+ * bytecode to this instead of lua_load (LUA_OK and the function pushed, or
+ * an error status and a message), so a fuzz target can exercise the
+ * function path without loading unverified bytecode. */
+typedef int (*mproc_bcload_fn)(lua_State *L, const char *p, size_t n);
+extern mproc_bcload_fn mproc_fuzz_bcload;
+#endif
+
 /* }====================================================================== */
 
 #endif

@@ -1,6 +1,8 @@
 /*
- * net.c: TCP and Unix stream sockets, a readiness poller, and HMAC-SHA256
- * challenge material from OpenSSL's libcrypto (never hand-made crypto).
+ * net.c: TCP and Unix stream sockets, a readiness poller, and the crypto of
+ * manager connections from OpenSSL's libcrypto (never hand-made crypto):
+ * HMAC-SHA256 for the authkey challenge, then HKDF-SHA256 session keys and
+ * AES-256-GCM for every frame after it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 
 #include "mproc.h"
@@ -216,6 +219,105 @@ int mproc_random_bytes(void *p, size_t n) {
 
 int mproc_bytes_equal(const void *a, const void *b, size_t n) {
   return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+void mproc_cleanse(void *p, size_t n) {
+  OPENSSL_cleanse(p, n);
+}
+
+int mproc_hkdf_sha256(const void *salt, size_t slen, const void *ikm, size_t ilen,
+                      const void *info, size_t nlen, unsigned char *out, size_t outlen) {
+  static const unsigned char none = 0;
+  EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+  size_t got = outlen;
+  int ok;
+  if (pc == NULL) return -1;
+  if (slen > 0x7fffffff || ilen > 0x7fffffff || nlen > 0x7fffffff) {
+    EVP_PKEY_CTX_free(pc);
+    return -1;
+  }
+  /* an empty authkey is still a key (HMAC allows it; HKDF wants bytes) */
+  ok = EVP_PKEY_derive_init(pc) > 0 &&
+       EVP_PKEY_CTX_set_hkdf_md(pc, EVP_sha256()) > 0 &&
+       EVP_PKEY_CTX_set1_hkdf_salt(pc, slen ? salt : &none, (int)slen) > 0 &&
+       EVP_PKEY_CTX_set1_hkdf_key(pc, ilen ? ikm : &none, ilen ? (int)ilen : 1) > 0 &&
+       EVP_PKEY_CTX_add1_hkdf_info(pc, nlen ? info : &none, (int)nlen) > 0 &&
+       EVP_PKEY_derive(pc, out, &got) > 0 && got == outlen;
+  EVP_PKEY_CTX_free(pc);
+  return ok ? 0 : -1;
+}
+
+int mproc_aead_init(mproc_aead *a, const unsigned char key[MPROC_AEAD_KEY], int encrypt) {
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  int ok;
+  a->ctx = NULL;
+  a->seq = 0;
+  a->encrypt = encrypt;
+  if (ctx == NULL) return -1;
+  ok = encrypt ? EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, NULL)
+               : EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, NULL);
+  if (ok != 1) {
+    EVP_CIPHER_CTX_free(ctx);
+    return -1;
+  }
+  a->ctx = ctx;
+  return 0;
+}
+
+void mproc_aead_free(mproc_aead *a) {
+  if (a->ctx) EVP_CIPHER_CTX_free((EVP_CIPHER_CTX *)a->ctx);
+  a->ctx = NULL;
+}
+
+/* 96-bit nonce: 4 zero bytes, the sequence number big-endian.  Each key
+ * serves one direction of one connection, so a nonce never repeats. */
+static int next_nonce(mproc_aead *a, unsigned char iv[12]) {
+  uint64_t s = a->seq;
+  int i;
+  if (a->ctx == NULL || s == UINT64_MAX) return -1;   /* never wraps */
+  memset(iv, 0, 4);
+  for (i = 11; i >= 4; i--) { iv[i] = (unsigned char)(s & 0xff); s >>= 8; }
+  a->seq++;
+  return 0;
+}
+
+#define AEAD_STEP 0x40000000   /* EVP lengths are ints: chunks of 1 GiB */
+
+int mproc_aead_seal(mproc_aead *a, const void *in, size_t n, unsigned char *out) {
+  EVP_CIPHER_CTX *ctx = (EVP_CIPHER_CTX *)a->ctx;
+  const unsigned char *p = (const unsigned char *)in;
+  unsigned char iv[12];
+  size_t done = 0;
+  int len;
+  if (!a->encrypt || next_nonce(a, iv) < 0) return -1;
+  if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1) return -1;
+  while (done < n) {
+    int step = n - done > AEAD_STEP ? AEAD_STEP : (int)(n - done);
+    if (EVP_EncryptUpdate(ctx, out + done, &len, p + done, step) != 1 || len != step)
+      return -1;
+    done += (size_t)step;
+  }
+  if (EVP_EncryptFinal_ex(ctx, out + n, &len) != 1) return -1;
+  return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, MPROC_AEAD_TAG, out + n) == 1 ? 0 : -1;
+}
+
+int mproc_aead_open(mproc_aead *a, const unsigned char *in, size_t n, unsigned char *out) {
+  EVP_CIPHER_CTX *ctx = (EVP_CIPHER_CTX *)a->ctx;
+  unsigned char iv[12], tag[MPROC_AEAD_TAG];
+  size_t done = 0, m;
+  int len;
+  if (a->encrypt || n < MPROC_AEAD_TAG || next_nonce(a, iv) < 0) return -1;
+  m = n - MPROC_AEAD_TAG;
+  memcpy(tag, in + m, MPROC_AEAD_TAG);   /* out may overwrite in */
+  if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1) return -1;
+  while (done < m) {
+    int step = m - done > AEAD_STEP ? AEAD_STEP : (int)(m - done);
+    if (EVP_DecryptUpdate(ctx, out + done, &len, in + done, step) != 1 || len != step)
+      return -1;
+    done += (size_t)step;
+  }
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, MPROC_AEAD_TAG, tag) != 1) return -1;
+  return EVP_DecryptFinal_ex(ctx, out + m, &len) > 0 ? 0 : -1;
 }
 
 /* }====================================================================== */

@@ -8,8 +8,13 @@
 -- its timeout.  Every connection first proves the authkey both ways with an
 -- HMAC-SHA256 challenge (libcrypto, src/net.c) while only raw bytes of at
 -- most 256 are read; no frame is decoded before that, so no function
--- bytecode is ever loaded from an unauthenticated peer.  After it, frames
--- are codec messages trusted like those of our own processes.
+-- bytecode is ever loaded from an unauthenticated peer.  Then both sides
+-- derive one session key per direction from the authkey and the two
+-- challenges, and every later frame is sealed (AES-256-GCM, the frame's
+-- sequence number as nonce, all in C: NetConn:_secure in src/lnet.c): a
+-- frame altered, replayed, reordered or injected by anyone on the path
+-- breaks the connection before it is decoded.  The frames that pass are
+-- codec messages trusted like those of our own processes.
 local core = require "mproc.core"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
@@ -31,6 +36,7 @@ local SEND_TIMEOUT = 30              -- a peer that does not read is dropped
 local CONNECT_TIMEOUT = 10
 local BLOCK = "\0mproc-would-block"  -- what a parked method returns
 local CHALLENGE_S, CHALLENGE_C = "#CHALLENGE#S", "#CHALLENGE#C"
+local NONCE = 32                     -- random bytes after a challenge's prefix
 local WELCOME, FAILURE = "#WELCOME#", "#FAILURE#"
 
 -- The family authkey: made once in the main process (before any fork),
@@ -527,7 +533,7 @@ local function start_auth(srv, fd)
                auth_deadline = sched.now() + srv.auth_timeout }
   check(srv.poller:_add(fd))
   srv.conns[fd] = cs
-  cs.challenge = CHALLENGE_S .. core.random_bytes(32)
+  cs.challenge = CHALLENGE_S .. core.random_bytes(NONCE)
   send_raw(srv, cs, cs.challenge)
 end
 
@@ -541,12 +547,17 @@ local function auth_step(srv, cs, msg)
       drop(srv, cs)
     end
   elseif cs.state == "auth2" then
-    if msg:sub(1, #CHALLENGE_C) ~= CHALLENGE_C then return drop(srv, cs) end
-    cs.state = "auth3"
+    if #msg ~= #CHALLENGE_C + NONCE or msg:sub(1, #CHALLENGE_C) ~= CHALLENGE_C then
+      return drop(srv, cs)
+    end
+    cs.state, cs.cchallenge = "auth3", msg
     send_raw(srv, cs, core.hmac_sha256(srv.key, msg))
   elseif cs.state == "auth3" then
     if msg ~= WELCOME then return drop(srv, cs) end
-    cs.state, cs.auth_deadline = "ready", nil
+    if not pcall(cs.conn._secure, cs.conn, srv.key, cs.challenge, cs.cchallenge, "server") then
+      return drop(srv, cs)                         -- libcrypto failed: not this peer's fault
+    end
+    cs.state, cs.auth_deadline, cs.challenge, cs.cchallenge = "ready", nil, nil, nil
   end
 end
 
@@ -652,16 +663,17 @@ local pools = {}   -- addr key -> { pid =, idle = {conns} }
 local function client_auth(c, key, deadline)
   local ok, msg = recv_frame(c, AUTH_MAX, "raw", deadline)
   if not ok then raise("AuthenticationError", "no challenge from the manager (timeout)") end
-  if msg:sub(1, #CHALLENGE_S) ~= CHALLENGE_S then
+  if #msg ~= #CHALLENGE_S + NONCE or msg:sub(1, #CHALLENGE_S) ~= CHALLENGE_S then
     raise("AuthenticationError", "the peer is not an mproc manager")
   end
+  local sch = msg
   send_frame(c, core.hmac_sha256(key, msg), deadline)
   ok, msg = recv_frame(c, AUTH_MAX, "raw", deadline)
   if not ok then raise("AuthenticationError", "no answer from the manager (timeout)") end
   if msg ~= WELCOME then
     raise("AuthenticationError", "digest sent was rejected (wrong authkey)")
   end
-  local ch = CHALLENGE_C .. core.random_bytes(32)
+  local ch = CHALLENGE_C .. core.random_bytes(NONCE)
   send_frame(c, ch, deadline)
   ok, msg = recv_frame(c, AUTH_MAX, "raw", deadline)
   if not ok then raise("AuthenticationError", "no answer from the manager (timeout)") end
@@ -670,6 +682,7 @@ local function client_auth(c, key, deadline)
     raise("AuthenticationError", "digest received was wrong (wrong authkey)")
   end
   send_frame(c, WELCOME, deadline)
+  c:_secure(key, sch, ch, "client")      -- every frame from now on is sealed
 end
 
 local function open_conn(addr, key)
@@ -734,6 +747,9 @@ local function request(addr, key, msg, fresh)
     c:_close()
     if is_error(res, "EOF") or is_error(res, "Closed") then
       raise("EOF", "the manager at " .. addr_text(addr) .. " closed the connection")
+    end
+    if is_error(res, "AuthenticationError") then
+      raise("AuthenticationError", res.message .. " (manager at " .. addr_text(addr) .. ")")
     end
     error(res, 0)
   end

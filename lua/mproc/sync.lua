@@ -183,12 +183,14 @@ registry["mproc.Barrier"].__mproc_encode = function(b)
   return tname, h
 end
 
-local function decode_barrier(handle)
+-- functions: whether the message this handle came in may carry functions
+-- (the codec says so: false under a plain mp.loads); the action is one.
+local function decode_barrier(handle, functions)
   local h, act = handle:match("^([^%z]*)%z(.*)$")
   local b = check(core.sync_attach("mproc.Barrier", h or handle))
   if act and b:_info() == nil then
     local loads = codec_fn("loads")
-    if loads then b:_set_action(loads(act)) end
+    if loads then b:_set_action(loads(act, { functions = functions == true })) end
   end
   return b
 end

@@ -194,6 +194,12 @@ local function inner(dir, seconds, kill_every, seed)
     messages = 0, bytes = 0, notes = {} }
   local function note(s) res.notes[#res.notes + 1] = s; io.stderr:write("soak: ", s, "\n") end
   local pids = { [mp.getpid()] = true }
+  -- every pid of the run, as it starts: the driver looks for their /dev/shm
+  -- entries even when this process hung and was killed
+  local pidlog = assert(io.open(dir .. "/pids", "a"))
+  pidlog:setvbuf("no")
+  pidlog:write(mp.getpid(), "\n")
+  local function add_pid(pid) pids[pid] = true; pidlog:write(pid, "\n") end
   local ninc = NPROD + math.ceil(seconds / kill_every) + 4
   local q = mp.Queue(QUEUE_MAX)
   local committed = mp.Array("int64", ninc)
@@ -213,7 +219,7 @@ local function inner(dir, seconds, kill_every, seed)
     local p = mp.Process { target = producer, name = "producer-" .. inc,
       args = { q, committed, beats, ctl, rss, inc, slot, seed * 131 + inc } }
     p:start()
-    pids[p.pid] = true
+    add_pid(p.pid)
     beats[slot] = now()
     prods[slot] = { p = p, inc = inc }
   end
@@ -224,13 +230,16 @@ local function inner(dir, seconds, kill_every, seed)
     local p = mp.Process { target = consumer, name = "consumer-" .. nlog,
       args = { q, beats, ctl, rss, slot, log } }
     p:start()
-    pids[p.pid] = true
+    add_pid(p.pid)
     beats[NPROD + slot] = now()
     cons[slot] = { p = p, log = log }
   end
   local function kill(w)
     w.p:kill()
-    if not w.p:join(HANG) then res.hangs = res.hangs + 1; note("a SIGKILLed process did not end") end
+    if not w.p:join(HANG) then
+      res.hangs = res.hangs + 1
+      note("a SIGKILLed process did not end")
+    end
   end
   -- a worker that ended without being told to
   local function check_alive(w, what)
@@ -403,10 +412,8 @@ local function inner(dir, seconds, kill_every, seed)
   for k, v in pairs(res) do
     if type(v) ~= "table" then f:write(k, "=", tostring(v), "\n") end
   end
-  local pl = {}
-  for pid in pairs(pids) do pl[#pl + 1] = pid end
-  f:write("pids=", table.concat(pl, ","), "\n")
   f:close()
+  pidlog:close()
 end
 
 -- }=================================================================
@@ -435,17 +442,19 @@ local function main()
   local lua = "lua5.4"
   do local i = -1; while arg[i] do lua = arg[i]; i = i - 1 end end
   local t0 = now()
+  local limit = seconds + 4 * HANG + 60
   local ok, r = pcall(mp.subprocess.run,
     { lua, arg[0], "--inner", dir, tostring(seconds), tostring(kill_every), tostring(seed) },
-    { timeout = seconds + 4 * HANG + 60 })
-  local hang_total = 0
+    { timeout = limit })
+  local run_hung = false
   if not ok then
-    if mp.is_error(r, "Timeout") then hang_total = 1 end
-    io.stderr:write("soak: the run failed: ", tostring(r), "\n")
+    run_hung = mp.is_error(r, "Timeout")
+    io.stderr:write("soak: ", run_hung and ("the run hung: killed after " .. limit .. " s")
+      or ("the run failed: " .. tostring(r)), "\n")
   elseif r.returncode ~= 0 then
     io.stderr:write("soak: the run exited with ", tostring(r.returncode), "\n")
   end
-  mp.sleep(1.2)          -- orphans of a killed run end within 1 s
+  mp.sleep(1.2)          -- the workers of a killed run end within 1 s
 
   local res = {}
   local rpath = dir .. "/result"
@@ -455,27 +464,35 @@ local function main()
     if k then res[k] = tonumber(v) or v end
   end
   local pids = {}
-  for pid in tostring(res.pids or ""):gmatch("%d+") do pids[tonumber(pid)] = true end
+  for pid in (read(dir .. "/pids") or ""):gmatch("%d+") do pids[tonumber(pid)] = true end
   local left = shm_entries(pids)
-  for _, name in ipairs(left) do io.stderr:write("soak: left after exit: /dev/shm/", name, "\n") end
+  for _, name in ipairs(left) do
+    io.stderr:write("soak: left after exit (now removed): /dev/shm/", name, "\n")
+    os.remove("/dev/shm/" .. name)
+  end
   os.execute("rm -rf " .. dir)
 
-  local function n(k) return tonumber(res[k]) or -1 end
   local mib = 1024 * 1024
+  if res.seconds == nil then    -- the run did not get to its counts
+    print(("soak FAILED: the run %s after %.0f s; hangs %d, /dev/shm after exit %d")
+      :format(run_hung and "hung" or "failed", now() - t0, run_hung and 1 or 0, #left))
+    os.exit(1)
+  end
+  local function n(k) return tonumber(res[k]) or -1 end
   local rss_max = math.max(n("rss_parent"), n("rss_producer1"), n("rss_consumer1"))
-  local failed = not ok or r.returncode ~= 0 or res.seconds == nil
+  local failed = not ok or r.returncode ~= 0
     or n("lost") ~= 0 or n("duplicated") ~= 0 or n("corrupted") ~= 0 or n("hangs") ~= 0
-    or hang_total ~= 0 or n("crashes") ~= 0 or n("stranded") ~= 0
+    or n("crashes") ~= 0 or n("stranded") ~= 0
     or res.rss_seen ~= "true" or rss_max > RSS_LIMIT
     or (n("shm_orphans") ~= 0 and not tolerate) or n("shm_after_cleanup") ~= 0 or #left ~= 0
-  print(("soak %s: %.0f s, %d messages, %.0f MiB (%d received, %d missing, %d taken by killed consumers),"
-    .. " lost %d, duplicated %d, corrupted %d, hangs %d, crashes %d, stranded %d,"
-    .. " kills %d+%d, rss growth parent/producer/consumer %.1f/%.1f/%.1f MiB,"
-    .. " /dev/shm orphans %d%s, after cleanup %d, after exit %d, %.1f s wall")
+  print(("soak %s: %.0f s, %d messages, %.0f MiB (%d received, %d missing,"
+    .. " %d taken by killed consumers), lost %d, duplicated %d, corrupted %d, hangs %d,"
+    .. " crashes %d, stranded %d, kills %d+%d, rss growth parent/producer/consumer"
+    .. " %.1f/%.1f/%.1f MiB, /dev/shm orphans %d%s, after cleanup %d, after exit %d,"
+    .. " %.1f s wall")
     :format(failed and "FAILED" or "ok", n("seconds"), n("messages"), n("bytes") / mib,
-      n("received"),
-      n("missing"), math.min(n("missing"), n("allowance")), n("lost"), n("duplicated"),
-      n("corrupted"), n("hangs") + hang_total, n("crashes"), n("stranded"),
+      n("received"), n("missing"), math.min(n("missing"), n("allowance")), n("lost"),
+      n("duplicated"), n("corrupted"), n("hangs"), n("crashes"), n("stranded"),
       n("killed_producers"), n("killed_consumers"), n("rss_parent") / mib,
       n("rss_producer1") / mib, n("rss_consumer1") / mib, n("shm_orphans"),
       (tolerate and n("shm_orphans") > 0) and " (tolerated)" or "",

@@ -55,7 +55,7 @@ docscov:
 	@$(ENV) $(LUA) tools/docscov.lua
 
 bench: build
-	@sh tools/deps.sh python3 gcc
+	@sh tools/deps.sh python3 gcc parallel
 	@sh bench/run.sh
 
 # The queue soak (issue 12): 4 producers x 4 consumers, one of each SIGKILLed

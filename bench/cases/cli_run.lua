@@ -22,7 +22,8 @@ local NFN = 1000
 local WORK = 20000       -- loop iterations per Lua job (about 0.1-0.2 ms)
 
 local ROOT = os.getenv("PWD")
-local MPROC = ROOT .. "/bin/mproc"
+-- run.sh's LUA_CPATH is relative to the checkout; the commands run in dir
+local MPROC = ("LUA_CPATH=%s %s/bin/mproc"):format("'" .. ROOT .. "/build/?.so;;'", ROOT)
 
 local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 

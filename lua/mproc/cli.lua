@@ -1,7 +1,8 @@
 -- The `mproc` command (bin/mproc): `mproc run jobs.lua ...` runs a jobs file
 -- (docs/cli.md is the contract), `mproc worker ...` serves a cluster queue.
--- Shell jobs run under setsid(1): each is the leader of its own session and
--- process group, so a timeout or an interrupt ends the whole group.
+-- Shell jobs start in a session of their own (Popen's start_new_session:
+-- setsid in the spawned child, no extra program), so a timeout or an
+-- interrupt ends the whole process group.
 local mp = require "mproc"
 local core = require "mproc.core"
 local sched = require "mproc.sched"
@@ -128,10 +129,6 @@ local function mkdir_p(dir)
   return ok == true
 end
 
-local function have_setsid()
-  return os.execute("command -v setsid >/dev/null 2>&1") == true
-end
-
 local function read_state(path)
   local f = io.open(path, "r")
   if not f then return {} end
@@ -200,9 +197,8 @@ local function remote_shell(argv, opts)
   return { returncode = r.returncode, stdout = r.stdout, stderr = r.stderr }
 end
 
-local function shell_argv(job, setsid)
+local function shell_argv(job)
   local argv = {}
-  if setsid then argv[1] = "setsid" end
   if job.env then
     local keys = {}
     for k in pairs(job.env) do keys[#keys + 1] = k end
@@ -263,7 +259,7 @@ local function run_cmd(o)
     local out = {}
     for _, job in ipairs(order) do
       local what = type(job.cmd) == "string" and job.cmd
-        or job.cmd and table.concat(shell_argv({ cmd = job.cmd }, false), " ")
+        or job.cmd and table.concat(shell_argv({ cmd = job.cmd }), " ")
         or "<lua function>"
       if o.json then
         out[#out + 1] = { name = job.name,
@@ -282,15 +278,6 @@ local function run_cmd(o)
     return 0
   end
 
-  local setsid = have_setsid()
-  if not setsid and not cluster then
-    for _, job in ipairs(order) do
-      if job.cmd then
-        io.stderr:write("mproc run: the setsid program (util-linux) is needed to run shell jobs\n")
-        return 2
-      end
-    end
-  end
   if not mkdir_p(o.log_dir) then
     io.stderr:write(("mproc run: cannot create the log directory %s\n"):format(o.log_dir))
     return 2
@@ -347,8 +334,9 @@ local function run_cmd(o)
       if errf then errf:close() end
       return false, "cannot open its log files: " .. tostring(e1 or e2)
     end
-    local ok, p = pcall(mp.subprocess.Popen, shell_argv(job, true),
-      { stdin = "devnull", stdout = outf, stderr = errf, cwd = job.cwd })
+    local ok, p = pcall(mp.subprocess.Popen, shell_argv(job),
+      { stdin = "devnull", stdout = outf, stderr = errf, cwd = job.cwd,
+        start_new_session = true })
     outf:close()
     if not ok then
       local msg = tostring(p)
@@ -391,7 +379,7 @@ local function run_cmd(o)
       write_file(job.err_path, "")
       r = pool:apply_async(fn_runner, args, { timeout = job.timeout })
     else
-      local argv = shell_argv(job, false)
+      local argv = shell_argv(job)
       r = pool:apply_async(remote_shell, { argv, { capture = true, cwd = job.cwd,
         timeout = job.timeout } })
     end

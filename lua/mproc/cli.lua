@@ -163,7 +163,13 @@ end
 
 -- {{{ running one attempt
 -- Runs in a pool worker: print and io.write go to the job's .out file.
-local function fn_runner(fn, info, out_path)
+local function fn_runner(fn, info, out_path, err_path)
+  -- a local pool's worker makes both logs: two jobs' files are created at
+  -- once on two workers instead of one after the other by the runner
+  if err_path then
+    local err = io.open(err_path, "w")
+    if err then err:close() end
+  end
   local out = io.open(out_path, "w")
   local saved_print, saved_out = print, io.output()
   if out then
@@ -375,8 +381,8 @@ local function run_cmd(o)
     local r, args
     if job.fn then
       args = { job.fn, { name = job.name, attempt = job.attempt, env = job.env, cwd = job.cwd,
-        out = job.out_path, err = job.err_path }, job.out_path }
-      write_file(job.err_path, "")
+        out = job.out_path, err = job.err_path }, job.out_path, not cluster and job.err_path }
+      if cluster then write_file(job.err_path, "") end
       r = pool:apply_async(fn_runner, args, { timeout = job.timeout })
     else
       local argv = shell_argv(job)

@@ -375,7 +375,7 @@ local function inner(dir, seconds, kill_every, seed)
     end
     if open and killed_logs[log] then allowance = allowance + 1 end
   end
-  local missing, dup, received = 0, 0, 0
+  local missing, dup, received, uncounted = 0, 0, 0, 0
   for inc = 1, nextinc do
     local c = committed[inc]
     for seq = 1, c do
@@ -388,6 +388,7 @@ local function inner(dir, seconds, kill_every, seed)
     if extra and killed_inc[inc] then    -- put finished, counter not yet written
       if extra > 1 then dup = dup + extra - 1 end
       received = received + extra
+      uncounted = uncounted + 1
       seen[inc .. ":" .. (c + 1)] = nil
     end
     res.messages = res.messages + c
@@ -397,6 +398,7 @@ local function inner(dir, seconds, kill_every, seed)
     note("message " .. id .. " was never put")
   end
   res.received, res.missing, res.allowance = received, missing, allowance
+  res.uncounted = uncounted
   res.lost = math.max(0, missing - allowance)
   res.duplicated, res.corrupted = dup, corrupted
 
@@ -485,14 +487,15 @@ local function main()
     or n("crashes") ~= 0 or n("stranded") ~= 0
     or res.rss_seen ~= "true" or rss_max > RSS_LIMIT
     or (n("shm_orphans") ~= 0 and not tolerate) or n("shm_after_cleanup") ~= 0 or #left ~= 0
-  print(("soak %s: %.0f s, %d messages, %.0f MiB (%d received, %d missing,"
+  print(("soak %s: %.0f s, %d messages, %.0f MiB (%d received, %d of them put by a"
+    .. " killed producer that had not counted them yet; %d missing,"
     .. " %d taken by killed consumers), lost %d, duplicated %d, corrupted %d, hangs %d,"
     .. " crashes %d, stranded %d, kills %d+%d, rss growth parent/producer/consumer"
     .. " %.1f/%.1f/%.1f MiB, /dev/shm orphans %d%s, after cleanup %d, after exit %d,"
     .. " %.1f s wall")
     :format(failed and "FAILED" or "ok", n("seconds"), n("messages"), n("bytes") / mib,
-      n("received"), n("missing"), math.min(n("missing"), n("allowance")), n("lost"),
-      n("duplicated"), n("corrupted"), n("hangs"), n("crashes"), n("stranded"),
+      n("received"), n("uncounted"), n("missing"), math.min(n("missing"), n("allowance")),
+      n("lost"), n("duplicated"), n("corrupted"), n("hangs"), n("crashes"), n("stranded"),
       n("killed_producers"), n("killed_consumers"), n("rss_parent") / mib,
       n("rss_producer1") / mib, n("rss_consumer1") / mib, n("shm_orphans"),
       (tolerate and n("shm_orphans") > 0) and " (tolerated)" or "",

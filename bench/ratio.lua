@@ -20,6 +20,7 @@ local function fmt(v, unit)
     if v < 1 then return ("%.3f ms"):format(v * 1e3) end
     return ("%.3f s"):format(v)
   end
+  if unit == "x" then return ("%.2f x"):format(v) end     -- a ratio to an anchor
   if v >= 1e6 then return ("%.2fM %s"):format(v / 1e6, unit) end
   if v >= 1e3 then return ("%.1fk %s"):format(v / 1e3, unit) end
   return ("%.1f %s"):format(v, unit)

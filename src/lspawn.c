@@ -74,7 +74,7 @@ static char **strarray(lua_State *L, int idx, lua_Integer n) {
   return a;
 }
 
-/* spawn(argv, cwd|nil, envlist|nil, m0, fd0, m1, fd1, m2, fd2)
+/* spawn(argv, cwd|nil, envlist|nil, m0, fd0, m1, fd1, m2, fd2 [, new_session])
  *   -> true, popen | false, "OSError", msg, errno
  * argv and envlist are lists of strings ("K=V"); the Lua layer checked
  * every argument. */
@@ -92,6 +92,7 @@ static int l_spawn(lua_State *L) {
     o.mode[i] = (int)luaL_checkinteger(L, 4 + 2 * i);
     o.fd[i] = (int)luaL_optinteger(L, 5 + 2 * i, -1);
   }
+  o.new_session = lua_toboolean(L, 10);
   lua_settop(L, 9);
   o.argv = strarray(L, 1, n);
   if (!lua_isnil(L, 3)) {

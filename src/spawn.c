@@ -129,8 +129,20 @@ int mproc_spawn(const mproc_spawn_opts *o, pid_t *pid, int pipes[3]) {
     sigemptyset(&set);
     err = posix_spawnattr_setsigmask(&at, &set);
   }
-  if (!err)
-    err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  if (!err) {
+    short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+    if (o->new_session) {
+      /* a session (and process group) of its own: killpg(pid) ends the whole
+       * tree; without POSIX_SPAWN_SETSID, at least a group of its own */
+#ifdef POSIX_SPAWN_SETSID
+      flags |= POSIX_SPAWN_SETSID;
+#else
+      flags |= POSIX_SPAWN_SETPGROUP;
+      err = posix_spawnattr_setpgroup(&at, 0);
+#endif
+    }
+    if (!err) err = posix_spawnattr_setflags(&at, flags);
+  }
   if (!err) {
     const char *file = o->argv[0];
     if (strchr(file, '/'))

@@ -26,6 +26,7 @@ typedef struct mproc_spawn_opts {
   const char *cwd;              /* NULL: the parent's */
   int mode[3];                  /* MPROC_STDIO_* for fds 0, 1, 2 */
   int fd[3];                    /* for MPROC_STDIO_FD */
+  int new_session;              /* setsid() in the child (or its own group) */
 } mproc_spawn_opts;
 
 /* Starts the program.  Returns 0 with *pid set and pipes[i] the parent's

@@ -52,7 +52,7 @@ for f in "$@"; do
   after_file "$tok" "$marker" >>"$out" || { [ $rc -eq 0 ] && rc=3; }
   rm -f "$marker"
   cat "$out"
-  line=$(grep -aE '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)
+  line=$(grep -aE '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)
   s=$(echo "$line" | grep -oE '[0-9]+ success' | grep -oE '[0-9]+')
   fl=$(echo "$line" | grep -oE '[0-9]+ failure' | grep -oE '[0-9]+')
   e=$(echo "$line" | grep -oE '[0-9]+ error' | grep -oE '[0-9]+')

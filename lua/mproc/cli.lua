@@ -1,7 +1,8 @@
 -- The `mproc` command (bin/mproc): `mproc run jobs.lua ...` runs a jobs file
 -- (docs/cli.md is the contract), `mproc worker ...` serves a cluster queue.
--- Shell jobs run under setsid(1): each is the leader of its own session and
--- process group, so a timeout or an interrupt ends the whole group.
+-- Shell jobs start in a session of their own (Popen's start_new_session:
+-- setsid in the spawned child, no extra program), so a timeout or an
+-- interrupt ends the whole process group.
 local mp = require "mproc"
 local core = require "mproc.core"
 local sched = require "mproc.sched"
@@ -128,10 +129,6 @@ local function mkdir_p(dir)
   return ok == true
 end
 
-local function have_setsid()
-  return os.execute("command -v setsid >/dev/null 2>&1") == true
-end
-
 local function read_state(path)
   local f = io.open(path, "r")
   if not f then return {} end
@@ -166,7 +163,13 @@ end
 
 -- {{{ running one attempt
 -- Runs in a pool worker: print and io.write go to the job's .out file.
-local function fn_runner(fn, info, out_path)
+local function fn_runner(fn, info, out_path, err_path)
+  -- a local pool's worker makes both logs: two jobs' files are created at
+  -- once on two workers instead of one after the other by the runner
+  if err_path then
+    local err = io.open(err_path, "w")
+    if err then err:close() end
+  end
   local out = io.open(out_path, "w")
   local saved_print, saved_out = print, io.output()
   if out then
@@ -200,9 +203,8 @@ local function remote_shell(argv, opts)
   return { returncode = r.returncode, stdout = r.stdout, stderr = r.stderr }
 end
 
-local function shell_argv(job, setsid)
+local function shell_argv(job)
   local argv = {}
-  if setsid then argv[1] = "setsid" end
   if job.env then
     local keys = {}
     for k in pairs(job.env) do keys[#keys + 1] = k end
@@ -263,7 +265,7 @@ local function run_cmd(o)
     local out = {}
     for _, job in ipairs(order) do
       local what = type(job.cmd) == "string" and job.cmd
-        or job.cmd and table.concat(shell_argv({ cmd = job.cmd }, false), " ")
+        or job.cmd and table.concat(shell_argv({ cmd = job.cmd }), " ")
         or "<lua function>"
       if o.json then
         out[#out + 1] = { name = job.name,
@@ -282,15 +284,6 @@ local function run_cmd(o)
     return 0
   end
 
-  local setsid = have_setsid()
-  if not setsid and not cluster then
-    for _, job in ipairs(order) do
-      if job.cmd then
-        io.stderr:write("mproc run: the setsid program (util-linux) is needed to run shell jobs\n")
-        return 2
-      end
-    end
-  end
   if not mkdir_p(o.log_dir) then
     io.stderr:write(("mproc run: cannot create the log directory %s\n"):format(o.log_dir))
     return 2
@@ -347,8 +340,9 @@ local function run_cmd(o)
       if errf then errf:close() end
       return false, "cannot open its log files: " .. tostring(e1 or e2)
     end
-    local ok, p = pcall(mp.subprocess.Popen, shell_argv(job, true),
-      { stdin = "devnull", stdout = outf, stderr = errf, cwd = job.cwd })
+    local ok, p = pcall(mp.subprocess.Popen, shell_argv(job),
+      { stdin = "devnull", stdout = outf, stderr = errf, cwd = job.cwd,
+        start_new_session = true })
     outf:close()
     if not ok then
       local msg = tostring(p)
@@ -387,11 +381,11 @@ local function run_cmd(o)
     local r, args
     if job.fn then
       args = { job.fn, { name = job.name, attempt = job.attempt, env = job.env, cwd = job.cwd,
-        out = job.out_path, err = job.err_path }, job.out_path }
-      write_file(job.err_path, "")
+        out = job.out_path, err = job.err_path }, job.out_path, not cluster and job.err_path }
+      if cluster then write_file(job.err_path, "") end
       r = pool:apply_async(fn_runner, args, { timeout = job.timeout })
     else
-      local argv = shell_argv(job, false)
+      local argv = shell_argv(job)
       r = pool:apply_async(remote_shell, { argv, { capture = true, cwd = job.cwd,
         timeout = job.timeout } })
     end
@@ -419,7 +413,7 @@ local function run_cmd(o)
     return false, tostring(a)
   end
 
-  local pump
+  local pump, succeeded
 
   local function run_job(job)
     local why
@@ -445,6 +439,7 @@ local function run_cmd(o)
       finish(job, "ok")
       done_state[job.name] = hashes[job.name]
       state_dirty = true
+      succeeded(job)
     else
       finish(job, "failed", why)
       if not o.keep_going then stopping = true end
@@ -454,30 +449,63 @@ local function run_cmd(o)
     pump()
   end
 
-  local ready_from = 1
+  -- Jobs whose deps have all succeeded wait in a heap ordered by their
+  -- place in `order`, so they start in that order; a job's count of
+  -- unfinished deps drops as each dep succeeds (no rescan of the list per
+  -- finished job: 10 000 jobs would cost 10 000 scans).
+  local heap = {}
+  local function push(job)
+    local i = #heap + 1
+    heap[i] = job
+    while i > 1 do
+      local up = i // 2
+      if heap[up].idx <= job.idx then break end
+      heap[i], heap[up] = heap[up], job
+      i = up
+    end
+  end
+  local function pop()
+    local n = #heap
+    local top, last = heap[1], heap[n]
+    heap[n] = nil
+    n = n - 1
+    if n > 0 then
+      local i = 1
+      while true do
+        local c = 2 * i
+        if c > n then break end
+        if c < n and heap[c + 1].idx < heap[c].idx then c = c + 1 end
+        if heap[c].idx >= last.idx then break end
+        heap[i] = heap[c]
+        i = c
+      end
+      heap[i] = last
+    end
+    return top
+  end
+  for k, job in ipairs(order) do
+    job.idx, job.waiting = k, 0
+    for _, d in ipairs(job.deps) do
+      if byname[d].status ~= "cached" then job.waiting = job.waiting + 1 end
+    end
+    if job.status == "pending" and job.waiting == 0 then push(job) end
+  end
+  succeeded = function(job)
+    for _, dj in ipairs(dependents[job.name] or {}) do
+      dj.waiting = dj.waiting - 1
+      if dj.waiting == 0 and dj.status == "pending" then push(dj) end
+    end
+  end
+
   pump = function()
     if stopping then return end
-    for k = ready_from, #order do
-      if run.nrunning >= nprocs then break end
-      local job = order[k]
+    while run.nrunning < nprocs and #heap > 0 do
+      local job = pop()
       if job.status == "pending" and not run.running[job] then
-        local ready = true
-        for _, d in ipairs(job.deps) do
-          local s = byname[d].status
-          if s ~= "ok" and s ~= "cached" then ready = false break end
-        end
-        if ready then
-          run.running[job] = true
-          run.nrunning = run.nrunning + 1
-          job.status = "pending"
-          mp.spawn(run_job, job)
-        end
+        run.running[job] = true
+        run.nrunning = run.nrunning + 1
+        mp.spawn(run_job, job)
       end
-    end
-    -- jobs settled or started never need starting again: scan after them
-    while ready_from <= #order and (order[ready_from].status ~= "pending"
-           or run.running[order[ready_from]]) do
-      ready_from = ready_from + 1
     end
   end
 

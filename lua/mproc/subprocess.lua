@@ -20,15 +20,16 @@ local function got(v) return v == nil and "no value" or typename(v) end
 -- The options each function takes; `capture_output` and `text` are
 -- Python's spellings (text is a no-op: Lua strings are bytes either way).
 local POPEN_OPTS = { stdin = true, stdout = true, stderr = true, cwd = true, env = true,
-                     shell = true, text = true, universal_newlines = true }
+                     shell = true, text = true, universal_newlines = true,
+                     start_new_session = true }
 local RUN_OPTS = { input = true, capture = true, capture_output = true, timeout = true,
                    check = true }
 for k in pairs(POPEN_OPTS) do RUN_OPTS[k] = true end
 
 local function check_opts(opts, allowed, n, fname)
   opts = util.check_opts(opts, allowed, fname, n, 1)
-  for _, k in ipairs({ "shell", "text", "universal_newlines", "capture", "capture_output",
-                       "check" }) do
+  for _, k in ipairs({ "shell", "text", "universal_newlines", "start_new_session", "capture",
+                       "capture_output", "check" }) do
     if allowed[k] then util.opt_boolean(opts, k, fname, n, 1) end
   end
   return opts
@@ -222,7 +223,8 @@ local function popen(argv, opts, fname, lvl)
   local m0, f0 = stdio_of(opts.stdin, "stdin", 2, fname)
   local m1, f1 = stdio_of(opts.stdout, "stdout", 2, fname)
   local m2, f2 = stdio_of(opts.stderr, "stderr", 2, fname)
-  local ok, ud, msg, errno = core.spawn(cmd, opts.cwd, env, m0, f0, m1, f1, m2, f2)
+  local ok, ud, msg, errno = core.spawn(cmd, opts.cwd, env, m0, f0, m1, f1, m2, f2,
+    opts.start_new_session == true)
   if not ok then
     -- posix_spawn reports a bad cwd like a missing program: tell them apart
     if opts.cwd then

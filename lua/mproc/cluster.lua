@@ -40,7 +40,7 @@ local GROUP = "mproc"
 local READ_BLOCK_MS = 1000  -- a pending XREAD returns this often
 local AHEAD = 64            -- imap: chunks read ahead
 local XADD_BATCH = 512      -- map: XADDs per pipeline
-local RESULT_TTL = 86400    -- a result stream nobody reads expires
+local RETRY_EVERY = 0.5     -- seconds between tries to reach a Redis that is down
 
 local M = { GROUP = GROUP }
 
@@ -394,15 +394,35 @@ local function pump_body(self)
   if self._ntasks == 0 and not self._keep_source then sched.remove_source(self) end
 end
 
-function Pool:_pump()
+-- A lost connection does not raise from here (any wait of the program
+-- pumps us): it is kept in _down, retried now and then, and raised by the
+-- pool's own waits (r:get(), join, imap).
+function Pool:_pump(now_please)
   if self._pumping or self._state == "TERMINATE" or self._pid ~= core.getpid() then return end
+  if self._down and not now_please and now() < self._retry_at then return end
   self._pumping = true
   local ok, err = pcall(pump_body, self)
   self._pumping = false
-  if not ok then
-    if errors.is_error(err, "OSError") then self._rlink:close() end
+  if ok then
+    self._down = nil
+  elseif errors.is_error(err, "OSError") then
+    self._rlink:close()
+    self._reading = false
+    self._down, self._retry_at = err, now() + RETRY_EVERY
+  else
     error(err, 0)
   end
+end
+
+-- Waits until pred() or the deadline; raises the OSError of a lost
+-- connection (after one more try).
+local function pool_wait(self, pred, deadline)
+  if pred() then return true end
+  if self._down then self:_pump(true) end
+  if not pred() and self._down then error(self._down, 0) end
+  local ok = sched.wait_event(function() return pred() or self._down ~= nil end, deadline)
+  if not pred() and self._down then error(self._down, 0) end
+  return ok
 end
 
 function Pool:_poll() self:_pump() end
@@ -417,12 +437,13 @@ function Pool:_wait_fds(fds, modes, n)
 end
 
 function Pool:_timer()
+  if self._down then return self._retry_at end
   if self._ntasks > 0 then return now() + (self._reading and 1 or 0.2) end
   return nil
 end
 
 function Pool:_await(r, deadline)
-  return sched.wait_event(function() return r._done end, deadline)
+  return pool_wait(self, function() return r._done end, deadline)
 end
 
 local CANCEL_SCRIPT = [[
@@ -798,7 +819,7 @@ local function imap(self, fname, fn, items, opts, ordered)
         end
         return nil
       end
-      sched.wait_event(have, nil)
+      pool_wait(self, have, nil)
     end
     local idx
     if ordered then
@@ -888,7 +909,7 @@ function Pool:join(timeout)
   util.check_timeout(timeout, 1, "join")
   if self._state == "RUN" then error("pool is still running", 2) end
   if self._state == "CLOSE" then
-    local ok = sched.wait_event(function() return self._ntasks == 0 end, sched.deadline(timeout))
+    local ok = pool_wait(self, function() return self._ntasks == 0 end, sched.deadline(timeout))
     if not ok then return false end
     stop_local_worker(self, false)
     shut(self)

@@ -305,7 +305,7 @@ function M.serve(o)
     local deadline = min_deadline(now() + SCAN_EVERY, nheld > 0 and next_renew or nil)
     sched.wait_many(function()
       local fd = intake and ilink:fileno()
-      return { fd }, false
+      return { fd or nil }, false
     end, function()
       if stopping() and not stop then return true end
       poll_intake()
@@ -325,6 +325,8 @@ function M.serve(o)
       ilink:close()
       link:close()
       core.sleep(0.5)
+      -- a Redis that came back empty has no group: make it again
+      pcall(cluster.ensure_group, link, queue)
       return false
     end
     if errors.is_error(err, "Interrupted") then return true end

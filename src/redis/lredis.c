@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 
@@ -134,6 +135,35 @@ static int push_result(lua_State *L, redisReply *r) {
  * Commands
  * ======================================================================= */
 
+/* A write to a connection the server closed must not end the process
+ * with SIGPIPE: the signal is blocked around each call that writes, and
+ * one it raised is taken back before unblocking. */
+typedef struct { sigset_t old; int was_pending; } pipeguard;
+
+static void guard_on(pipeguard *g) {
+  sigset_t set, pend;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  sigemptyset(&pend);
+  sigpending(&pend);
+  g->was_pending = sigismember(&pend, SIGPIPE);
+  sigprocmask(SIG_BLOCK, &set, &g->old);
+}
+
+static void guard_off(pipeguard *g) {
+  if (!g->was_pending) {
+    sigset_t set, pend;
+    struct timespec zero = {0, 0};
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pend);
+    sigpending(&pend);
+    if (sigismember(&pend, SIGPIPE))
+      while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {}
+  }
+  sigprocmask(SIG_SETMASK, &g->old, NULL);
+}
+
 /* Appends the command in the table at `idx` (strings and numbers). */
 static int append_argv(lua_State *L, rconn *c, int idx) {
   lua_Integer n, i;
@@ -163,8 +193,13 @@ static int append_argv(lua_State *L, rconn *c, int idx) {
 static int c_command(lua_State *L) {
   rconn *c = check_conn(L);
   void *r = NULL;
-  if (append_argv(L, c, 2) != REDIS_OK || redisGetReply(c->ctx, &r) != REDIS_OK || !r)
-    return fail_ctx(L, c, "command failed");
+  pipeguard g;
+  int ok;
+  if (append_argv(L, c, 2) != REDIS_OK) return fail_ctx(L, c, "command failed");
+  guard_on(&g);
+  ok = redisGetReply(c->ctx, &r) == REDIS_OK && r != NULL;
+  guard_off(&g);
+  if (!ok) return fail_ctx(L, c, "command failed");
   return push_result(L, (redisReply *)r);
 }
 
@@ -183,7 +218,12 @@ static int c_pipeline(lua_State *L) {
   lua_createtable(L, (int)n, 1);
   for (i = 1; i <= n; i++) {
     void *r = NULL;
-    if (redisGetReply(c->ctx, &r) != REDIS_OK || !r) return fail_ctx(L, c, "command failed");
+    pipeguard g;
+    int ok;
+    guard_on(&g);
+    ok = redisGetReply(c->ctx, &r) == REDIS_OK && r != NULL;
+    guard_off(&g);
+    if (!ok) return fail_ctx(L, c, "command failed");
     push_reply(L, (redisReply *)r, 0);
     freeReplyObject(r);
     lua_rawseti(L, -2, i);
@@ -198,10 +238,13 @@ static int c_pipeline(lua_State *L) {
 /* c:append(argv) -> true | false, "OSError", msg: queued, and written out. */
 static int c_append(lua_State *L) {
   rconn *c = check_conn(L);
-  int done = 0;
+  int done = 0, ok = 1;
+  pipeguard g;
   if (append_argv(L, c, 2) != REDIS_OK) return fail_ctx(L, c, "command failed");
-  while (!done)
-    if (redisBufferWrite(c->ctx, &done) != REDIS_OK) return fail_ctx(L, c, "write failed");
+  guard_on(&g);
+  while (!done && ok) ok = redisBufferWrite(c->ctx, &done) == REDIS_OK;
+  guard_off(&g);
+  if (!ok) return fail_ctx(L, c, "write failed");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -210,7 +253,12 @@ static int c_append(lua_State *L) {
 static int c_reply(lua_State *L) {
   rconn *c = check_conn(L);
   void *r = NULL;
-  if (redisGetReply(c->ctx, &r) != REDIS_OK || !r) return fail_ctx(L, c, "reply failed");
+  pipeguard g;
+  int ok;
+  guard_on(&g);
+  ok = redisGetReply(c->ctx, &r) == REDIS_OK && r != NULL;
+  guard_off(&g);
+  if (!ok) return fail_ctx(L, c, "reply failed");
   return push_result(L, (redisReply *)r);
 }
 

@@ -114,9 +114,23 @@ function Link:conn()
   return c2
 end
 
+-- Calls conn:method(arg); a connection that was up and failed (the server
+-- restarted, say) is made again and the call tried once more.  A task
+-- sent twice this way is harmless: its second result is dropped.
+local function call(self, method, arg)
+  local fresh = not (self.c and not self.c:closed())
+  local c = self:conn()
+  local ok, v, msg = c[method](c, arg)
+  if not ok and v ~= "reply" and not fresh then
+    c = self:conn()
+    ok, v, msg = c[method](c, arg)
+  end
+  return ok, v, msg
+end
+
 -- One command: its reply; an error reply raises OSError too.
 function Link:cmd(argv)
-  local ok, v, msg = self:conn():command(argv)
+  local ok, v, msg = call(self, "command", argv)
   if ok then return v end
   if v == "reply" then oserror(self, ("redis %s: %s: %s"):format(self.u.addr, argv[1], msg)) end
   oserror(self, msg)
@@ -124,7 +138,7 @@ end
 
 -- One command: true, reply or false, the error reply's text.
 function Link:try(argv)
-  local ok, v, msg = self:conn():command(argv)
+  local ok, v, msg = call(self, "command", argv)
   if ok then return true, v end
   if v == "reply" then return false, msg end
   oserror(self, msg)
@@ -132,7 +146,7 @@ end
 
 -- Many commands in one round trip: their replies ({err = text} for errors).
 function Link:pipe(list)
-  local ok, v, msg = self:conn():pipeline(list)
+  local ok, v, msg = call(self, "pipeline", list)
   if ok then return v end
   oserror(self, msg)
 end
@@ -407,6 +421,7 @@ function Pool:_pump(now_please)
     self._down = nil
   elseif errors.is_error(err, "OSError") then
     self._rlink:close()
+    self._link:close()
     self._reading = false
     self._down, self._retry_at = err, now() + RETRY_EVERY
   else
@@ -416,12 +431,17 @@ end
 
 -- Waits until pred() or the deadline; raises the OSError of a lost
 -- connection (after one more try).
-local function pool_wait(self, pred, deadline)
+local pool_wait
+function pool_wait(self, pred, deadline)
   if pred() then return true end
   if self._down then self:_pump(true) end
   if not pred() and self._down then error(self._down, 0) end
   local ok = sched.wait_event(function() return pred() or self._down ~= nil end, deadline)
-  if not pred() and self._down then error(self._down, 0) end
+  if not pred() and self._down then
+    self:_pump(true)  -- one more try: a stale connection is made again
+    if self._down then error(self._down, 0) end
+    return pool_wait(self, pred, deadline)
+  end
   return ok
 end
 

@@ -17,6 +17,8 @@ dependencies = {
 }
 external_dependencies = {
   CRYPTO = { library = "crypto" },
+  -- mproc.redis (mp.cluster): Debian libhiredis-dev
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
 build = {
   type = "builtin",
@@ -35,6 +37,12 @@ build = {
       },
       libraries = { "crypto" },
     },
+    ["mproc.redis"] = {
+      sources = { "src/redis/lredis.c" },
+      libraries = { "hiredis" },
+      incdirs = { "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(HIREDIS_LIBDIR)" },
+    },
     ["mproc"] = "lua/mproc.lua",
     ["mproc.errors"] = "lua/mproc/errors.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
@@ -51,6 +59,8 @@ build = {
     ["mproc.pool"] = "lua/mproc/pool.lua",
     ["mproc.result"] = "lua/mproc/result.lua",
     ["mproc.progress"] = "lua/mproc/progress.lua",
+    ["mproc.cluster"] = "lua/mproc/cluster.lua",
+    ["mproc.cluster.worker"] = "lua/mproc/cluster/worker.lua",
     ["mproc.cli"] = "lua/mproc/cli.lua",
     ["mproc.cli.jobs"] = "lua/mproc/cli/jobs.lua",
     ["mproc.cli.status"] = "lua/mproc/cli/status.lua",

@@ -255,7 +255,8 @@ function M.run_task(d)
     local function handler(e) return { e, errs_mod.traceback(e, 2) } end
     local items = t.i
     for i = 1, t.n do
-      local it, ok, v = items[i], nil, nil
+      local it = items[i]
+      local ok, v
       if t.s then ok, v = xpcall(fn, handler, table.unpack(it, 1, it.n or #it))
       else ok, v = xpcall(fn, handler, it) end
       if ok then out[i] = v
@@ -354,7 +355,8 @@ local function on_result(self, f, dead)
   if job then
     if err then return job:fail(task.first, task.count, err) end
     if type(v) ~= "table" or type(v.v) ~= "table" then
-      return job:fail(task.first, task.count, errnew("RemoteError", "a worker sent a malformed result"))
+      return job:fail(task.first, task.count,
+        errnew("RemoteError", "a worker sent a malformed result"))
     end
     job:deliver(task.first, task.count, v.v, v.e)
   elseif err then

@@ -93,7 +93,8 @@ function M.serve(o)
 
   -- Files the entry in <queue>:dead; a client named by it hears why.
   local function refuse(eid, f, reason)
-    local cmds = { dead_argv(eid, f, reason), { "XACK", queue, GROUP, eid }, { "XDEL", queue, eid } }
+    local cmds = { dead_argv(eid, f, reason), { "XACK", queue, GROUP, eid },
+                   { "XDEL", queue, eid } }
     if f and f.t and f.c and f.c:sub(1, #rprefix) == rprefix then
       cmds[#cmds + 1] = { "XADD", f.c, "*", "t", f.t, "refused", reason }
       cmds[#cmds + 1] = { "EXPIRE", f.c, 86400 }
@@ -127,7 +128,7 @@ function M.serve(o)
         and errors.error_text(f.value) or nil }
       ok, s = core.dumps(body, "error", true)
     end
-    if not ok then ok, s = core.dumps({ k = kind, m = msg }, "error", true) end
+    if not ok then s = select(2, core.dumps({ k = kind, m = msg }, "error", true)) end
     return "\0" .. s
   end
 
@@ -393,7 +394,9 @@ function M.main(argv)
     elseif name == "--processes" or name == "-j" then
       local v = value()
       o.processes = math.tointeger(tonumber(v or ""))
-      if not o.processes or o.processes < 1 then return bad("--processes must be an integer >= 1") end
+      if not o.processes or o.processes < 1 then
+        return bad("--processes must be an integer >= 1")
+      end
     elseif name == "--authkey-file" then keyfile = value()
     elseif name == "-v" or name == "--verbose" then o.verbose = true
     elseif name == "-h" or name == "--help" then io.stdout:write(USAGE) return 0

@@ -33,7 +33,7 @@ build = {
         "src/ring.c", "src/lqueue.c",
         "src/spawn.c", "src/lspawn.c",
         "src/net.c", "src/lnet.c",
-        "src/lpool.c",
+        "src/pool.c", "src/lpool.c",
       },
       libraries = { "crypto" },
     },

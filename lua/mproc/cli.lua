@@ -19,7 +19,8 @@ local USAGE = [[
 usage: mproc run JOBS.lua [-j N] [--keep-going] [--dry-run] [--retries N]
                           [--timeout S] [--log-dir DIR] [--resume STATE]
                           [--url redis://...] [--json]
-       mproc worker --url redis://HOST:PORT/DB --queue NAME [--processes N]
+       mproc worker --url redis://HOST:PORT/DB [--queue NAME] [--processes N]
+                    [--authkey-file F] [-v]
        mproc help
 
 Runs the jobs of a Lua jobs file in parallel, each as soon as its deps have

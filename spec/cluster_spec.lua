@@ -292,6 +292,24 @@ describe("mp.cluster", function()
       assert.is_true(pool:join(10))
     end)
 
+    it("mproc worker ends on SIGTERM (exit 0) after its running task stored its result",
+      function()
+      local q = new_queue()
+      local w = start_worker(q, { processes = 1 })
+      local pool <close> = pool_for(q)
+      local mark = dir .. "/runs-term"
+      local r = pool:apply_async(function(path)
+        local f = io.open(path, "a"); f:write("run\n"); f:close()
+        require("mproc").sleep(0.5)
+        return "finished"
+      end, { mark })
+      assert.is_true(support.wait_until(function() return lines(mark) == 1 end, 10))
+      w:terminate()
+      assert.equal(0, w:wait(15))
+      assert.equal("finished", r:get(10))
+      assert.matches("stopped", support.read_file(w.log), 1, true)
+    end)
+
     it("a stalled worker (SIGSTOP) past its lease: the task runs elsewhere, "
       .. "the late result is dropped", function()
       local q = new_queue()

@@ -31,6 +31,11 @@ build/mproc/redis.so: src/redis/lredis.c Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALLCFLAGS) -shared -o $@ src/redis/lredis.c -lhiredis
 
+build-asan/mproc/redis.so: src/redis/lredis.c Makefile
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	  -fno-sanitize-recover=undefined -fPIC $(LUA_INC) -shared -o $@ src/redis/lredis.c -lhiredis
+
 build-asan/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -54,7 +59,7 @@ specs: build
 	@sh tools/run-specs.sh build $(SPEC)
 
 # All specs against an AddressSanitizer + UBSan build of the C module.
-test-asan: deps-test build-asan/mproc/core.so
+test-asan: deps-test build-asan/mproc/core.so $(REDIS_SO:build/%=build-asan/%)
 	@MPROC_ASAN=1 sh tools/run-specs.sh build-asan
 
 lint:

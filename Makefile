@@ -10,17 +10,31 @@ LIBS     := -lcrypto -lpthread $(shell [ "$$(uname)" = Linux ] && echo -lrt)
 SRC      := $(sort $(wildcard src/*.c))
 HDR      := $(wildcard src/*.h)
 PKGS_RUN  := lua5.4 liblua5.4-dev gcc make libc6-dev libssl-dev
-PKGS_TEST := $(PKGS_RUN) lua-busted lua-check luarocks procps lua-luv tmux
+PKGS_TEST := $(PKGS_RUN) lua-busted lua-check luarocks procps lua-luv tmux \
+             libhiredis-dev redis-server
+# mproc.redis (the cluster pool's Redis client) is built when hiredis is
+# installed; without it only mp.cluster is unavailable.
+HAVE_HIREDIS := $(shell [ -f /usr/include/hiredis/hiredis.h ] && echo yes)
+REDIS_SO := $(if $(HAVE_HIREDIS),build/mproc/redis.so)
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
 .PHONY: all build demo test test-asan specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
 
 all: build
-build: build/mproc/core.so
+build: build/mproc/core.so $(REDIS_SO)
 
 build/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALLCFLAGS) -shared -o $@ $(SRC) $(LIBS)
+
+build/mproc/redis.so: src/redis/lredis.c Makefile
+	@mkdir -p $(@D)
+	$(CC) $(ALLCFLAGS) -shared -o $@ src/redis/lredis.c -lhiredis
+
+build-asan/mproc/redis.so: src/redis/lredis.c Makefile
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	  -fno-sanitize-recover=undefined -fPIC $(LUA_INC) -shared -o $@ src/redis/lredis.c -lhiredis
 
 build-asan/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
@@ -45,7 +59,7 @@ specs: build
 	@sh tools/run-specs.sh build $(SPEC)
 
 # All specs against an AddressSanitizer + UBSan build of the C module.
-test-asan: deps-test build-asan/mproc/core.so
+test-asan: deps-test build-asan/mproc/core.so $(REDIS_SO:build/%=build-asan/%)
 	@MPROC_ASAN=1 sh tools/run-specs.sh build-asan
 
 lint:

@@ -17,6 +17,8 @@ dependencies = {
 }
 external_dependencies = {
   CRYPTO = { library = "crypto" },
+  -- mproc.redis (mp.cluster): Debian libhiredis-dev
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
 build = {
   type = "builtin",
@@ -31,9 +33,15 @@ build = {
         "src/ring.c", "src/lqueue.c",
         "src/spawn.c", "src/lspawn.c",
         "src/net.c", "src/lnet.c",
-        "src/lpool.c",
+        "src/pool.c", "src/lpool.c",
       },
       libraries = { "crypto" },
+    },
+    ["mproc.redis"] = {
+      sources = { "src/redis/lredis.c" },
+      libraries = { "hiredis" },
+      incdirs = { "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(HIREDIS_LIBDIR)" },
     },
     ["mproc"] = "lua/mproc.lua",
     ["mproc.errors"] = "lua/mproc/errors.lua",
@@ -51,6 +59,8 @@ build = {
     ["mproc.pool"] = "lua/mproc/pool.lua",
     ["mproc.result"] = "lua/mproc/result.lua",
     ["mproc.progress"] = "lua/mproc/progress.lua",
+    ["mproc.cluster"] = "lua/mproc/cluster.lua",
+    ["mproc.cluster.worker"] = "lua/mproc/cluster/worker.lua",
     ["mproc.cli"] = "lua/mproc/cli.lua",
     ["mproc.cli.jobs"] = "lua/mproc/cli/jobs.lua",
     ["mproc.cli.status"] = "lua/mproc/cli/status.lua",

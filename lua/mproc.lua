@@ -16,4 +16,14 @@ for _, name in ipairs(MODULES) do
 end
 
 M._VERSION = "mproc " .. require("mproc.core").version
+
+-- mp.cluster (the cluster pool, on Redis) loads on first use: the core
+-- works without hiredis, and only mp.cluster says that it is missing.
+setmetatable(M, { __index = function(t, k)
+  if k == "cluster" then
+    local c = require "mproc.cluster"
+    rawset(t, "cluster", c)
+    return c
+  end
+end })
 return M

@@ -234,6 +234,50 @@ return { jobs = {
       assert.equal("from lua\n", read(".mproc/logs/lua.out"))
     end)
 
+    it("--url runs shell and Lua jobs on real `mproc worker`s (private redis-server)", function()
+      if not (pcall(require, "mproc.cluster")
+              and os.execute("command -v redis-server >/dev/null 2>&1")) then
+        return pending("redis-server or mproc.redis (libhiredis-dev) is not installed")
+      end
+      local sock = dir .. "/redis.sock"
+      local server = sp.Popen({ "redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
+        "--appendonly", "no", "--dir", dir }, { stdout = "devnull", stderr = "devnull" })
+      local redis = require "mproc.redis"
+      assert(support.wait_until(function()
+        local ok, c = redis.connect(sock, nil, 1)
+        if ok then c:close() end
+        return ok
+      end, 10))
+      local worker = sp.Popen({ "env", "LUA_CPATH=" .. CPATH, "MPROC_AUTHKEY=k", MPROC, "worker",
+        "--url", "unix:" .. sock, "--processes", "2" }, { stdout = "devnull", stderr = "devnull" })
+      write("jobs.lua", [[
+return { jobs = {
+  { name = "sh", cmd = "echo remote-out; echo remote-err >&2" },
+  { name = "bad", cmd = "exit 5" },
+  { name = "lua", fn = function() print("from lua") end, deps = { "sh" } },
+} }]])
+      local r = sp.run({ "env", "LUA_CPATH=" .. CPATH, "MPROC_AUTHKEY=k", MPROC, "run", "jobs.lua",
+        "--url", "unix:" .. sock, "--keep-going", "--json" }, { cwd = dir, capture = true,
+        timeout = 60 })
+      worker:terminate()
+      worker:wait(15)
+      server:terminate()
+      server:wait(10)
+      assert.equal(1, r.returncode, r.stderr)
+      local j = by_name(json_decode(r.stdout))
+      assert.equal("ok", j.sh.status)
+      assert.equal("remote-out\n", read(".mproc/logs/sh.out"))
+      assert.equal("remote-err\n", read(".mproc/logs/sh.err"))
+      assert.equal("failed", j.bad.status)
+      assert.equal(5, j.bad.exit_code)
+      assert.equal("ok", j.lua.status)
+      assert.equal("from lua\n", read(".mproc/logs/lua.out"))
+      -- no authkey: said before anything runs
+      local code, _, err = mproc({ "run", "jobs.lua", "--url", "unix:" .. sock })
+      assert.equal(2, code)
+      assert.matches("no authkey", err, 1, true)
+    end)
+
     it("worker: cluster support is not available (exit 2) without mproc.cluster.worker", function()
       if pcall(require, "mproc.cluster.worker") then return end
       local code, _, err = mproc({ "worker", "--url", "redis://127.0.0.1:6379/0" })

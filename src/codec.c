@@ -213,6 +213,8 @@ typedef struct cstate {
   size_t loaded_n;         /* package.loaded when names was built */
   uintptr_t loaded_sum;
   unsigned long ids;       /* identity counter */
+  int noref;               /* dumps(v, root, true): no mproc objects (they
+                              are bound to one machine: the cluster pool) */
 } cstate;
 
 static const char STATE_KEY = 'c';
@@ -742,6 +744,14 @@ static int enc_objref(Enc *E, int idx, int fn) {
   size_t ntn, nid, nh;
   const char *tn, *id, *h;
   int top = lua_gettop(L);
+  if (S->noref) {
+    const char *name = luaL_typename(L, idx);
+    if (lua_getmetatable(L, idx)) {
+      if (lua_getfield(L, -1, "__name") == LUA_TSTRING) name = lua_tostring(L, -1);
+    }
+    return enc_fail(E, "cannot send a %s to another machine (mproc objects are bound "
+                    "to the machine that made them)", name);
+  }
   lua_pushvalue(L, fn);
   lua_pushvalue(L, idx);
   if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
@@ -1533,9 +1543,11 @@ int mproc_decode(lua_State *L, const char *p, size_t n, int flags) {
  * Lua functions
  * ======================================================================= */
 
-/* dumps(v [, root]) -> true, s | false, "SerializeError", msg */
+/* dumps(v [, root [, noref]]) -> true, s | false, "SerializeError", msg.
+ * noref: mproc objects (sent by reference between processes) are refused. */
 static int l_dumps(lua_State *L) {
   const char *root = lua_isnoneornil(L, 2) ? "value" : luaL_checkstring(L, 2);
+  int noref = lua_toboolean(L, 3), ok;
   cstate *S;
   mproc_buf *b;
   int own;
@@ -1544,7 +1556,10 @@ static int l_dumps(lua_State *L) {
   own = !S->enc_busy;
   if (own) { b = &S->sc.out; b->len = 0; }
   else b = mproc_buf_box(L);
-  if (!encode(L, S, 3, 1, root, b)) {
+  S->noref = noref;
+  ok = encode(L, S, 3, 1, root, b);
+  S->noref = 0;
+  if (!ok) {
     if (own && b->cap > (1 << 20)) mproc_buf_free(b);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }

@@ -47,9 +47,16 @@ for name, v in pairs(mp) do
     end
   end
 end
+-- mp.cluster loads on first use (and only with hiredis); its Pool has the
+-- local Pool's methods.  mproc.redis.Conn is internal (docs/cluster.md).
+local has_cluster, cluster = pcall(require, "mproc.cluster")
+if has_cluster then
+  need("mp.cluster.Pool(", "mp.cluster.Pool")
+  methods_of("cluster.Pool", cluster.PoolClass)
+end
 for k, v in pairs(debug.getregistry()) do
   if type(k) == "string" and k:match("^mproc%.") and type(v) == "table"
-     and type(v.__index) == "table" and k ~= "mproc.buf" then
+     and type(v.__index) == "table" and k ~= "mproc.buf" and k ~= "mproc.redis.Conn" then
     methods_of(k, v.__index)
   end
 end

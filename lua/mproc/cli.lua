@@ -20,7 +20,8 @@ local USAGE = [[
 usage: mproc run JOBS.lua [-j N] [--keep-going] [--dry-run] [--retries N]
                           [--timeout S] [--log-dir DIR] [--resume STATE]
                           [--url redis://...] [--json]
-       mproc worker --url redis://HOST:PORT/DB --queue NAME [--processes N]
+       mproc worker --url redis://HOST:PORT/DB [--queue NAME] [--processes N]
+                    [--authkey-file F] [-v]
        mproc help
 
 Runs the jobs of a Lua jobs file in parallel, each as soon as its deps have
@@ -163,6 +164,8 @@ end
 
 -- {{{ running one attempt
 -- Runs in a pool worker: print and io.write go to the job's .out file.
+-- out_path false (a cluster worker, on another machine): what print writes
+-- is sent back as a third result.
 local function fn_runner(fn, info, out_path, err_path)
   -- a local pool's worker makes both logs: two jobs' files are created at
   -- once on two workers instead of one after the other by the runner
@@ -170,9 +173,16 @@ local function fn_runner(fn, info, out_path, err_path)
     local err = io.open(err_path, "w")
     if err then err:close() end
   end
-  local out = io.open(out_path, "w")
+  local buf = {}
+  local out = out_path and io.open(out_path, "w")
   local saved_print, saved_out = print, io.output()
-  if out then
+  if not out_path then
+    rawset(_G, "print", function(...)
+      local n, parts = select("#", ...), {}
+      for k = 1, n do parts[k] = tostring((select(k, ...))) end
+      buf[#buf + 1] = table.concat(parts, "\t") .. "\n"
+    end)
+  elseif out then
     rawset(_G, "print", function(...)
       local n, parts = select("#", ...), {}
       for k = 1, n do parts[k] = tostring((select(k, ...))) end
@@ -185,14 +195,15 @@ local function fn_runner(fn, info, out_path, err_path)
   rawset(_G, "print", saved_print)
   io.output(saved_out)
   if out then out:close() end
+  local captured = table.concat(buf)
   if not ok then
     -- the frames below the job's own function are ours and the pool's
     r = tostring(r)
     local cut = r:find("\n\t%[C%]: in function 'xpcall'")
-    return false, cut and r:sub(1, cut - 1) or r
+    return false, cut and r:sub(1, cut - 1) or r, captured
   end
-  if r == false then return false, "returned false" end
-  return true
+  if r == false then return false, "returned false", captured end
+  return true, nil, captured
 end
 
 -- On a cluster worker: a shell job, its output sent back.
@@ -302,7 +313,12 @@ local function run_cmd(o)
   end
   local pool
   if cluster and nfn > 0 then
-    pool = cluster.Pool { url = o.url }
+    local ok, p = pcall(cluster.Pool, { url = o.url })
+    if not ok then
+      io.stderr:write("mproc run: --url: ", tostring(p), "\n")
+      return 2
+    end
+    pool = p
   elseif nfn > 0 then
     pool = mp.Pool(math.min(nprocs, nfn))
   end
@@ -381,7 +397,8 @@ local function run_cmd(o)
     local r, args
     if job.fn then
       args = { job.fn, { name = job.name, attempt = job.attempt, env = job.env, cwd = job.cwd,
-        out = job.out_path, err = job.err_path }, job.out_path, not cluster and job.err_path }
+        out = job.out_path, err = job.err_path }, not cluster and job.out_path,
+        not cluster and job.err_path }
       if cluster then write_file(job.err_path, "") end
       r = pool:apply_async(fn_runner, args, { timeout = job.timeout })
     else
@@ -392,7 +409,8 @@ local function run_cmd(o)
     while not r:wait(0.2) do
       if stopping and interrupted then return false, "interrupted" end
     end
-    local ok, a, b = pcall(r.get, r)
+    local ok, a, b, captured = pcall(r.get, r)
+    if ok and cluster and job.fn then write_file(job.out_path, captured or "") end
     if job.cmd then
       if not ok then return false, tostring(a) end
       write_file(job.out_path, a.stdout)

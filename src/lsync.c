@@ -110,6 +110,11 @@ static int ud_close(lua_State *L) {
   sync_ud *u = (sync_ud *)lua_touserdata(L, 1);
   if (u != NULL && lua_rawlen(L, 1) == sizeof *u && u->seg != NULL) {
     mproc_seg *s = u->seg;
+    /* A held robust mutex is on glibc's list of this thread: unmapping it
+     * would crash the next lock call.  Closed or collected while held
+     * (a script that raised holding it) means released. */
+    if ((u->magic == M_LOCK || u->magic == M_RLOCK) && u->obj != NULL)
+      mproc_rlock_release_all((mproc_lock *)u->obj);
     u->seg = NULL;
     u->obj = NULL;
     mproc_seg_release(s);

@@ -808,7 +808,9 @@ describe("a Lock closed or collected while held", function()
         pcall(function() mine:acquire(); error("boom") end)
         mine = nil                        -- luacheck: ignore 311
         collectgarbage(); collectgarbage()
-        for _ = 1, 50 do local x = mp.RLock(); x:acquire(); x:acquire(); x:release(); x:release() end
+        for _ = 1, 50 do
+          local x = mp.RLock(); x:acquire(); x:acquire(); x:release(); x:release()
+        end
         w2:send("alive")
       end)
       p:start()

@@ -496,6 +496,13 @@ describe("mproc.BaseManager", function()
       errmsg(mp.BaseManager, { address = 5 }))
     assert.equal("bad argument #1 to 'BaseManager' (authkey must be a string)",
       errmsg(mp.BaseManager, { authkey = 5 }))
+    -- issue 13: a mistyped option was ignored
+    assert.equal("bad argument #1 to 'BaseManager' (unknown option 'adress'; "
+      .. "did you mean 'address'?)", errmsg(mp.BaseManager, { adress = { "127.0.0.1", 0 } }))
+    assert.equal("bad argument #1 to 'Manager' (unknown option 'no_start'; "
+      .. "did you mean 'nostart'?)", errmsg(mp.Manager, { no_start = true }))
+    assert.equal("bad argument #1 to 'Manager' (unknown option 'authKey'; "
+      .. "did you mean 'authkey'?)", errmsg(mp.Manager, { authKey = "k" }))
     local b = mp.BaseManager{}
     assert.equal("bad argument #1 to 'register' (string expected, got number)",
       errmsg(b.register, b, 1))

@@ -942,16 +942,22 @@ local function mgr_index(cls)
   end
 end
 
-local function construct(cls, opts)
+local BASE_OPTS = { address = true, authkey = true }
+local MANAGER_OPTS = { address = true, authkey = true, nostart = true }
+
+-- extra: call levels between the user and construct (Manager has one)
+local function construct(cls, opts, extra)
+  extra = extra or 0
   if opts ~= nil and type(opts) ~= "table" then
     argerror(1, cls == BaseManager and "BaseManager" or "Manager",
-      "table expected, got " .. got(opts), 3)
+      "table expected, got " .. got(opts), 2 + extra)
   end
   opts = opts or {}
   local fname = cls == BaseManager and "BaseManager" or "Manager"
+  util.check_opts(opts, cls == BaseManager and BASE_OPTS or MANAGER_OPTS, fname, 1, extra)
   if opts.address ~= nil then parse_address(opts.address, 1, fname) end
   if opts.authkey ~= nil and type(opts.authkey) ~= "string" then
-    argerror(1, fname, "authkey must be a string", 3)
+    argerror(1, fname, "authkey must be a string", 2 + extra)
   end
   local self = setmetatable({}, cls._mt)
   mstate[self] = { address = opts.address, authkey = opts.authkey or FAMILY_KEY,
@@ -1112,7 +1118,7 @@ for k, v in pairs(TYPES) do BaseManager.types[k] = v end
 
 finish_class(BaseManager, "BaseManager", function(cls, opts) return construct(cls, opts) end)
 finish_class(Manager, "Manager", function(cls, opts)
-  local m = construct(cls, opts)
+  local m = construct(cls, opts, 1)
   if opts == nil or not opts.nostart then m:start() end
   return m
 end)

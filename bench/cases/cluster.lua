@@ -44,7 +44,22 @@ local ROOT = os.getenv("PWD")
 local MPROC = ROOT .. "/bin/mproc"
 local CPATH = (package.cpath:gsub("%./", ROOT .. "/"))
 
-local dir, server, worker, pool
+local dir, server, worker, pool, watchdog
+
+-- Should this process die before its cleanup (a signal, say SIGPIPE or
+-- SIGKILL), the watchdog stops the server and the worker and removes dir:
+-- it waits for EOF on its stdin, a pipe from this process, and is told
+-- "done" otherwise.
+local function start_watchdog(pids)
+  local list = table.concat(pids, " ")
+  local alive = "kill -0 " .. table.concat(pids, " || kill -0 ")
+  watchdog = sp.Popen({ "sh", "-c", ([[
+read x; [ "$x" = done ] && exit 0
+kill -TERM %s
+n=0; while [ $n -lt 40 ] && { %s; } 2>/dev/null; do sleep 0.2; n=$((n + 1)); done
+kill -KILL %s; rm -rf '%s'; exit 0]]):format(list, alive, list, dir) },
+    { stdin = "pipe", stdout = "devnull", stderr = "devnull" })
+end
 
 local function cleanup()
   if pool then pcall(pool.terminate, pool); pool = nil end
@@ -55,6 +70,12 @@ local function cleanup()
     end
   end
   worker, server = nil, nil
+  if watchdog then
+    pcall(watchdog.stdin.write, watchdog.stdin, "done\n")
+    pcall(watchdog.stdin.close, watchdog.stdin)
+    pcall(watchdog.wait, watchdog, 5)
+    watchdog = nil
+  end
   if dir then os.execute("rm -rf '" .. dir .. "'"); dir = nil end
 end
 
@@ -93,6 +114,7 @@ local function main()
                       "--url", url, "--queue", "bench", "--processes", "2" },
                     { stdout = "devnull", stderr = log })
   log:close()
+  start_watchdog({ server.pid, worker.pid })
   pool = mp.cluster.Pool { url = url, queue = "bench", authkey = KEY }
 
   local items = {}

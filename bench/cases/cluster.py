@@ -100,6 +100,20 @@ def wait_result(conn, job, timeout=60):
     return res.return_value
 
 
+def start_watchdog(pids, tmp):
+    """Should this process die before its cleanup (SIGKILL), the watchdog
+    stops the server and the workers and removes tmp: it waits for EOF on
+    its stdin, a pipe from this process, and is told "done" otherwise."""
+    ps = " ".join(str(p) for p in pids)
+    alive = " || ".join("kill -0 %d" % p for p in pids)
+    script = ('read x; [ "$x" = done ] && exit 0\n'
+              'kill -TERM %s\n'
+              'n=0; while [ $n -lt 40 ] && { %s; } 2>/dev/null; do sleep 0.2; n=$((n + 1)); done\n'
+              "kill -KILL %s; rm -rf '%s'; exit 0" % (ps, alive, ps, tmp))
+    return subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def best_rate(n, reps, fn):
     b = 0
     for _ in range(reps):
@@ -130,7 +144,7 @@ def bench(conn, q):
         jobs = submit_many(INC, [(i,) for i in range(1, NTASKS + 1)])
         for i, j in enumerate(jobs, 1):
             assert wait_result(conn, j) == i + 1
-    pybench.report("tasks_2000", best_rate(NTASKS, 2, tasks), "tasks/s")
+    pybench.report("tasks_2000", best_rate(NTASKS, 3, tasks), "tasks/s")
 
     def lat(n):
         for i in range(n):
@@ -156,6 +170,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="mproc-bench-rq.")
     sock = os.path.join(tmp, "redis.sock")
     procs = []
+    watchdog = None
     try:
         procs.append(subprocess.Popen(
             ["redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
@@ -173,10 +188,12 @@ def main():
                 if time.monotonic() > deadline:
                     raise RuntimeError("redis-server did not start")
                 time.sleep(0.02)
-        for _ in range(2):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-P", os.path.abspath(__file__), "--worker", sock],
-                stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "worker.log"), "a")))
+        with open(os.path.join(tmp, "worker.log"), "a") as log:
+            for _ in range(2):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-P", os.path.abspath(__file__), "--worker", sock],
+                    stdout=subprocess.DEVNULL, stderr=log))
+        watchdog = start_watchdog([p.pid for p in procs], tmp)
         bench(conn, rq.Queue("bench", connection=conn))
     finally:
         # workers first (SIGTERM: RQ's warm shutdown), then redis-server
@@ -189,6 +206,12 @@ def main():
                     p.kill()
                     p.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)
+        if watchdog:
+            try:
+                watchdog.communicate(b"done\n", timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                watchdog.kill()
+                watchdog.wait()
 
 
 if __name__ == "__main__":

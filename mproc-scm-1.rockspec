@@ -34,6 +34,7 @@ build = {
         "src/spawn.c", "src/lspawn.c",
         "src/net.c", "src/lnet.c",
         "src/pool.c", "src/lpool.c",
+        "src/tracker.c",
       },
       libraries = { "crypto" },
     },

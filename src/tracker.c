@@ -59,11 +59,14 @@ static int start_tracker(void) {
   int sv[2];
   struct stat st;
   pid_t pid;
+  int type = SOCK_STREAM;
 #ifdef SOCK_SEQPACKET
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0) return -1;
-#else
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return -1;
+  type = SOCK_SEQPACKET;   /* whole messages from many writers */
 #endif
+#ifdef SOCK_CLOEXEC
+  type |= SOCK_CLOEXEC;    /* no window in which an exec could inherit it */
+#endif
+  if (socketpair(AF_UNIX, type, 0, sv) != 0) return -1;
   pid = fork();
   if (pid < 0) { close(sv[0]); close(sv[1]); return -1; }
   if (pid == 0) {

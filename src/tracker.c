@@ -216,12 +216,29 @@ static int alive(long pid) {
   return 1;
 }
 
+/* Many names share a creator: one look at each pid per pass. */
+#define SEEN 16
+static long seen_pid[SEEN];
+static int seen_alive[SEEN], n_seen;
+
+static int creator_alive(long pid) {
+  int i, a;
+  for (i = 0; i < n_seen; i++)
+    if (seen_pid[i] == pid) return seen_alive[i];
+  a = alive(pid);
+  i = n_seen < SEEN ? n_seen++ : (int)(pid % SEEN);
+  seen_pid[i] = pid;
+  seen_alive[i] = a;
+  return a;
+}
+
 static void pass(int final) {
   size_t i = 0;
+  n_seen = 0;
   while (i < n_entries) {
     entry *e = &table[i];
     int held;
-    if (!final && alive(e->pid)) { i++; continue; }
+    if (!final && creator_alive(e->pid)) { i++; continue; }
     held = e->kind == MPROC_TRACK_RING ? mproc_ring_name_held(e->name, alive, final)
                                        : mproc_seg_name_held(e->name, alive, final);
     if (held > 0) { i++; continue; }

@@ -59,7 +59,7 @@ static int start_tracker(void) {
   int sv[2];
   struct stat st;
   pid_t pid;
-  int type = SOCK_STREAM;
+  int type = SOCK_STREAM, old_ours = tracker_ok() && tracker_owner == getpid();
 #ifdef SOCK_SEQPACKET
   type = SOCK_SEQPACKET;   /* whole messages from many writers */
 #endif
@@ -77,7 +77,8 @@ static int start_tracker(void) {
   /* exec'd programs must not keep the tracker waiting */
   mproc_set_cloexec(sv[1], 1);
   if (fstat(sv[1], &st) != 0) { close(sv[1]); return -1; }
-  if (tracker_owner == getpid() && tracker_fd >= 0) close(tracker_fd);
+  /* a number the program reused since is not ours to close */
+  if (old_ours) close(tracker_fd);
   tracker_fd = sv[1];
   tracker_dev = st.st_dev;
   tracker_ino = st.st_ino;

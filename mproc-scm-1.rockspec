@@ -58,6 +58,7 @@ build = {
     ["mproc.subprocess"] = "lua/mproc/subprocess.lua",
     ["mproc.manager"] = "lua/mproc/manager.lua",
     ["mproc.pool"] = "lua/mproc/pool.lua",
+    ["mproc.poolargs"] = "lua/mproc/poolargs.lua",
     ["mproc.result"] = "lua/mproc/result.lua",
     ["mproc.progress"] = "lua/mproc/progress.lua",
     ["mproc.cluster"] = "lua/mproc/cluster.lua",

@@ -21,6 +21,7 @@ local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 local result = require "mproc.result"
+local poolargs = require "mproc.poolargs"
 
 local have_redis, redis = pcall(require, "mproc.redis")
 if not have_redis then
@@ -35,6 +36,9 @@ local spack = string.pack
 local argerror, typename = util.argerror, util.typename
 local errnew, raise = errors.new, errors.raise
 local min, max = math.min, math.max
+local make_task_error, check_fn = poolargs.make_task_error, poolargs.check_fn
+local check_chunksize, collect_items = poolargs.check_chunksize, poolargs.collect_items
+local map_opts, check_map_opts = poolargs.map_opts, poolargs.check_map_opts
 
 local GROUP = "mproc"
 local READ_BLOCK_MS = 1000  -- a pending XREAD returns this often
@@ -288,9 +292,6 @@ local Pool = {}
 Pool.__index = Pool
 Pool.__name = "mproc.cluster.Pool"
 
-local function make_task_error(value, tb)
-  return errnew("TaskError", errors.error_text(value), { value = value, traceback = tb })
-end
 M.make_task_error = make_task_error
 
 -- An error sent by a worker: {k = kind, m = message, f = fields}.
@@ -508,13 +509,6 @@ local function check_running(self, fname)
   if self._state ~= "RUN" then error("pool is not running", 3) end
 end
 
-local function check_fn(fn, n, fname)
-  if type(fn) == "function" then return end
-  local mt = getmetatable(fn)
-  if type(mt) == "table" and mt.__call then return end
-  argerror(n, fname, "function expected, got " .. (fn == nil and "no value" or typename(fn)), 3)
-end
-
 local function new_tid(self)
   self._seq = self._seq + 1
   return tostring(self._seq)
@@ -669,28 +663,6 @@ local function push_job(self, job, items, first, n)
   push_tasks(self, list)
 end
 
-local function check_chunksize(cs, n, fname)
-  if cs == nil then return nil end
-  if math.type(cs) ~= "integer" then
-    if type(cs) == "number" and math.tointeger(cs) then cs = math.tointeger(cs)
-    else argerror(n, fname, "integer expected, got " .. typename(cs), 4) end
-  end
-  if cs < 1 then argerror(n, fname, "chunksize must be >= 1", 4) end
-  return cs
-end
-
-local function collect_items(items, fname)
-  if type(items) == "table" then
-    return items, items.n or #items
-  elseif type(items) == "function" then
-    local list, n = {}, 0
-    for v in items do n = n + 1; list[n] = v end
-    return list, n
-  end
-  argerror(2, fname, "table or function expected, got "
-    .. (items == nil and "no value" or typename(items)), 4)
-end
-
 local function map_async(self, fname, fn, items, opts, star)
   check_running(self, fname)
   check_fn(fn, 1, fname)
@@ -721,20 +693,6 @@ local function map_async(self, fname, fn, items, opts, star)
   return r
 end
 
-local MAP_OPTS = { chunksize = true, callback = true, error_callback = true }
-
-local function map_opts(fname, chunksize)
-  if chunksize ~= nil and type(chunksize) ~= "number" then
-    argerror(3, fname, "number expected, got " .. typename(chunksize), 3)
-  end
-  return { chunksize = chunksize }
-end
-
-local function check_map_opts(opts, fname)
-  if opts ~= nil then util.check_opts(opts, MAP_OPTS, fname, 3, 1) end
-  return opts
-end
-
 function Pool:map_async(fn, items, opts)
   return map_async(self, "map_async", fn, items, check_map_opts(opts, "map_async"), false)
 end
@@ -751,43 +709,12 @@ function Pool:starmap(fn, items, chunksize)
   return map_async(self, "starmap", fn, items, map_opts("starmap", chunksize), true):get()
 end
 
-local IMAP_OPTS = { chunksize = true, errors = true }
-
 -- imap / imap_unordered: at most AHEAD chunks in flight beyond what the
 -- loop has consumed.
 local function imap(self, fname, fn, items, opts, ordered)
   check_running(self, fname)
   check_fn(fn, 1, fname)
-  local chunksize, ret_errors = opts, false
-  if type(opts) == "table" then
-    util.check_opts(opts, IMAP_OPTS, fname, 3)
-    chunksize = opts.chunksize
-    if opts.errors ~= nil and opts.errors ~= "raise" and opts.errors ~= "return" then
-      argerror(3, fname, "'errors' must be \"raise\" or \"return\"")
-    end
-    ret_errors = opts.errors == "return"
-  elseif opts ~= nil and type(opts) ~= "number" then
-    argerror(3, fname, "number or table expected, got " .. typename(opts))
-  end
-  local nextitem
-  if type(items) == "table" then
-    local i, n = 0, items.n or #items
-    nextitem = function()
-      if i >= n then return false end
-      i = i + 1
-      return true, items[i]
-    end
-  elseif type(items) == "function" then
-    nextitem = function()
-      local v = items()
-      if v == nil then return false end
-      return true, v
-    end
-  else
-    argerror(2, fname, "table or function expected, got "
-      .. (items == nil and "no value" or typename(items)))
-  end
-  local cs = check_chunksize(chunksize, 3, fname) or 1
+  local nextitem, cs, ret_errors = poolargs.imap_args(fname, items, opts)
   local job = new_job(self, fn, false, cs)
   local ahead = cs * AHEAD
   local buf = {}

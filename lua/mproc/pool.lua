@@ -23,6 +23,7 @@ local sched = require "mproc.sched"
 local util = require "mproc.util"
 local result = require "mproc.result"
 local process = require "mproc.process"
+local poolargs = require "mproc.poolargs"
 local codec = require "mproc.codec"
 
 local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
@@ -31,6 +32,9 @@ local packed_acc, acc_pos, acc_result = core.packed_acc, core.acc_pos, core.acc_
 local pack, unpack, tmove = table.pack, table.unpack, table.move
 local argerror, typename = util.argerror, util.typename
 local errnew = errors.new
+local make_task_error, check_fn = poolargs.make_task_error, poolargs.check_fn
+local check_chunksize, collect_items = poolargs.check_chunksize, poolargs.collect_items
+local map_opts, check_map_opts = poolargs.map_opts, poolargs.check_map_opts
 local max, min = math.max, math.min
 
 local SPIN_MAX = 100e-6    -- longest busy wait for a result before blocking
@@ -241,10 +245,6 @@ end
 local function timeout_error(task)
   return errnew("Timeout", ("task timed out after %g s; its worker was killed")
     :format(task.timeout), { where = "task" })
-end
-
-local function make_task_error(value, tb)
-  return errnew("TaskError", error_text(value), { value = value, traceback = tb })
 end
 
 -- An "err" answer {value, traceback, kind} as an error object.
@@ -582,13 +582,6 @@ local function check_running(self, fname)
   if self._state ~= "RUN" then error("pool is not running", 3) end
 end
 
-local function check_fn(fn, n, fname)
-  if type(fn) == "function" then return end
-  local mt = getmetatable(fn)
-  if type(mt) == "table" and mt.__call then return end
-  argerror(n, fname, "function expected, got " .. (fn == nil and "no value" or typename(fn)), 3)
-end
-
 local function encode(v, root)
   local ok, s, msg = dumps(v, root)
   if ok then return s end
@@ -730,29 +723,6 @@ local function default_chunksize(self, n)
   return max(cs, 1)
 end
 
-local function check_chunksize(cs, n, fname)
-  if cs == nil then return nil end
-  if math.type(cs) ~= "integer" then
-    if type(cs) == "number" and math.tointeger(cs) then cs = math.tointeger(cs)
-    else argerror(n, fname, "integer expected, got " .. typename(cs), 4) end
-  end
-  if cs < 1 then argerror(n, fname, "chunksize must be >= 1", 4) end
-  return cs
-end
-
--- items: a list (n or #) or an iterator function; returns a list and n.
-local function collect_items(items, fname)
-  if type(items) == "table" then
-    return items, items.n or #items
-  elseif type(items) == "function" then
-    local list, n = {}, 0
-    for v in items do n = n + 1; list[n] = v end
-    return list, n
-  end
-  argerror(2, fname, "table or function expected, got "
-    .. (items == nil and "no value" or typename(items)), 4)
-end
-
 local function map_async(self, fname, fn, items, opts, star)
   check_running(self, fname)
   check_fn(fn, 1, fname)
@@ -790,26 +760,12 @@ local function map_async(self, fname, fn, items, opts, star)
   return r
 end
 
-local MAP_OPTS = { chunksize = true, callback = true, error_callback = true }
-
-local function map_opts(fname, chunksize)
-  if chunksize ~= nil and type(chunksize) ~= "number" then
-    argerror(3, fname, "number expected, got " .. typename(chunksize), 3)
-  end
-  return { chunksize = chunksize }
-end
-
-local function check_opts(opts, fname)
-  if opts ~= nil then util.check_opts(opts, MAP_OPTS, fname, 3, 1) end
-  return opts
-end
-
 function Pool:map_async(fn, items, opts)
-  return map_async(self, "map_async", fn, items, check_opts(opts, "map_async"), false)
+  return map_async(self, "map_async", fn, items, check_map_opts(opts, "map_async"), false)
 end
 
 function Pool:starmap_async(fn, items, opts)
-  return map_async(self, "starmap_async", fn, items, check_opts(opts, "starmap_async"), true)
+  return map_async(self, "starmap_async", fn, items, check_map_opts(opts, "starmap_async"), true)
 end
 
 function Pool:map(fn, items, chunksize)
@@ -820,8 +776,6 @@ function Pool:starmap(fn, items, chunksize)
   return map_async(self, "starmap", fn, items, map_opts("starmap", chunksize), true):get()
 end
 
-local IMAP_OPTS = { chunksize = true, errors = true }
-
 -- imap / imap_unordered: items are read lazily, at most AHEAD chunks per
 -- worker beyond what the loop has consumed.  An error raised by the input
 -- iterator comes after the items read before it.  With errors = "return"
@@ -829,36 +783,7 @@ local IMAP_OPTS = { chunksize = true, errors = true }
 local function imap(self, fname, fn, items, opts, ordered)
   check_running(self, fname)
   check_fn(fn, 1, fname)
-  local chunksize, ret_errors = opts, false
-  if type(opts) == "table" then
-    util.check_opts(opts, IMAP_OPTS, fname, 3)
-    chunksize = opts.chunksize
-    if opts.errors ~= nil and opts.errors ~= "raise" and opts.errors ~= "return" then
-      argerror(3, fname, "'errors' must be \"raise\" or \"return\"")
-    end
-    ret_errors = opts.errors == "return"
-  elseif opts ~= nil and type(opts) ~= "number" then
-    argerror(3, fname, "number or table expected, got " .. typename(opts))
-  end
-  local nextitem
-  if type(items) == "table" then
-    local i, n = 0, items.n or #items
-    nextitem = function()
-      if i >= n then return false end
-      i = i + 1
-      return true, items[i]
-    end
-  elseif type(items) == "function" then
-    nextitem = function()
-      local v = items()
-      if v == nil then return false end
-      return true, v
-    end
-  else
-    argerror(2, fname, "table or function expected, got "
-      .. (items == nil and "no value" or typename(items)))
-  end
-  local cs = check_chunksize(chunksize, 3, fname) or 1
+  local nextitem, cs, ret_errors = poolargs.imap_args(fname, items, opts)
   local job = new_job(self, fn, false, cs)
   job.own = true
   local ahead = self._processes * cs * AHEAD

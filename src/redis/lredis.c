@@ -189,17 +189,23 @@ static int append_argv(lua_State *L, rconn *c, int idx) {
   return rc;
 }
 
+/* One reply (waits up to the timeout); 0 when there is none. */
+static int get_reply(rconn *c, void **r) {
+  pipeguard g;
+  int ok;
+  *r = NULL;
+  guard_on(&g);
+  ok = redisGetReply(c->ctx, r) == REDIS_OK && *r != NULL;
+  guard_off(&g);
+  return ok;
+}
+
 /* c:command(argv) -> true, reply | false, kind, message */
 static int c_command(lua_State *L) {
   rconn *c = check_conn(L);
-  void *r = NULL;
-  pipeguard g;
-  int ok;
+  void *r;
   if (append_argv(L, c, 2) != REDIS_OK) return fail_ctx(L, c, "command failed");
-  guard_on(&g);
-  ok = redisGetReply(c->ctx, &r) == REDIS_OK && r != NULL;
-  guard_off(&g);
-  if (!ok) return fail_ctx(L, c, "command failed");
+  if (!get_reply(c, &r)) return fail_ctx(L, c, "command failed");
   return push_result(L, (redisReply *)r);
 }
 
@@ -217,13 +223,8 @@ static int c_pipeline(lua_State *L) {
   }
   lua_createtable(L, (int)n, 1);
   for (i = 1; i <= n; i++) {
-    void *r = NULL;
-    pipeguard g;
-    int ok;
-    guard_on(&g);
-    ok = redisGetReply(c->ctx, &r) == REDIS_OK && r != NULL;
-    guard_off(&g);
-    if (!ok) return fail_ctx(L, c, "command failed");
+    void *r;
+    if (!get_reply(c, &r)) return fail_ctx(L, c, "command failed");
     push_reply(L, (redisReply *)r, 0);
     freeReplyObject(r);
     lua_rawseti(L, -2, i);
@@ -252,13 +253,8 @@ static int c_append(lua_State *L) {
 /* c:reply() -> true, reply | false, kind, msg (waits up to the timeout). */
 static int c_reply(lua_State *L) {
   rconn *c = check_conn(L);
-  void *r = NULL;
-  pipeguard g;
-  int ok;
-  guard_on(&g);
-  ok = redisGetReply(c->ctx, &r) == REDIS_OK && r != NULL;
-  guard_off(&g);
-  if (!ok) return fail_ctx(L, c, "reply failed");
+  void *r;
+  if (!get_reply(c, &r)) return fail_ctx(L, c, "reply failed");
   return push_result(L, (redisReply *)r);
 }
 

@@ -224,19 +224,10 @@ void mproc_ring_unlink_name(const char *name) {
 /* For the tracker (another process): reads the holders without the mutex
  * (its holder may be the dead one); a stale answer only delays. */
 int mproc_ring_name_held(const char *name, int (*alive)(long pid), int final) {
-  struct stat st;
   const mproc_ring_hdr *h;
   void *p;
-  int fd = shm_open(name, O_RDONLY, 0), i, any;
-  if (fd < 0) return errno == ENOENT ? -1 : 1;
-  if (fstat(fd, &st) != 0) { close(fd); return 1; }
-  if ((size_t)st.st_size < sizeof *h) {
-    close(fd);
-    return st.st_size == 0 ? 0 : -1;   /* empty: its creator died making it */
-  }
-  p = mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
-  close(fd);
-  if (p == MAP_FAILED) return 1;
+  int i, any = mproc_shm_peek(name, sizeof *h, &p);
+  if (any != 2) return any;
   h = (const mproc_ring_hdr *)p;
   if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != RING_MAGIC) {
     any = h->magic == 0 ? 0 : -1;

@@ -482,21 +482,26 @@ int mproc_seg_unlink(mproc_seg *s) {
   return 0;
 }
 
-/* For the tracker (another process): maps only the header. */
-int mproc_seg_name_held(const char *name, int (*alive)(long pid), int final) {
+int mproc_shm_peek(const char *name, size_t len, void **p) {
   struct stat st;
-  const seg_hdr *h;
-  void *p;
-  int fd = shm_open(name, O_RDONLY, 0), i, any;
+  int fd = shm_open(name, O_RDONLY, 0);
   if (fd < 0) return errno == ENOENT ? -1 : 1;
   if (fstat(fd, &st) != 0) { close(fd); return 1; }
-  if ((size_t)st.st_size < MPROC_SEG_HEADER) {
+  if ((size_t)st.st_size < len) {
     close(fd);
     return st.st_size == 0 ? 0 : -1;   /* empty: its creator died making it */
   }
-  p = mmap(NULL, MPROC_SEG_HEADER, PROT_READ, MAP_SHARED, fd, 0);
+  *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
   close(fd);
-  if (p == MAP_FAILED) return 1;
+  return *p == MAP_FAILED ? 1 : 2;
+}
+
+/* For the tracker (another process): maps only the header. */
+int mproc_seg_name_held(const char *name, int (*alive)(long pid), int final) {
+  const seg_hdr *h;
+  void *p;
+  int i, any = mproc_shm_peek(name, MPROC_SEG_HEADER, &p);
+  if (any != 2) return any;
   h = (const seg_hdr *)p;
   if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != SEG_MAGIC) {
     any = h->magic == 0 ? 0 : -1;

@@ -89,6 +89,11 @@ void mproc_shm_init(void);
  * let go of the others.  For child paths that end in _exit(). */
 void mproc_shm_cleanup(void);
 
+/* For the segment tracker: maps the first len bytes of segment `name` read-only into *p: 2 mapped
+ * (munmap it), -1 gone or too short to be ours, 0 empty (its creator died
+ * making it), 1 cannot tell (count it as held).  No malloc. */
+int mproc_shm_peek(const char *name, size_t len, void **p);
+
 /* Unlinks /dev/shm/mproc-<pid>-* of creators that are gone (SIGKILLed);
  * part of mproc_shm_cleanup.  Linux only (elsewhere it does nothing). */
 void mproc_shm_sweep(void);

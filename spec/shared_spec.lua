@@ -611,6 +611,29 @@ describe("mproc shared segments and the processes holding them", function()
     end, 5), out)
   end)
 
+  it("a tracker killed is replaced, and the new one knows what was made before", function()
+    local out = support.run_script([[
+      local mp = require "mproc"
+      local core = require "mproc.core"
+      local v = mp.Value("int64", 1)              -- starts the first tracker
+      local first = core.tracker_pid()
+      core.kill(first, core.SIGKILL)
+      core.sleep(0.2)
+      local q = mp.Queue()                        -- finds it gone: a new one
+      print("pids", core.getpid(), first, core.tracker_pid(), v ~= nil, q ~= nil)
+      io.stdout:flush()
+      core.kill(core.getpid(), core.SIGKILL)
+    ]])
+    local parent, first, second = out:match("pids\t(%d+)\t(%d+)\t(%d+)")
+    assert.is_not_nil(second, out)
+    assert.are_not.equal(first, second)
+    assert.is_true(tonumber(second) > 0)
+    assert.is_true(support.wait_until(function()
+      return #support.shm_of(parent) == 0 and #support.shm_names("mproc-q" .. parent .. "-") == 0
+        and not support.alive(tonumber(second))
+    end, 5), out)
+  end)
+
   it("a SIGKILLed child's Queue goes once nobody holds it, while the parent lives", function()
     local r, w = mp.Pipe(false)
     local p = mp.Process(function()

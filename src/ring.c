@@ -216,6 +216,13 @@ static void unlink_on_term(void) {
   }
 }
 
+void mproc_ring_retrack(void) {
+  pid_t me = getpid();
+  created *c;
+  for (c = created_list; c; c = c->next)
+    if (c->pid == me) mproc_track_created(c->name, MPROC_TRACK_RING);
+}
+
 void mproc_ring_unlink_name(const char *name) {
   shm_unlink(name);
   unlink_bigs_signal_safe(name);

@@ -496,6 +496,13 @@ int mproc_shm_peek(const char *name, size_t len, void **p) {
   return *p == MAP_FAILED ? 1 : 2;
 }
 
+void mproc_shm_retrack(void) {
+  mproc_seg *s;
+  pid_t me = mproc_self();
+  for (s = registry; s != NULL; s = s->next)
+    if (s->creator == me && !HDR(s)->unlinked) mproc_track_created(s->name, MPROC_TRACK_SEG);
+}
+
 /* For the tracker (another process): maps only the header. */
 int mproc_seg_name_held(const char *name, int (*alive)(long pid), int final) {
   const seg_hdr *h;

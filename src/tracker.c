@@ -84,6 +84,9 @@ static int start_tracker(void) {
   tracker_ino = st.st_ino;
   tracker_owner = getpid();
   tracker_child = pid;
+  /* after a tracker died, or in a process that closed the inherited socket */
+  mproc_shm_retrack();
+  mproc_ring_retrack();
   return 0;
 }
 

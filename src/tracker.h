@@ -34,6 +34,11 @@ long mproc_tracker_pid(void);
 int mproc_seg_name_held(const char *name, int (*alive)(long pid), int final);
 int mproc_ring_name_held(const char *name, int (*alive)(long pid), int final);
 
+/* A new tracker knows nothing: these say again what this process
+ * created and still has (shm.c, ring.c). */
+void mproc_shm_retrack(void);
+void mproc_ring_retrack(void);
+
 /* Unlinks ring `name` and its big-message segments.  Async-signal-safe. */
 void mproc_ring_unlink_name(const char *name);
 

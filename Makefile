@@ -7,6 +7,7 @@ CFLAGS   ?= -O2 -g
 WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes
 ALLCFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
 LIBS     := -lcrypto -lpthread $(shell [ "$$(uname)" = Linux ] && echo -lrt)
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 SRC      := $(sort $(wildcard src/*.c))
 HDR      := $(wildcard src/*.h)
 PKGS_RUN  := lua5.4 liblua5.4-dev gcc make libc6-dev libssl-dev
@@ -18,7 +19,7 @@ HAVE_HIREDIS := $(shell [ -f /usr/include/hiredis/hiredis.h ] && echo yes)
 REDIS_SO := $(if $(HAVE_HIREDIS),build/mproc/redis.so)
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
-.PHONY: all build demo test test-asan specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
+.PHONY: all build demo test test-asan test-core specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
 
 all: build
 build: build/mproc/core.so $(REDIS_SO)
@@ -33,13 +34,11 @@ build/mproc/redis.so: src/redis/lredis.c Makefile
 
 build-asan/mproc/redis.so: src/redis/lredis.c Makefile
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-	  -fno-sanitize-recover=undefined -fPIC $(LUA_INC) -shared -o $@ src/redis/lredis.c -lhiredis
+	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ src/redis/lredis.c -lhiredis
 
 build-asan/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-	  -fno-sanitize-recover=undefined -fPIC $(LUA_INC) -shared -o $@ $(SRC) $(LIBS)
+	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ $(SRC) $(LIBS)
 
 deps-run:
 	@sh tools/deps.sh $(PKGS_RUN)
@@ -51,15 +50,21 @@ demo: deps-run
 	@$(ENV) $(LUA) examples/demo.lua
 
 test: deps-test
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory build test-core
 	@sh tools/run-specs.sh build
 	@$(MAKE) --no-print-directory lint docscov
+
+# The core's C tests (test/core/*.c): the core files linked into plain C
+# programs, no Lua; death tests included.
+test-core:
+	@sh tools/run-core-tests.sh build/test
 
 specs: build
 	@sh tools/run-specs.sh build $(SPEC)
 
 # All specs against an AddressSanitizer + UBSan build of the C module.
 test-asan: deps-test build-asan/mproc/core.so $(REDIS_SO:build/%=build-asan/%)
+	@sh tools/run-core-tests.sh build-asan/test $(ASAN_FLAGS)
 	@MPROC_ASAN=1 sh tools/run-specs.sh build-asan
 
 lint:

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Builds and runs the core's C tests (test/core/*.c), each linked with the
+# core files only (src/*.c but the Lua bindings l*.c and the codec, which
+# need lua.h), under a time limit, then checks what each left behind.
+# usage: run-core-tests.sh OUT_DIR [extra cflags...]
+out=${1:-build/test}; shift
+cc=${CC:-cc}
+core=$(ls src/*.c | grep -v -e '/l[a-z]*\.c$' -e '/codec\.c$')
+. "$(dirname "$0")/leftovers.sh"
+mkdir -p "$out"
+bad=""
+for t in test/core/*.c; do
+  name=$(basename "$t" .c)
+  # -iquote: src/spawn.h must not hide the system's <spawn.h>
+  if ! $cc -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror -O1 -g "$@" -iquote src -iquote test/core \
+      -o "$out/$name" "$t" $core -lcrypto -lpthread -lrt -lm; then
+    bad="$bad $name(build)"; continue
+  fi
+  tok="core-$name-$$-$(date +%s%N)"
+  marker=$(mktemp)
+  MPROC_SPEC_TOKEN="$tok" timeout -k 5 120 "$out/$name"
+  rc=$?
+  after_file "$tok" "$marker" || rc=3
+  rm -f "$marker"
+  [ $rc -eq 0 ] || bad="$bad $name"
+done
+[ -n "$bad" ] && echo "failing core tests:$bad"
+[ -z "$bad" ]

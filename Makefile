@@ -54,7 +54,7 @@ test: deps-test
 	@sh tools/run-specs.sh build
 	@$(MAKE) --no-print-directory lint docscov
 
-# The core's C tests (test/core/*.c): the core files linked into plain C
+# The core's C tests (spec/c/*_test.c): the core files linked into plain C
 # programs, no Lua; death tests included.
 test-core:
 	@sh tools/run-core-tests.sh build/test

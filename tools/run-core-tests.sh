@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds and runs the core's C tests (test/core/*.c), each linked with the
+# Builds and runs the core's C tests (spec/c/*_test.c), each linked with the
 # core files only (src/*.c but the Lua bindings l*.c and the codec, which
 # need lua.h), under a time limit, then checks what each left behind.
 # usage: run-core-tests.sh OUT_DIR [extra cflags...]
@@ -9,10 +9,10 @@ core=$(ls src/*.c | grep -v -e '/l[a-z]*\.c$' -e '/codec\.c$')
 . "$(dirname "$0")/leftovers.sh"
 mkdir -p "$out"
 bad=""
-for t in test/core/*.c; do
-  name=$(basename "$t" .c)
+for t in spec/c/*_test.c; do
+  name=$(basename "$t" _test.c)
   # -iquote: src/spawn.h must not hide the system's <spawn.h>
-  if ! $cc -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror -O1 -g "$@" -iquote src -iquote test/core \
+  if ! $cc -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror -O1 -g "$@" -iquote src -iquote spec/c \
       -o "$out/$name" "$t" $core -lcrypto -lpthread -lrt -lm; then
     bad="$bad $name(build)"; continue
   fi

@@ -1,4 +1,4 @@
-/* check.h: the little harness of the core C tests in test/core/.
+/* check.h: the little harness of the core C tests in spec/c/.
  * A test is a function; CHECK records a failure with its line and goes on,
  * so one run lists every broken expectation.  Death tests fork a child and
  * kill it at a chosen point: the core must survive whoever dies. */

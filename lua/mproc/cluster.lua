@@ -32,7 +32,7 @@ end
 
 local hmac, bytes_equal, dumps, now = core.hmac_sha256, core.bytes_equal, core.dumps, core.now
 local pack, unpack, concat = table.pack, table.unpack, table.concat
-local spack = string.pack
+local spack, sunpack = string.pack, string.unpack
 local argerror, typename = util.argerror, util.typename
 local errnew, raise = errors.new, errors.raise
 local min, max = math.min, math.max
@@ -210,8 +210,10 @@ function M.task_sig(key, queue, t, c, h, d)
   return hmac(key, concat({ "task", queue, t, c, h, d }, "\n"))
 end
 
-function M.result_sig(key, c, t, d)
-  return hmac(key, concat({ "result", c, t, d }, "\n"))
+-- A result entry carries the outcomes of one or more tasks of one client:
+-- r = string.pack(">s4s4", t, d) repeated, signed once.
+function M.result_sig(key, c, r)
+  return hmac(key, concat({ "results", c, r }, "\n"))
 end
 
 M.bytes_equal = bytes_equal
@@ -247,7 +249,13 @@ function M.run_task(d)
     errs_mod.raise(a, b)
   end
   local fnb, pos = string.unpack(">s4", d)
-  local fn = check(cloads(fnb))
+  local cache = require("mproc.cluster").fn_cache
+  local fn = cache[fnb]
+  if fn == nil then
+    fn = check(cloads(fnb))
+    if cache.n >= 64 then for k in pairs(cache) do cache[k] = nil end cache.n = 0 end
+    cache[fnb], cache.n = fn, cache.n + 1
+  end
   local t = check(cloads(string.sub(d, pos)))
   local function encode(v)
     local ok, s, msg = cdumps(v, "result", true)
@@ -280,6 +288,55 @@ function M.run_task(d)
     return encode(res)
   end
   return encode(table.pack(fn(table.unpack(t, 1, t.n))))
+end
+
+-- Functions run_task decoded in this process, by their bytes.
+M.fn_cache = { n = 0 }
+
+-- The `d` of a result entry for an error: "\0" .. {k = kind, m = message,
+-- f = fields}, the fields dropped to text when they cannot be encoded.
+function M.error_payload(kind, msg, f)
+  local cdumps, errs_mod = require("mproc.core").dumps, require "mproc.errors"
+  local body = { k = kind, m = msg, f = f }
+  local ok, s = cdumps(body, "error", true)
+  if not ok and f then
+    body.f = { traceback = f.traceback, value = f.value ~= nil
+      and errs_mod.error_text(f.value) or nil }
+    ok, s = cdumps(body, "error", true)
+  end
+  if not ok then s = select(2, cdumps({ k = kind, m = msg }, "error", true)) end
+  return "\0" .. s
+end
+
+-- run_batch(ds) -> {d1, d2, ..., n = #ds, dt = seconds}: the outcome of
+-- each task (the `d` of its result: "\1" .. values or an error payload),
+-- and the time the batch took.  One local pool task runs a batch of
+-- stream entries; an error of one task is its own outcome.  Only _ENV as
+-- upvalue (see run_task).
+function M.run_batch(ds)
+  local cl = require "mproc.cluster"
+  local errs_mod = require "mproc.errors"
+  local clock = require("mproc.core").now
+  local run = cl.run_task
+  local function catch(e) return { e, errs_mod.traceback(e, 2) } end
+  local t0 = clock()
+  local out = { n = #ds }
+  for i = 1, #ds do
+    local ok, v = xpcall(run, catch, ds[i])
+    if ok then
+      out[i] = "\1" .. v
+    else
+      local e, tb = v[1], v[2]
+      if errs_mod.is_error(e, "SerializeError") then
+        out[i] = cl.error_payload("SerializeError", e.message)
+      else
+        out[i] = cl.error_payload("TaskError", errs_mod.error_text(e),
+          { value = e, traceback = tb })
+      end
+    end
+  end
+  out.dt = clock() - t0
+  return out
 end
 
 -- }=====================================================================
@@ -318,40 +375,22 @@ local function drop_task(self, tid)
   return task
 end
 
--- One result entry of our stream.
-local function on_result(self, f, dead)
-  local tid = f.t
-  local task = tid and self._tasks[tid]
-  if f.refused then
-    if task then
-      drop_task(self, tid)
-      local err = errnew("AuthenticationError", ("a worker refused the task: %s"):format(f.refused))
-      if task.job then task.job:fail(task.first, task.count, err) else task.r:_reject(err) end
-    end
-    return
-  end
-  local d, s = f.d, f.s
-  if not (tid and d and s and bytes_equal(s, M.result_sig(self._key, self._rs, tid, d))) then
-    dead[#dead + 1] = f
-    if task then
-      drop_task(self, tid)
-      local err = errnew("AuthenticationError", "a result for this task was not signed with "
-        .. "the pool's authkey (does the worker use another authkey?)")
-      if task.job then task.job:fail(task.first, task.count, err) else task.r:_reject(err) end
-    end
-    return
-  end
+local function refuse_task(self, tid, err)
+  local task = self._tasks[tid]
+  if not task then return end
+  drop_task(self, tid)
+  if task.job then task.job:fail(task.first, task.count, err) else task.r:_reject(err) end
+end
+
+-- The outcome d of task tid (its signature checked).
+local function on_outcome(self, tid, d)
+  local task = self._tasks[tid]
   if not task then return end  -- a task run twice: its first result won
   drop_task(self, tid)
-  local okd, v = pcall(function()
-    local ok, val, msg = core.loads(d:sub(2))
-    if not ok then raise(val, msg) end
-    return val
-  end)
-  local tag = d:byte(1)
+  local ok, v, msg = core.loads(d:sub(2))
   local err
-  if not okd then err = v
-  elseif tag ~= 1 then err = remote_error(v) end
+  if not ok then err = errnew(v, msg)
+  elseif d:byte(1) ~= 1 then err = remote_error(v) end
   local job = task.job
   if job then
     if err then return job:fail(task.first, task.count, err) end
@@ -364,6 +403,54 @@ local function on_result(self, f, dead)
     task.r:_reject(err)
   else
     task.r:_resolve(type(v) == "table" and v or { n = 0 })
+  end
+end
+
+-- One result entry of our stream: r, s (outcomes) or t, refused.
+local function on_result(self, f, dead)
+  if f.refused then
+    if f.t then
+      refuse_task(self, f.t, errnew("AuthenticationError",
+        ("a worker refused the task: %s"):format(f.refused)))
+    end
+    return
+  end
+  local r, s = f.r, f.s
+  local tids = {}
+  local ok = r and s and bytes_equal(s, M.result_sig(self._key, self._rs, r))
+  if ok then
+    local outs, pos, n = {}, 1, #r
+    ok = pcall(function()
+      while pos <= n do
+        local t, d
+        t, d, pos = sunpack(">s4s4", r, pos)
+        if d == "" then error("empty outcome") end
+        outs[#outs + 1] = t
+        outs[#outs + 1] = d
+      end
+    end)
+    if ok then
+      for i = 1, #outs, 2 do on_outcome(self, outs[i], outs[i + 1]) end
+      return
+    end
+  end
+  -- unsigned, badly signed or malformed: the tasks it names fail
+  dead[#dead + 1] = f
+  if r then
+    local pos = 1
+    pcall(function()
+      while pos <= #r do
+        local t
+        t, pos = sunpack(">s4", r, pos)
+        tids[#tids + 1] = t
+        pos = sunpack(">I4", r, pos) + pos + 4
+      end
+    end)
+  end
+  if f.t then tids[#tids + 1] = f.t end
+  for _, tid in ipairs(tids) do
+    refuse_task(self, tid, errnew("AuthenticationError", "a result for this task was not "
+      .. "signed with the pool's authkey (does the worker use another authkey?)"))
   end
 end
 

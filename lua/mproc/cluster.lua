@@ -44,6 +44,7 @@ local GROUP = "mproc"
 local READ_BLOCK_MS = 1000  -- a pending XREAD returns this often
 local AHEAD = 64            -- imap: chunks read ahead
 local XADD_BATCH = 512      -- map: XADDs per pipeline
+local SEND_AHEAD = 1024     -- commands sent whose replies are not read yet
 local RETRY_EVERY = 0.5     -- seconds between tries to reach a Redis that is down
 
 local M = { GROUP = GROUP }
@@ -89,7 +90,8 @@ local Link = {}
 Link.__index = Link
 
 local function new_link(u, timeout)
-  return setmetatable({ u = u, timeout = timeout or 10, gen = 0 }, Link)
+  return setmetatable({ u = u, timeout = timeout or 10, gen = 0,
+                        q = {}, qh = 1, qt = 0, qgen = 0 }, Link)
 end
 M.new_link = new_link
 
@@ -118,10 +120,107 @@ function Link:conn()
   return c2
 end
 
+-- {------ commands whose replies are read later (send, drain) ------
+-- A sent command stays queued until its reply came; a connection lost
+-- meanwhile is made again and the queued commands sent again (a task
+-- added twice this way is harmless: its second result is dropped).
+
+local function queue_empty(self) return self.qh > self.qt end
+
+local function is_up(self) return self.c ~= nil and not self.c:closed() end
+
+-- Writes every queued command again (on a new connection): true or
+-- false, message.
+local function resend(self, c)
+  for i = self.qh, self.qt do
+    local ok, _, msg = c:append(self.q[i][1])
+    if not ok then return false, msg end
+  end
+  self.qgen = self.gen
+  return true
+end
+
+local function pop_reply(self, v)
+  local i = self.qh
+  local cb = self.q[i][2]
+  self.q[i] = nil
+  self.qh = i + 1
+  if queue_empty(self) then self.q, self.qh, self.qt = {}, 1, 0 end
+  cb(v)
+end
+
+-- Waits for the replies of every queued command (their callbacks run).
+function Link:drain()
+  local tries = 0
+  while not queue_empty(self) do
+    local fresh = not is_up(self)
+    local c = self:conn()
+    local ok, v, msg = true
+    if self.qgen ~= self.gen then ok, msg = resend(self, c) end
+    if ok then
+      ok, v, msg = c:reply()
+      if ok then pop_reply(self, v)
+      elseif v == "reply" then ok = true; pop_reply(self, { err = msg }) end
+    end
+    if not ok then
+      tries = tries + 1
+      if fresh or tries > 1 then oserror(self, msg) end
+    end
+  end
+end
+
+-- Takes the replies that have arrived, without waiting (but for those of
+-- a connection that was lost: sent again, they are waited for).
+function Link:poll_replies()
+  if queue_empty(self) then return end
+  if self.qgen ~= self.gen or not is_up(self) then return self:drain() end
+  local c = self.c
+  while not queue_empty(self) do
+    local ok, got, v = c:try_reply()
+    if not ok then return self:drain() end
+    if not got then return end
+    pop_reply(self, v)
+  end
+end
+
+-- Sends argv now; cb(reply) runs when its reply is read (an error reply
+-- as {err = text}).  Raises OSError when Redis cannot be reached (argv is
+-- then dropped).
+function Link:send(argv, cb)
+  local t = self.qt + 1
+  self.q[t], self.qt = { argv, cb }, t
+  local ok, msg
+  for _ = 1, 2 do
+    local fresh = not is_up(self)
+    local okc, c = pcall(self.conn, self)
+    if not okc then
+      self.q[t], self.qt = nil, t - 1
+      error(c, 0)
+    end
+    if self.qgen ~= self.gen then ok, msg = resend(self, c)
+    else
+      local r1, _, r3 = c:append(argv)
+      ok, msg = r1, r3
+    end
+    if ok or fresh then break end
+  end
+  if not ok then
+    self.q[t], self.qt = nil, t - 1
+    oserror(self, msg)
+  end
+  if t - self.qh >= SEND_AHEAD then
+    self:poll_replies()
+    if self.qt - self.qh >= 2 * SEND_AHEAD then self:drain() end
+  end
+end
+
+-- }------
+
 -- Calls conn:method(arg); a connection that was up and failed (the server
 -- restarted, say) is made again and the call tried once more.  A task
 -- sent twice this way is harmless: its second result is dropped.
 local function call(self, method, arg)
+  if not queue_empty(self) then self:drain() end
   local fresh = not (self.c and not self.c:closed())
   local c = self:conn()
   local ok, v, msg = c[method](c, arg)
@@ -479,6 +578,7 @@ local function on_read(self, rep)
 end
 
 local function pump_body(self)
+  self._link:poll_replies()
   local rl = self._rlink
   if self._reading then
     if self._reading ~= rl.gen or not rl:fileno() then
@@ -576,6 +676,7 @@ end
 function Pool:_cancel(r)
   local tid = r._tid
   local task = tid and self._tasks[tid]
+  if task and not task.eid then self._link:drain() end
   if not task or not task.eid then return false end
   if not cancel_entries(self, { task.eid })[task.eid] then return false end
   drop_task(self, tid)
@@ -657,7 +758,22 @@ local function apply_task(self, fn, args, opts)
   local tid = new_tid(self)
   local r = result.new(self, opts and opts.callback, opts and opts.error_callback)
   r._tid = tid
-  push_tasks(self, { { tid, task_argv(self, tid, d, timeout), { r = r } } })
+  -- sent now, its entry id read later (the next pump, or a cancel)
+  local task = { r = r }
+  self._link:send(task_argv(self, tid, d, timeout), function(eid)
+    if type(eid) == "string" then task.eid = eid return end
+    if self._tasks[tid] ~= task then return end
+    drop_task(self, tid)
+    r:_reject(errnew("OSError", ("redis %s: XADD %s: %s"):format(self._link.u.addr,
+      self._queue, type(eid) == "table" and eid.err or "no entry id"),
+      { address = self._link.u.addr }))
+  end)
+  self._tasks[tid] = task
+  self._ntasks = self._ntasks + 1
+  if not self._reading then
+    sched.add_source(self)
+    self:_pump()
+  end
   return r
 end
 
@@ -920,6 +1036,7 @@ end
 function Pool:terminate()
   check_pool(self, "terminate")
   if self._state == "TERMINATE" then return end
+  pcall(self._link.drain, self._link)  -- the entry ids of tasks just sent
   local tasks = self._tasks
   self._tasks, self._ntasks = {}, 0
   local eids = {}

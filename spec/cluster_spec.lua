@@ -476,15 +476,25 @@ describe("mp.cluster", function()
       local pool <close> = pool_for(q, { lease = 2 })
       local r = pool:map_async(function(x) require("mproc").sleep(0.05) return x end,
         (function() local t = {} for i = 1, 40 do t[i] = i end return t end)(), { chunksize = 1 })
+      local singles = {}
+      for i = 1, 20 do
+        singles[i] = pool:apply_async(function(x) require("mproc").sleep(0.05) return x end, { i })
+      end
       mp.sleep(0.3)
       stop_redis()
       local ok, e = pcall(r.get, r, 5)
       assert.is_false(ok)
       assert.is_true(mp.is_error(e, "OSError"), tostring(e))
       assert.matches(sock, e.message, 1, true)
+      ok, e = pcall(pool.apply_async, pool, function() end)
+      assert.is_false(ok)
+      assert.is_true(mp.is_error(e, "OSError"), tostring(e))
+      assert.matches(sock, e.message, 1, true)
       start_redis { "--appendonly", "yes", "--appendfsync", "always" }
       local out = r:get(60)
       for i = 1, 40 do assert.equal(i, out[i]) end
+      for i = 1, 20 do assert.equal(i, singles[i]:get(60)) end
+      assert.equal("after", pool:apply_async(function() return "after" end):get(30))
       stop_workers()
       stop_redis()
       start_redis()

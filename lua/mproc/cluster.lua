@@ -553,6 +553,8 @@ local function on_result(self, f, dead)
   end
 end
 
+local function ignore() end
+
 -- The reply of an XREAD of our result stream.
 local function on_read(self, rep)
   if type(rep) ~= "table" then return end
@@ -567,14 +569,15 @@ local function on_read(self, rep)
     local f = M.fields(e[2]) or {}
     on_result(self, f, dead)
   end
-  local cmds = { ids }
+  -- sent, not waited for: the results are delivered already
+  local link = self._link
+  link:send(ids, ignore)
   for _, f in ipairs(dead) do
     local argv = { "XADD", self._queue .. ":dead", "MAXLEN", "~", "10000", "*",
                    "reason", "bad result signature", "stream", self._rs }
     for k, v in pairs(f) do argv[#argv + 1] = k; argv[#argv + 1] = v end
-    cmds[#cmds + 1] = argv
+    link:send(argv, ignore)
   end
-  self._link:pipe(cmds)
 end
 
 local function pump_body(self)

@@ -27,6 +27,7 @@ local M = {}
 local SCAN_EVERY = 0.25     -- seconds between looks for expired leases
 local BATCH_SECONDS = 0.02  -- a batch of tasks (one local pool task) runs about this long
 local MAX_BATCH = 64        -- tasks per batch at most
+local RESULT_BYTES = 1 << 20  -- a result entry holds several results up to about this size
 local GIVE_BACK_IDLE = 1e9  -- ms: an entry handed back is claimable at once
 local DEFAULT_LEASE = 30000
 
@@ -129,9 +130,19 @@ function M.serve(o)
       ack[#ack + 1], del[#del + 1] = out.eid, out.eid
     end
     local cmds = { { "MULTI" } }
-    for _, c in ipairs(order) do
-      local r = concat(by_c[c])
+    local function add(c, r)
       cmds[#cmds + 1] = { "XADD", c, "*", "r", r, "s", cluster.result_sig(key, c, r) }
+    end
+    for _, c in ipairs(order) do
+      local list, from, size = by_c[c], 1, 0
+      for i, part in ipairs(list) do  -- large results: an entry of about RESULT_BYTES each
+        if size > 0 and size + #part > RESULT_BYTES then
+          add(c, concat(list, "", from, i - 1))
+          from, size = i, 0
+        end
+        size = size + #part
+      end
+      add(c, concat(list, "", from, #list))
       cmds[#cmds + 1] = { "EXPIRE", c, 86400 }
     end
     if extra then cmds[#cmds + 1] = extra end

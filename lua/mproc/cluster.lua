@@ -9,8 +9,11 @@
 --   d  the function and arguments (string.pack(">s4", fn) .. args)
 --   s  HMAC-SHA256 under the authkey of "task", the queue and t, c, h, d
 -- A worker checks s before it decodes anything, runs the task in its local
--- mp.Pool, then in one MULTI adds the result to c (fields t, d, s; s signs
--- "result", c, t, d), acknowledges and deletes the task entry.  The client
+-- mp.Pool (entries in batches, one local pool task each), then in one
+-- MULTI adds the results to c (one entry per client stream: fields r, the
+-- pairs string.pack(">s4s4", t, d) of the tasks that ended, and s, signing
+-- "results", c, r), acknowledges and deletes the task entries.  A task's
+-- XADD is written at once and its reply read later (Link:send).  The client
 -- reads c with XREAD (a blocking read left pending on a second connection,
 -- whose descriptor the scheduler watches), keeps the first result of each
 -- task and drops the others (a task run twice).  Anything unsigned or

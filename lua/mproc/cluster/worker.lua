@@ -1,9 +1,10 @@
 -- `mproc worker` (API.md "Cluster"): a local mp.Pool fed from a Redis
 -- stream.  See lua/mproc/cluster.lua for the entry format.
 --
--- The loop: publish what the local pool finished (result, acknowledge,
+-- The loop: publish what the local pool finished (results, acknowledge,
 -- delete in one MULTI); read new entries (XREADGROUP, a blocking read left
--- pending while tasks run, so both wake the loop); claim entries whose
+-- pending while tasks run, so both wake the loop; first deliveries run in
+-- batches, one local pool task each, sized from the measured task time); claim entries whose
 -- holder let their lease run out (XPENDING IDLE, then XCLAIM with the
 -- entry's lease as min-idle-time: two workers cannot both win); renew our
 -- own leases (a script that XCLAIMs JUSTID only what we still hold).  A

@@ -358,6 +358,78 @@ describe("mp.cluster", function()
       assert.equal(1, raw { "XLEN", q .. ":dead" })
     end)
 
+    -- A worker that has seen short tasks runs entries in batches (one
+    -- local pool task each); its log says "started (k)" for a batch of k.
+    local function warm_up(pool)
+      local items = {}
+      for i = 1, 40 do items[i] = i end
+      pool:map(function(x) return x end, items, 1)
+    end
+    local function largest_batch(log)
+      local k = 0
+      for n in (support.read_file(log) or ""):gmatch("started %((%d+)%)") do
+        k = math.max(k, tonumber(n))
+      end
+      return k
+    end
+
+    it("a worker SIGKILLed mid-batch: every task of the batch gets exactly one result",
+      function()
+      local q = new_queue()
+      local a = start_worker(q, { processes = 1 })
+      local pool <close> = pool_for(q, { lease = 1 })
+      warm_up(pool)
+      local runs = dir .. "/runs-batch"
+      local calls, rs = {}, {}
+      local function task(path, i)
+        local f = io.open(path, "a"); f:write(i, "\n"); f:close()
+        require("mproc").sleep(0.3)
+        return i * 10
+      end
+      for i = 1, 8 do
+        rs[i] = pool:apply_async(task, { runs, i },
+          { callback = function() calls[i] = (calls[i] or 0) + 1 end })
+      end
+      assert.is_true(support.wait_until(function() return lines(runs) >= 3 end, 10))
+      assert.is_true(largest_batch(a.log) >= 2, support.read_file(a.log))
+      start_worker(q, { processes = 1 })
+      a:kill()
+      a:wait(5)
+      forget_shm(a.pid)
+      for i = 1, 8 do assert.equal(i * 10, rs[i]:get(30)) end
+      mp.sleep(0.3)
+      mp.poll()
+      for i = 1, 8 do assert.equal(1, calls[i]) end
+      assert.is_true(lines(runs) > 8)  -- the batch's unfinished tasks ran again
+      pool:close()
+      assert.is_true(pool:join(10))
+    end)
+
+    it("a task that kills its local process inside a batch: the others of the batch "
+      .. "get their results, it gets WorkerLost", function()
+      local q = new_queue()
+      local a = start_worker(q, { processes = 1 })
+      local pool <close> = pool_for(q, { lease = 1, max_deliveries = 2 })
+      warm_up(pool)
+      local first = pool:submit(function() require("mproc").sleep(0.3) return 0 end)
+      local rs = {}
+      for i = 1, 9 do
+        rs[i] = pool:submit(function(x)
+          if x == 5 then os.exit(3) end
+          return x
+        end, i)
+      end
+      assert.equal(0, first:get(20))
+      for i = 1, 9 do
+        if i ~= 5 then assert.equal(i, rs[i]:get(30)) end
+      end
+      local ok, e = pcall(rs[5].get, rs[5], 30)
+      assert.is_false(ok)
+      assert.is_true(mp.is_error(e, "WorkerLost"), tostring(e))
+      assert.is_true(largest_batch(a.log) >= 2, support.read_file(a.log))
+      assert.matches("handed back", support.read_file(a.log), 1, true)
+    end)
+
     it("refuses entries with a wrong authkey, tampered, unsigned or garbage; "
       .. "nothing crashes", function()
       local q = new_queue()
@@ -404,15 +476,25 @@ describe("mp.cluster", function()
       local pool <close> = pool_for(q, { lease = 2 })
       local r = pool:map_async(function(x) require("mproc").sleep(0.05) return x end,
         (function() local t = {} for i = 1, 40 do t[i] = i end return t end)(), { chunksize = 1 })
+      local singles = {}
+      for i = 1, 20 do
+        singles[i] = pool:apply_async(function(x) require("mproc").sleep(0.05) return x end, { i })
+      end
       mp.sleep(0.3)
       stop_redis()
       local ok, e = pcall(r.get, r, 5)
       assert.is_false(ok)
       assert.is_true(mp.is_error(e, "OSError"), tostring(e))
       assert.matches(sock, e.message, 1, true)
+      ok, e = pcall(pool.apply_async, pool, function() end)
+      assert.is_false(ok)
+      assert.is_true(mp.is_error(e, "OSError"), tostring(e))
+      assert.matches(sock, e.message, 1, true)
       start_redis { "--appendonly", "yes", "--appendfsync", "always" }
       local out = r:get(60)
       for i = 1, 40 do assert.equal(i, out[i]) end
+      for i = 1, 20 do assert.equal(i, singles[i]:get(60)) end
+      assert.equal("after", pool:apply_async(function() return "after" end):get(30))
       stop_workers()
       stop_redis()
       start_redis()

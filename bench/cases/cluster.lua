@@ -10,8 +10,8 @@
 -- * tasks_2000: 2 000 trivial tasks (x + 1) submitted at once, every
 --   result fetched; tasks/s, goal >= 20x RQ's.  Here 2 000 apply_async (an
 --   XADD each); RQ enqueues its 2 000 jobs in one pipeline (enqueue_many,
---   its fastest way).  A map(inc, 2 000 items, 1) here (XADDs in pipelines
---   of 512) measured the same rate: the workers are the limit.
+--   its fastest way).  An apply_async writes its XADD without waiting for
+--   the reply, and the worker runs the entries in batches.
 -- * apply_async_get: one task's round trip (submit, run, result); s per op,
 --   goal <= 0.2x RQ's.
 -- * map_100k_chunked: a map of 100 000 trivial items in 32 chunks of 3 125

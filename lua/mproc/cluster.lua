@@ -9,8 +9,11 @@
 --   d  the function and arguments (string.pack(">s4", fn) .. args)
 --   s  HMAC-SHA256 under the authkey of "task", the queue and t, c, h, d
 -- A worker checks s before it decodes anything, runs the task in its local
--- mp.Pool, then in one MULTI adds the result to c (fields t, d, s; s signs
--- "result", c, t, d), acknowledges and deletes the task entry.  The client
+-- mp.Pool (entries in batches, one local pool task each), then in one
+-- MULTI adds the results to c (one entry per client stream: fields r, the
+-- pairs string.pack(">s4s4", t, d) of the tasks that ended, and s, signing
+-- "results", c, r), acknowledges and deletes the task entries.  A task's
+-- XADD is written at once and its reply read later (Link:send).  The client
 -- reads c with XREAD (a blocking read left pending on a second connection,
 -- whose descriptor the scheduler watches), keeps the first result of each
 -- task and drops the others (a task run twice).  Anything unsigned or
@@ -32,7 +35,7 @@ end
 
 local hmac, bytes_equal, dumps, now = core.hmac_sha256, core.bytes_equal, core.dumps, core.now
 local pack, unpack, concat = table.pack, table.unpack, table.concat
-local spack = string.pack
+local spack, sunpack = string.pack, string.unpack
 local argerror, typename = util.argerror, util.typename
 local errnew, raise = errors.new, errors.raise
 local min, max = math.min, math.max
@@ -44,6 +47,7 @@ local GROUP = "mproc"
 local READ_BLOCK_MS = 1000  -- a pending XREAD returns this often
 local AHEAD = 64            -- imap: chunks read ahead
 local XADD_BATCH = 512      -- map: XADDs per pipeline
+local SEND_AHEAD = 1024     -- commands sent whose replies are not read yet
 local RETRY_EVERY = 0.5     -- seconds between tries to reach a Redis that is down
 
 local M = { GROUP = GROUP }
@@ -89,7 +93,8 @@ local Link = {}
 Link.__index = Link
 
 local function new_link(u, timeout)
-  return setmetatable({ u = u, timeout = timeout or 10, gen = 0 }, Link)
+  return setmetatable({ u = u, timeout = timeout or 10, gen = 0,
+                        q = {}, qh = 1, qt = 0, qgen = 0 }, Link)
 end
 M.new_link = new_link
 
@@ -118,10 +123,107 @@ function Link:conn()
   return c2
 end
 
+-- {------ commands whose replies are read later (send, drain) ------
+-- A sent command stays queued until its reply came; a connection lost
+-- meanwhile is made again and the queued commands sent again (a task
+-- added twice this way is harmless: its second result is dropped).
+
+local function queue_empty(self) return self.qh > self.qt end
+
+local function is_up(self) return self.c ~= nil and not self.c:closed() end
+
+-- Writes every queued command again (on a new connection): true or
+-- false, message.
+local function resend(self, c)
+  for i = self.qh, self.qt do
+    local ok, _, msg = c:append(self.q[i][1])
+    if not ok then return false, msg end
+  end
+  self.qgen = self.gen
+  return true
+end
+
+local function pop_reply(self, v)
+  local i = self.qh
+  local cb = self.q[i][2]
+  self.q[i] = nil
+  self.qh = i + 1
+  if queue_empty(self) then self.q, self.qh, self.qt = {}, 1, 0 end
+  cb(v)
+end
+
+-- Waits for the replies of every queued command (their callbacks run).
+function Link:drain()
+  local tries = 0
+  while not queue_empty(self) do
+    local fresh = not is_up(self)
+    local c = self:conn()
+    local ok, v, msg = true
+    if self.qgen ~= self.gen then ok, msg = resend(self, c) end
+    if ok then
+      ok, v, msg = c:reply()
+      if ok then pop_reply(self, v)
+      elseif v == "reply" then ok = true; pop_reply(self, { err = msg }) end
+    end
+    if not ok then
+      tries = tries + 1
+      if fresh or tries > 1 then oserror(self, msg) end
+    end
+  end
+end
+
+-- Takes the replies that have arrived, without waiting (but for those of
+-- a connection that was lost: sent again, they are waited for).
+function Link:poll_replies()
+  if queue_empty(self) then return end
+  if self.qgen ~= self.gen or not is_up(self) then return self:drain() end
+  local c = self.c
+  while not queue_empty(self) do
+    local ok, got, v = c:try_reply()
+    if not ok then return self:drain() end
+    if not got then return end
+    pop_reply(self, v)
+  end
+end
+
+-- Sends argv now; cb(reply) runs when its reply is read (an error reply
+-- as {err = text}).  Raises OSError when Redis cannot be reached (argv is
+-- then dropped).
+function Link:send(argv, cb)
+  local t = self.qt + 1
+  self.q[t], self.qt = { argv, cb }, t
+  local ok, msg
+  for _ = 1, 2 do
+    local fresh = not is_up(self)
+    local okc, c = pcall(self.conn, self)
+    if not okc then
+      self.q[t], self.qt = nil, t - 1
+      error(c, 0)
+    end
+    if self.qgen ~= self.gen then ok, msg = resend(self, c)
+    else
+      local r1, _, r3 = c:append(argv)
+      ok, msg = r1, r3
+    end
+    if ok or fresh then break end
+  end
+  if not ok then
+    self.q[t], self.qt = nil, t - 1
+    oserror(self, msg)
+  end
+  if t - self.qh >= SEND_AHEAD then
+    self:poll_replies()
+    if self.qt - self.qh >= 2 * SEND_AHEAD then self:drain() end
+  end
+end
+
+-- }------
+
 -- Calls conn:method(arg); a connection that was up and failed (the server
 -- restarted, say) is made again and the call tried once more.  A task
 -- sent twice this way is harmless: its second result is dropped.
 local function call(self, method, arg)
+  if not queue_empty(self) then self:drain() end
   local fresh = not (self.c and not self.c:closed())
   local c = self:conn()
   local ok, v, msg = c[method](c, arg)
@@ -210,8 +312,10 @@ function M.task_sig(key, queue, t, c, h, d)
   return hmac(key, concat({ "task", queue, t, c, h, d }, "\n"))
 end
 
-function M.result_sig(key, c, t, d)
-  return hmac(key, concat({ "result", c, t, d }, "\n"))
+-- A result entry carries the outcomes of one or more tasks of one client:
+-- r = string.pack(">s4s4", t, d) repeated, signed once.
+function M.result_sig(key, c, r)
+  return hmac(key, concat({ "results", c, r }, "\n"))
 end
 
 M.bytes_equal = bytes_equal
@@ -247,7 +351,13 @@ function M.run_task(d)
     errs_mod.raise(a, b)
   end
   local fnb, pos = string.unpack(">s4", d)
-  local fn = check(cloads(fnb))
+  local cache = require("mproc.cluster").fn_cache
+  local fn = cache[fnb]
+  if fn == nil then
+    fn = check(cloads(fnb))
+    if cache.n >= 64 then for k in pairs(cache) do cache[k] = nil end cache.n = 0 end
+    cache[fnb], cache.n = fn, cache.n + 1
+  end
   local t = check(cloads(string.sub(d, pos)))
   local function encode(v)
     local ok, s, msg = cdumps(v, "result", true)
@@ -280,6 +390,55 @@ function M.run_task(d)
     return encode(res)
   end
   return encode(table.pack(fn(table.unpack(t, 1, t.n))))
+end
+
+-- Functions run_task decoded in this process, by their bytes.
+M.fn_cache = { n = 0 }
+
+-- The `d` of a result entry for an error: "\0" .. {k = kind, m = message,
+-- f = fields}, the fields dropped to text when they cannot be encoded.
+function M.error_payload(kind, msg, f)
+  local cdumps, errs_mod = require("mproc.core").dumps, require "mproc.errors"
+  local body = { k = kind, m = msg, f = f }
+  local ok, s = cdumps(body, "error", true)
+  if not ok and f then
+    body.f = { traceback = f.traceback, value = f.value ~= nil
+      and errs_mod.error_text(f.value) or nil }
+    ok, s = cdumps(body, "error", true)
+  end
+  if not ok then s = select(2, cdumps({ k = kind, m = msg }, "error", true)) end
+  return "\0" .. s
+end
+
+-- run_batch(ds) -> {d1, d2, ..., n = #ds, dt = seconds}: the outcome of
+-- each task (the `d` of its result: "\1" .. values or an error payload),
+-- and the time the batch took.  One local pool task runs a batch of
+-- stream entries; an error of one task is its own outcome.  Only _ENV as
+-- upvalue (see run_task).
+function M.run_batch(ds)
+  local cl = require "mproc.cluster"
+  local errs_mod = require "mproc.errors"
+  local clock = require("mproc.core").now
+  local run = cl.run_task
+  local function catch(e) return { e, errs_mod.traceback(e, 2) } end
+  local t0 = clock()
+  local out = { n = #ds }
+  for i = 1, #ds do
+    local ok, v = xpcall(run, catch, ds[i])
+    if ok then
+      out[i] = "\1" .. v
+    else
+      local e, tb = v[1], v[2]
+      if errs_mod.is_error(e, "SerializeError") then
+        out[i] = cl.error_payload("SerializeError", e.message)
+      else
+        out[i] = cl.error_payload("TaskError", errs_mod.error_text(e),
+          { value = e, traceback = tb })
+      end
+    end
+  end
+  out.dt = clock() - t0
+  return out
 end
 
 -- }=====================================================================
@@ -318,40 +477,22 @@ local function drop_task(self, tid)
   return task
 end
 
--- One result entry of our stream.
-local function on_result(self, f, dead)
-  local tid = f.t
-  local task = tid and self._tasks[tid]
-  if f.refused then
-    if task then
-      drop_task(self, tid)
-      local err = errnew("AuthenticationError", ("a worker refused the task: %s"):format(f.refused))
-      if task.job then task.job:fail(task.first, task.count, err) else task.r:_reject(err) end
-    end
-    return
-  end
-  local d, s = f.d, f.s
-  if not (tid and d and s and bytes_equal(s, M.result_sig(self._key, self._rs, tid, d))) then
-    dead[#dead + 1] = f
-    if task then
-      drop_task(self, tid)
-      local err = errnew("AuthenticationError", "a result for this task was not signed with "
-        .. "the pool's authkey (does the worker use another authkey?)")
-      if task.job then task.job:fail(task.first, task.count, err) else task.r:_reject(err) end
-    end
-    return
-  end
+local function refuse_task(self, tid, err)
+  local task = self._tasks[tid]
+  if not task then return end
+  drop_task(self, tid)
+  if task.job then task.job:fail(task.first, task.count, err) else task.r:_reject(err) end
+end
+
+-- The outcome d of task tid (its signature checked).
+local function on_outcome(self, tid, d)
+  local task = self._tasks[tid]
   if not task then return end  -- a task run twice: its first result won
   drop_task(self, tid)
-  local okd, v = pcall(function()
-    local ok, val, msg = core.loads(d:sub(2))
-    if not ok then raise(val, msg) end
-    return val
-  end)
-  local tag = d:byte(1)
+  local ok, v, msg = core.loads(d:sub(2))
   local err
-  if not okd then err = v
-  elseif tag ~= 1 then err = remote_error(v) end
+  if not ok then err = errnew(v, msg)
+  elseif d:byte(1) ~= 1 then err = remote_error(v) end
   local job = task.job
   if job then
     if err then return job:fail(task.first, task.count, err) end
@@ -367,6 +508,56 @@ local function on_result(self, f, dead)
   end
 end
 
+-- One result entry of our stream: r, s (outcomes) or t, refused.
+local function on_result(self, f, dead)
+  if f.refused then
+    if f.t then
+      refuse_task(self, f.t, errnew("AuthenticationError",
+        ("a worker refused the task: %s"):format(f.refused)))
+    end
+    return
+  end
+  local r, s = f.r, f.s
+  local tids = {}
+  local ok = r and s and bytes_equal(s, M.result_sig(self._key, self._rs, r))
+  if ok then
+    local outs, pos, n = {}, 1, #r
+    ok = pcall(function()
+      while pos <= n do
+        local t, d
+        t, d, pos = sunpack(">s4s4", r, pos)
+        if d == "" then error("empty outcome") end
+        outs[#outs + 1] = t
+        outs[#outs + 1] = d
+      end
+    end)
+    if ok then
+      for i = 1, #outs, 2 do on_outcome(self, outs[i], outs[i + 1]) end
+      return
+    end
+  end
+  -- unsigned, badly signed or malformed: the tasks it names fail
+  dead[#dead + 1] = f
+  if r then
+    local pos = 1
+    pcall(function()
+      while pos <= #r do
+        local t
+        t, pos = sunpack(">s4", r, pos)
+        tids[#tids + 1] = t
+        pos = sunpack(">I4", r, pos) + pos + 4
+      end
+    end)
+  end
+  if f.t then tids[#tids + 1] = f.t end
+  for _, tid in ipairs(tids) do
+    refuse_task(self, tid, errnew("AuthenticationError", "a result for this task was not "
+      .. "signed with the pool's authkey (does the worker use another authkey?)"))
+  end
+end
+
+local function ignore() end
+
 -- The reply of an XREAD of our result stream.
 local function on_read(self, rep)
   if type(rep) ~= "table" then return end
@@ -381,17 +572,19 @@ local function on_read(self, rep)
     local f = M.fields(e[2]) or {}
     on_result(self, f, dead)
   end
-  local cmds = { ids }
+  -- sent, not waited for: the results are delivered already
+  local link = self._link
+  link:send(ids, ignore)
   for _, f in ipairs(dead) do
     local argv = { "XADD", self._queue .. ":dead", "MAXLEN", "~", "10000", "*",
                    "reason", "bad result signature", "stream", self._rs }
     for k, v in pairs(f) do argv[#argv + 1] = k; argv[#argv + 1] = v end
-    cmds[#cmds + 1] = argv
+    link:send(argv, ignore)
   end
-  self._link:pipe(cmds)
 end
 
 local function pump_body(self)
+  self._link:poll_replies()
   local rl = self._rlink
   if self._reading then
     if self._reading ~= rl.gen or not rl:fileno() then
@@ -489,6 +682,7 @@ end
 function Pool:_cancel(r)
   local tid = r._tid
   local task = tid and self._tasks[tid]
+  if task and not task.eid then self._link:drain() end
   if not task or not task.eid then return false end
   if not cancel_entries(self, { task.eid })[task.eid] then return false end
   drop_task(self, tid)
@@ -570,7 +764,22 @@ local function apply_task(self, fn, args, opts)
   local tid = new_tid(self)
   local r = result.new(self, opts and opts.callback, opts and opts.error_callback)
   r._tid = tid
-  push_tasks(self, { { tid, task_argv(self, tid, d, timeout), { r = r } } })
+  -- sent now, its entry id read later (the next pump, or a cancel)
+  local task = { r = r }
+  self._link:send(task_argv(self, tid, d, timeout), function(eid)
+    if type(eid) == "string" then task.eid = eid return end
+    if self._tasks[tid] ~= task then return end
+    drop_task(self, tid)
+    r:_reject(errnew("OSError", ("redis %s: XADD %s: %s"):format(self._link.u.addr,
+      self._queue, type(eid) == "table" and eid.err or "no entry id"),
+      { address = self._link.u.addr }))
+  end)
+  self._tasks[tid] = task
+  self._ntasks = self._ntasks + 1
+  if not self._reading then
+    sched.add_source(self)
+    self:_pump()
+  end
   return r
 end
 
@@ -833,6 +1042,7 @@ end
 function Pool:terminate()
   check_pool(self, "terminate")
   if self._state == "TERMINATE" then return end
+  pcall(self._link.drain, self._link)  -- the entry ids of tasks just sent
   local tasks = self._tasks
   self._tasks, self._ntasks = {}, 0
   local eids = {}

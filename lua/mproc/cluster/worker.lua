@@ -1,9 +1,10 @@
 -- `mproc worker` (API.md "Cluster"): a local mp.Pool fed from a Redis
 -- stream.  See lua/mproc/cluster.lua for the entry format.
 --
--- The loop: publish what the local pool finished (result, acknowledge,
+-- The loop: publish what the local pool finished (results, acknowledge,
 -- delete in one MULTI); read new entries (XREADGROUP, a blocking read left
--- pending while tasks run, so both wake the loop); claim entries whose
+-- pending while tasks run, so both wake the loop; first deliveries run in
+-- batches, one local pool task each, sized from the measured task time); claim entries whose
 -- holder let their lease run out (XPENDING IDLE, then XCLAIM with the
 -- entry's lease as min-idle-time: two workers cannot both win); renew our
 -- own leases (a script that XCLAIMs JUSTID only what we still hold).  A
@@ -20,10 +21,14 @@ local redis = require "mproc.redis"
 
 local now, fields, GROUP = core.now, cluster.fields, cluster.GROUP
 local bytes_equal = cluster.bytes_equal
+local spack, concat = string.pack, table.concat
 
 local M = {}
 
 local SCAN_EVERY = 0.25     -- seconds between looks for expired leases
+local BATCH_SECONDS = 0.02  -- a batch of tasks (one local pool task) runs about this long
+local MAX_BATCH = 64        -- tasks per batch at most
+local RESULT_BYTES = 1 << 20  -- a result entry holds several results up to about this size
 local GIVE_BACK_IDLE = 1e9  -- ms: an entry handed back is claimable at once
 local DEFAULT_LEASE = 30000
 
@@ -62,7 +67,6 @@ function M.serve(o)
   local log = o.log or io.stderr
   local verbose = o.verbose
   local nproc = o.processes or mp.cpu_count()
-  local cap = nproc * 2
   if o.signals then redis.catch_signals() end
   local function stopping()
     return (o.signals and redis.signalled() ~= nil) or (o.stop and o.stop())
@@ -73,15 +77,26 @@ function M.serve(o)
   local dead_key, rprefix = queue .. ":dead", queue .. ":r:"
 
   local pool = mp.Pool(nproc)
-  local held, nheld = {}, 0      -- eid -> {tid, c, lease, maxd, r, t0}
+  local held, nheld = {}, 0      -- eid -> {tid, c, lease, unit, lost}
+  local units = {}               -- unit -> true: {r, eids, t0} a local pool task
   local leases = {}              -- eid -> lease ms (entries seen pending)
   local intake = false           -- the ilink generation of a pending read
   local intake_reply, intake_got = nil, false
   local next_scan, next_renew = 0, 0
+  local est                      -- seconds per task (moving average), once known
 
   local function say(fmt, ...)
     if verbose then log:write(("mproc worker %s: " .. fmt .. "\n"):format(me, ...)) log:flush() end
   end
+
+  -- Tasks per local pool task, and entries held at most: one task each
+  -- until a batch has told how long a task takes, then as many as run in
+  -- about BATCH_SECONDS (at most MAX_BATCH).
+  local function batch_size()
+    if not est then return 1 end
+    return math.max(1, math.min(MAX_BATCH, math.floor(BATCH_SECONDS / math.max(est, 1e-7))))
+  end
+  local function cap() return nproc * 2 * batch_size() end
 
   local function dead_argv(eid, f, reason)
     local argv = { "XADD", dead_key, "MAXLEN", "~", "10000", "*", "reason", reason, "id", eid }
@@ -103,14 +118,37 @@ function M.serve(o)
     say("refused entry %s: %s", eid, reason)
   end
 
-  -- Stores the outcome d of the task, then acknowledges it.
-  local function publish(eid, tid, c, d, extra)
-    local cmds = { { "MULTI" },
-      { "XADD", c, "*", "t", tid, "d", d, "s", cluster.result_sig(key, c, tid, d) },
-      { "EXPIRE", c, 86400 } }
+  -- Stores the outcomes {eid, tid, c, d} (one result entry per client
+  -- stream), then acknowledges and deletes their entries: one MULTI.
+  local function publish(outs, extra)
+    local by_c, order = {}, {}
+    local ack, del = { "XACK", queue, GROUP }, { "XDEL", queue }
+    for _, out in ipairs(outs) do
+      local c = out.c
+      local list = by_c[c]
+      if not list then list = {}; by_c[c] = list; order[#order + 1] = c end
+      list[#list + 1] = spack(">s4s4", out.tid, out.d)
+      ack[#ack + 1], del[#del + 1] = out.eid, out.eid
+    end
+    local cmds = { { "MULTI" } }
+    local function add(c, r)
+      cmds[#cmds + 1] = { "XADD", c, "*", "r", r, "s", cluster.result_sig(key, c, r) }
+    end
+    for _, c in ipairs(order) do
+      local list, from, size = by_c[c], 1, 0
+      for i, part in ipairs(list) do  -- large results: an entry of about RESULT_BYTES each
+        if size > 0 and size + #part > RESULT_BYTES then
+          add(c, concat(list, "", from, i - 1))
+          from, size = i, 0
+        end
+        size = size + #part
+      end
+      add(c, concat(list, "", from, #list))
+      cmds[#cmds + 1] = { "EXPIRE", c, 86400 }
+    end
     if extra then cmds[#cmds + 1] = extra end
-    cmds[#cmds + 1] = { "XACK", queue, GROUP, eid }
-    cmds[#cmds + 1] = { "XDEL", queue, eid }
+    cmds[#cmds + 1] = ack
+    cmds[#cmds + 1] = del
     cmds[#cmds + 1] = { "EXEC" }
     local reps = link:pipe(cmds)
     local ex = reps[#reps]
@@ -120,32 +158,25 @@ function M.serve(o)
     end
   end
 
-  local function error_payload(kind, msg, f)
-    local body = { k = kind, m = msg, f = f }
-    local ok, s = core.dumps(body, "error", true)
-    if not ok and f then
-      body.f = { traceback = f.traceback, value = f.value ~= nil
-        and errors.error_text(f.value) or nil }
-      ok, s = core.dumps(body, "error", true)
-    end
-    if not ok then s = select(2, core.dumps({ k = kind, m = msg }, "error", true)) end
-    return "\0" .. s
-  end
-
-  -- Hands the entry back: anyone's next scan claims it (a delivery more).
-  local function give_back(eid)
-    link:cmd { "XCLAIM", queue, GROUP, me, "0", eid, "IDLE", ("%d"):format(GIVE_BACK_IDLE),
-               "JUSTID" }
-    leases[eid] = 0
+  -- Hands the entries back: anyone's next scan claims them (a delivery more).
+  local function give_back(eids)
+    if #eids == 0 then return end
+    local argv = { "XCLAIM", queue, GROUP, me, "0" }
+    for _, eid in ipairs(eids) do argv[#argv + 1] = eid; leases[eid] = 0 end
+    argv[#argv + 1] = "IDLE"
+    argv[#argv + 1] = ("%d"):format(GIVE_BACK_IDLE)
+    argv[#argv + 1] = "JUSTID"
+    link:cmd(argv)
     next_scan = 0
   end
 
-  -- An entry delivered for the `deliveries`-th time.
+  -- An entry delivered for the `deliveries`-th time: checked, then
+  -- {eid, tid, c, d, lease, timeout} to run, or nil (dealt with here).
   local function take(eid, raw, deliveries)
     local f = fields(raw)
     if not f then  -- deleted meanwhile (a cancelled task)
       link:pipe { { "XACK", queue, GROUP, eid }, { "XDEL", queue, eid } }
-      return
+      return nil
     end
     if not (f.t and f.c and f.h and f.d and f.s) then return refuse(eid, f, "unsigned entry") end
     if not bytes_equal(f.s, cluster.task_sig(key, queue, f.t, f.c, f.h, f.d)) then
@@ -157,51 +188,105 @@ function M.serve(o)
     if deliveries > maxd then
       local msg = ("the task was delivered %d times (max_deliveries = %d): each worker that "
         .. "took it died or stalled"):format(deliveries - 1, maxd)
-      publish(eid, f.t, f.c, error_payload("WorkerLost", msg, { deliveries = deliveries - 1 }),
+      publish({ { eid = eid, tid = f.t, c = f.c,
+                  d = cluster.error_payload("WorkerLost", msg, { deliveries = deliveries - 1 }) } },
         dead_argv(eid, f, "max_deliveries"))
       say("task %s (%s) lost after %d deliveries", f.t, eid, deliveries - 1)
-      return
+      return nil
     end
-    local r = pool:apply_async(cluster.run_task, { f.d }, { timeout = timeout })
-    held[eid] = { tid = f.t, c = f.c, lease = lease, r = r, t0 = now() }
-    nheld = nheld + 1
-    leases[eid] = lease
-    say("task %s (%s) started, delivery %d", f.t, eid, deliveries)
+    return { eid = eid, tid = f.t, c = f.c, d = f.d, lease = lease, timeout = timeout,
+             again = deliveries > 1 }
+  end
+
+  -- Runs the tasks as one local pool task.
+  local function start_unit(list, timeout)
+    local ds, eids = {}, {}
+    for i, t in ipairs(list) do ds[i], eids[i] = t.d, t.eid end
+    local unit = { eids = eids, t0 = now(),
+                   r = pool:apply_async(cluster.run_batch, { ds }, { timeout = timeout }) }
+    units[unit] = true
+    for _, t in ipairs(list) do
+      held[t.eid] = { tid = t.tid, c = t.c, lease = t.lease, unit = unit }
+      nheld = nheld + 1
+      leases[t.eid] = t.lease
+    end
+    say("tasks %s started (%d)", eids[1], #eids)
+  end
+
+  -- Starts the tasks: first deliveries without a timeout in batches (one
+  -- per local process, at most batch_size() each), the others alone (a
+  -- task that kills its worker then takes no other task with it).
+  local function dispatch(list)
+    local batch = {}
+    for _, t in ipairs(list) do
+      if t.timeout or t.again then start_unit({ t }, t.timeout)
+      else batch[#batch + 1] = t end
+    end
+    local n = #batch
+    if n == 0 then return end
+    local size = math.min(batch_size(), (n + nproc - 1) // nproc)
+    for i = 1, n, size do start_unit(table.move(batch, i, math.min(n, i + size - 1), 1, {})) end
   end
 
   -- Publishes what the local pool finished.
   local function harvest()
-    for eid, h in pairs(held) do
-      local r = h.r
+    local outs, done, lost = {}, {}, {}
+    for unit in pairs(units) do
+      local r = unit.r
       if r:ready() then
         local ok, v = pcall(r.get, r)
-        local d, what
-        if ok then
-          d, what = "\1" .. v, "ok"
-        elseif errors.is_error(v, "WorkerLost") then
-          held[eid], leases[eid] = nil, 0
-          nheld = nheld - 1
-          give_back(eid)
-          say("task %s (%s): its local worker died; handed back", h.tid, eid)
+        local eids = unit.eids
+        if ok and type(v) == "table" and v.n == #eids then
+          if type(v.dt) == "number" and v.dt >= 0 then
+            local per = v.dt / #eids
+            est = est and est * 0.7 + per * 0.3 or per
+          end
+          for i, eid in ipairs(eids) do
+            local h = held[eid]
+            outs[#outs + 1] = { eid = eid, tid = h.tid, c = h.c, d = v[i] }
+          end
+          done[#done + 1] = unit
+        elseif not ok and errors.is_error(v, "WorkerLost") then
+          for _, eid in ipairs(eids) do lost[#lost + 1] = eid end
+          done[#done + 1] = unit
+          say("tasks %s (%d): their local worker died; handed back", eids[1], #eids)
         else
           local kind, msg, fl = "TaskError", errors.error_text(v), nil
-          if errors.is_error(v) then
+          if not ok and errors.is_error(v) then
             kind, msg = v.kind, v.message
             fl = { value = v.value, traceback = v.traceback, where = v.where }
             if kind == "TaskError" and errors.is_error(v.value, "SerializeError") then
               kind, msg, fl = "SerializeError", v.value.message, nil
             end
+          elseif ok then
+            kind, msg = "RemoteError", "a batch of tasks returned a malformed result"
           end
-          d, what = error_payload(kind, msg, fl), kind
-        end
-        if d then
-          publish(eid, h.tid, h.c, d)
-          held[eid], leases[eid] = nil, nil
-          nheld = nheld - 1
-          say("task %s (%s) %s in %.3f s", h.tid, eid, what, now() - h.t0)
+          local d = cluster.error_payload(kind, msg, fl)
+          for _, eid in ipairs(eids) do
+            local h = held[eid]
+            outs[#outs + 1] = { eid = eid, tid = h.tid, c = h.c, d = d }
+          end
+          done[#done + 1] = unit
         end
       end
     end
+    if #done == 0 then return end
+    if #outs > 0 then publish(outs) end
+    for _, out in ipairs(outs) do
+      leases[out.eid] = nil
+      if verbose then
+        say("task %s (%s) %s in %.3f s", out.tid, out.eid,
+          out.d:byte(1) == 1 and "ok" or "failed", now() - held[out.eid].unit.t0)
+      end
+    end
+    for _, unit in ipairs(done) do
+      units[unit] = nil
+      for _, eid in ipairs(unit.eids) do
+        held[eid] = nil
+        nheld = nheld - 1
+      end
+    end
+    give_back(lost)
   end
 
   local function on_intake(rep)
@@ -209,10 +294,12 @@ function M.serve(o)
     local s = rep[1]
     local entries = type(s) == "table" and s[2]
     if type(entries) ~= "table" then return end
+    local list = {}
     for i = 1, entries.n or #entries do
       local e = entries[i]
-      take(e[1], e[2], 1)
+      list[#list + 1] = take(e[1], e[2], 1)
     end
+    dispatch(list)
   end
 
   local function poll_intake()
@@ -227,7 +314,7 @@ function M.serve(o)
 
   -- Entries whose lease ran out: claim them (as many as we have room for).
   local function scan()
-    local room = cap - nheld
+    local room = cap() - nheld
     if room <= 0 then return end
     local pend = link:cmd { "XPENDING", queue, GROUP, "IDLE", "100", "-", "+", "100" }
     for i = 1, pend.n or #pend do
@@ -246,7 +333,8 @@ function M.serve(o)
           local got = link:cmd { "XCLAIM", queue, GROUP, me, ("%d"):format(lease), eid }
           if type(got) == "table" and got[1] then
             room = room - 1
-            take(eid, got[1][2], count + 1)
+            local t = take(eid, got[1][2], count + 1)
+            if t then t.again = true; dispatch({ t }) end
           elseif type(got) == "table" then
             -- the entry is gone (deleted): drop it from the pending list
             link:cmd { "XACK", queue, GROUP, eid }
@@ -284,7 +372,9 @@ function M.serve(o)
       intake_reply = nil
       if stop then  -- read just before the signal: back to the stream
         if type(rep) == "table" and type(rep[1]) == "table" then
-          for _, e in ipairs(rep[1][2] or {}) do give_back(e[1]) end
+          local eids = {}
+          for _, e in ipairs(rep[1][2] or {}) do eids[#eids + 1] = e[1] end
+          give_back(eids)
         end
       else
         on_intake(rep)
@@ -295,8 +385,8 @@ function M.serve(o)
         next_scan = now() + SCAN_EVERY
         scan()
       end
-      if not intake and nheld < cap then
-        ilink:append { "XREADGROUP", "GROUP", GROUP, me, "COUNT", cap - nheld, "BLOCK", "1000",
+      if not intake and nheld < cap() then
+        ilink:append { "XREADGROUP", "GROUP", GROUP, me, "COUNT", cap() - nheld, "BLOCK", "1000",
                        "STREAMS", queue, ">" }
         intake = ilink.gen
       end
@@ -311,7 +401,7 @@ function M.serve(o)
       if stopping() and not stop then return true end
       poll_intake()
       if intake_got then return true end
-      for _, h in pairs(held) do if h.r._done then return true end end
+      for unit in pairs(units) do if unit.r._done then return true end end
       return false
     end, deadline)
   end
@@ -351,7 +441,9 @@ function M.serve(o)
   while intake and now() < grace_end + 2 do guarded(true) end
   pcall(function()
     harvest()
-    for eid in pairs(held) do give_back(eid) end
+    local eids = {}
+    for eid in pairs(held) do eids[#eids + 1] = eid end
+    give_back(eids)
   end)
   pool:terminate()
   link:close()

@@ -118,7 +118,30 @@ static char **strlist(lua_State *L, int idx, const char *what) {
   return v;
 }
 
-/* spawn_proc(path, argv, env|nil, fds|nil, detached, daemon)
+extern char **environ;
+
+/* The environment with the "K=V" entries of over (NULL-terminated) in
+ * place of the inherited ones of the same names: in a userdata. */
+static char **merge_env(lua_State *L, char **over) {
+  size_t n = 0, m = 0, i, j, k = 0;
+  char **v;
+  while (over[n]) n++;
+  while (environ && environ[m]) m++;
+  v = (char **)lua_newuserdatauv(L, sizeof(char *) * (n + m + 1), 0);
+  for (i = 0; i < n; i++) v[k++] = over[i];
+  for (j = 0; j < m; j++) {
+    const char *eq = strchr(environ[j], '=');
+    size_t kl = eq ? (size_t)(eq - environ[j]) + 1 : strlen(environ[j]);
+    int dup = 0;
+    for (i = 0; i < n && !dup; i++) dup = strncmp(over[i], environ[j], kl) == 0;
+    if (!dup) v[k++] = environ[j];
+  }
+  v[k] = NULL;
+  return v;
+}
+
+/* spawn_proc(path, argv, env|nil, fds|nil, detached, daemon): env lists
+ * "K=V" entries that replace or add to the inherited environment
  * -> true, pid, child (its fileno: the boot socket and sentinel)
  * | false, "OSError", msg, errno */
 static int l_spawn_proc(lua_State *L) {
@@ -128,6 +151,7 @@ static int l_spawn_proc(lua_State *L) {
   pid_t pid;
   lchild *c;
   luaL_argcheck(L, argv && argv[0], 2, "non-empty list expected");
+  if (envp) envp = merge_env(L, envp);
   if (!lua_isnoneornil(L, 4)) {
     lua_Integer i, n;
     luaL_checktype(L, 4, LUA_TTABLE);

@@ -7,6 +7,7 @@ local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 local codec = require "mproc.codec"
+local context = require "mproc.context"
 
 local check, argerror = errors.check, util.argerror
 local getpid = core.getpid
@@ -90,6 +91,8 @@ local function traceback(e)
     tb, n = tb:gsub("\n[^\n]*mproc/process%.lua:[^\n]*$", "")
     if n == 0 then tb, n = tb:gsub("\n%s*%(%.%.%.tail calls%.%.%.%)$", "") end
     if n == 0 then tb, n = tb:gsub("\n%s*%[C%]: in %?$", "") end
+    if n == 0 then tb, n = tb:gsub("\n[^\n]*mproc/spawn_child%.lua:[^\n]*$", "") end
+    if n == 0 then tb, n = tb:gsub("\n[^\n]*%(command line%):[^\n]*$", "") end
   until n == 0
   return tb
 end
@@ -107,10 +110,11 @@ end
 local function child_body(self, s, payload)
   become_child(self, s)
   if payload then
-    s.target = codec.decode(payload[1])
-    s.args = codec.decode(payload[2])
+    local req = payload.require   -- spawned: modules are required by name
+    s.target = codec.decode(payload[1], false, req)
+    s.args = codec.decode(payload[2], false, req)
     if payload[3] then
-      for k, v in pairs(codec.decode(payload[3])) do rawset(self, k, v) end
+      for k, v in pairs(codec.decode(payload[3], false, req)) do rawset(self, k, v) end
     end
   end
   -- the collector was paused by child_main: restart it for the user's code
@@ -220,7 +224,7 @@ local function parse(cls, self, s, a, ...)
   end
   for k, v in pairs(a) do
     if not OPTS[k] then
-      if cls == Process or type(k) ~= "string" then
+      if rawget(cls, "_strict") or type(k) ~= "string" then
         local hint = type(k) == "string" and util.near(k, OPTS)
         argerror(1, "Process", ("unknown option '%s'%s"):format(tostring(k),
           hint and ("; did you mean '%s'?"):format(hint) or ""), 3)
@@ -318,11 +322,84 @@ local function payload_of(self, s)
            fields and encode(fields, "self") }
 end
 
+-- The user's classes between Process (or a context's Process) and the
+-- object's class, base first: their methods, for a spawned child.
+local CLASS_KEYS = { __index = true, __newindex = true, __close = true, __tostring = true,
+                     __name = true, _strict = true, _start_method = true }
+
+local function class_chain(self)
+  local chain, cls = {}, getmetatable(self)
+  while type(cls) == "table" and not rawget(cls, "_strict") do
+    local methods = {}
+    for k, v in pairs(cls) do
+      if not CLASS_KEYS[k] then methods[k] = v end
+    end
+    table.insert(chain, 1, methods)
+    local mt = getmetatable(cls)
+    cls = mt and mt.__index
+  end
+  return chain
+end
+
+-- start() under the spawn method: a fresh interpreter gets the object's
+-- target, arguments, fields and class through the codec.
+local function spawn_start(self, s)
+  local fields
+  if next(self) ~= nil then
+    fields = {}
+    for k, v in next, self do fields[k] = v end
+  end
+  local enc = context.encode
+  local pid, child = context.spawn(function()
+    return { kind = "process", name = s.name, identity = s.identity, daemon = s.daemon,
+             parent_name = state.current.name,
+             target = enc(s.target, "target"), args = enc(s.args, "args"),
+             self = fields and enc(fields, "self"), class = enc(class_chain(self), "class") }
+  end, s.detached, s.daemon)
+  s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
+  s.sentinel = core.child_fileno(child)
+  local list = state.children
+  list[#list + 1] = self
+end
+
+-- The child side of spawn_start (called by spawn_child.lua); never returns.
+function M.spawned_main(p)
+  state.current = { name = p.parent_name, pid = core.getppid(), daemon = false }
+  local s = { identity = p.identity, name = p.name, daemon = p.daemon, detached = false,
+              started = true, closed = false, ended = false, args = { n = 0 } }
+  local ok, cls = pcall(function()
+    local cls = Process
+    for _, methods in ipairs(codec.decode(p.class, false, true)) do
+      cls = cls:extend(methods)
+    end
+    return cls
+  end)
+  if not ok then
+    io.stderr:write("Process ", tostring(p.name), ":\n", tostring(cls), "\n")
+    child_exit(1)
+  end
+  local self = setmetatable({}, cls)
+  priv[self] = s
+  child_main(self, s, { p.target, p.args, p.self, require = true })
+end
+
+local function start_method_of(self)
+  return getmetatable(self)._start_method or context.method()
+end
+
 function Process:start()
   local s = state_of(self, "start")
   if s.started then error("cannot start a process twice", 2) end
   if s.is_self then error("cannot start a process twice", 2) end
   reap_children()
+  local method = start_method_of(self)
+  if method == "forkserver" then
+    error("the 'forkserver' start method is not available yet; use 'spawn'", 2)
+  elseif method == "spawn" then
+    return spawn_start(self, s)
+  end
+  context.check_fork("start a process")
+  context.mark_started()
   local payload = payload_of(self, s)
   local pid, child = check(core.proc_fork(s.detached, s.daemon))
   if pid == 0 then child_main(self, s, payload) end
@@ -392,7 +469,13 @@ function Process:extend(methods)
   return make_class(self, methods)
 end
 
+Process._strict = true   -- unknown options raise (a subclass takes them as fields)
 Process = make_class(nil, Process)
+
+-- A context's Process (mp.get_context(m).Process): starts with method m.
+context.bind.Process = function(m)
+  return make_class(Process, { _start_method = m, _strict = true })
+end
 
 -- }=====================================================================
 
@@ -426,6 +509,8 @@ end
 -- keeps running the caller's code; it dies with its parent (no orphans) and
 -- is reaped automatically when nobody calls mp.waitpid for it.
 local function fork()
+  context.check_fork("fork")
+  context.mark_started()
   local pid = check(core.fork())
   if pid == 0 then
     local cur = state.current

@@ -1,0 +1,223 @@
+-- Start methods (API.md "Start methods"; docs/start-methods.md):
+-- mp.set_start_method, mp.get_start_method, mp.get_context and
+-- mp.set_executable, the fork guard against threads, and the parent's
+-- side of "spawn" (a fresh interpreter that gets its work through the
+-- codec; its own side is lua/mproc/spawn_child.lua).
+local core = require "mproc.core"
+local errors = require "mproc.errors"
+local util = require "mproc.util"
+
+local argerror, typename = util.argerror, util.typename
+
+local M = {}
+
+local METHODS = { fork = true, spawn = true, forkserver = true }
+
+local state = {
+  method = nil,          -- set by set_start_method; nil: the default
+  allow_threads = false, -- fork even when other threads run
+  started = false,       -- a process was started (set_start_method is late)
+  executable = nil,      -- set_executable's path
+}
+
+-- {=====================================================================
+-- The method and the fork guard
+-- ======================================================================
+
+function M.method()
+  return state.method or "fork"
+end
+
+-- Every process-making feature calls this before it starts one.
+function M.mark_started()
+  state.started = true
+end
+
+local function check_method(m, fname, n)
+  if type(m) ~= "string" then
+    argerror(n, fname, "string expected, got " .. (m == nil and "no value" or typename(m)), 3)
+  end
+  if not METHODS[m] then
+    local hint = util.near(m, METHODS)
+    argerror(n, fname, ("unknown start method '%s' (one of 'fork', 'spawn', "
+      .. "'forkserver')%s"):format(m, hint and ("; did you mean '%s'?"):format(hint) or ""), 3)
+  end
+end
+
+-- Raises unless a fork is safe here: fork copies the calling thread only,
+-- and whatever lock another thread held stays locked in the child.
+-- `what`: "start a process", "start a pool"...; `level` for error().
+function M.check_fork(what, level)
+  if state.allow_threads then return end
+  local n = core.thread_count()
+  if n and n > 1 then
+    error(("cannot %s with the 'fork' start method: this process runs %d threads "
+      .. "and fork copies only the calling one (a lock another thread holds stays "
+      .. "locked in the child); use mp.set_start_method(\"spawn\") or "
+      .. "mp.get_context(\"spawn\") (or \"forkserver\"), or "
+      .. "mp.set_start_method(\"fork\", {allow_threads = true}) if the other threads "
+      .. "hold nothing the child needs"):format(what, n), (level or 2) + 1)
+  end
+end
+
+local SET_OPTS = { force = true, allow_threads = true }
+
+-- mp.set_start_method(method [, opts]): opts {force = true} (Python's
+-- force=True; also a plain `true`), {allow_threads = true} (fork only).
+local function set_start_method(m, opts)
+  check_method(m, "set_start_method", 1)
+  local force, allow = false, false
+  if type(opts) == "boolean" then
+    force = opts
+  elseif opts ~= nil then
+    if type(opts) ~= "table" then
+      argerror(2, "set_start_method", "table expected, got " .. typename(opts))
+    end
+    util.check_opts(opts, SET_OPTS, "set_start_method", 2)
+    force = util.opt_boolean(opts, "force", "set_start_method", 2) or false
+    allow = util.opt_boolean(opts, "allow_threads", "set_start_method", 2) or false
+  end
+  if allow and m ~= "fork" then
+    argerror(2, "set_start_method", "'allow_threads' applies to the 'fork' method only")
+  end
+  if not force then
+    if state.method ~= nil then
+      error(("the start method has already been set (to '%s'); pass {force = true} "
+        .. "to change it"):format(state.method), 2)
+    end
+    if state.started then
+      error("the start method must be set before the first process is started "
+        .. "(or pass {force = true})", 2)
+    end
+  end
+  state.method, state.allow_threads = m, allow
+end
+
+local function get_start_method()
+  return M.method()
+end
+
+local function set_executable(path)
+  if type(path) ~= "string" or path == "" then
+    argerror(1, "set_executable", "non-empty string expected, got "
+      .. (path == nil and "no value" or typename(path)))
+  end
+  state.executable = path
+end
+
+-- }=====================================================================
+
+-- {=====================================================================
+-- Contexts: the whole API, with Process and Pool bound to one method
+-- ======================================================================
+
+local contexts = {}
+
+-- Set by process.lua and pool.lua: method -> their bound Process / Pool.
+M.bind = {}
+
+local function get_context(m)
+  if m == nil then m = M.method() end
+  check_method(m, "get_context", 1)
+  local ctx = contexts[m]
+  if ctx then return ctx end
+  local mp = require "mproc"
+  ctx = {}
+  for k, v in pairs(mp) do ctx[k] = v end
+  for k, make in pairs(M.bind) do ctx[k] = make(m) end
+  ctx.get_start_method = function() return m end
+  ctx._start_method = m
+  contexts[m] = ctx
+  return ctx
+end
+
+-- }=====================================================================
+
+-- {=====================================================================
+-- spawn: the parent's side
+-- ======================================================================
+
+local STDLIB = { _G = true, string = true, table = true, math = true, io = true,
+                 os = true, coroutine = true, utf8 = true, debug = true, package = true }
+
+-- Whether a value that travels by name can be rebuilt by a fresh
+-- interpreter: its module must be one that `require` finds there.
+local function namecheck(kind, name, key)
+  if kind == "registered" then
+    return ("cannot send \"%s\" to a spawned process (it was registered with "
+      .. "mp.register in this process only; register it in a module the child "
+      .. "requires, or pass it another way)"):format(name)
+  end
+  if STDLIB[name] or package.preload[name] then return nil end
+  if name:match("^mproc") then return nil end
+  local base = name:match("^[^.]+")
+  for _, p in ipairs { package.path, package.cpath } do
+    if package.searchpath(name, p) or package.searchpath(base, p) then return nil end
+  end
+  local what = key and ("\"%s.%s\""):format(name, key) or ("module \"%s\""):format(name)
+  return ("cannot send %s to a spawned process (a new interpreter cannot require "
+    .. "\"%s\": it is not found in package.path or package.cpath)"):format(what, name)
+end
+M.namecheck = namecheck
+
+-- The interpreter that spawn starts: mp.set_executable's; else the one
+-- running us when it is a standalone interpreter (the `arg` table of
+-- lua.c); else lua5.4 from PATH (a program that embeds Lua).
+function M.executable()
+  if state.executable then return state.executable end
+  if type(arg) == "table" and arg[-1] ~= nil then
+    local exe = core.exe_path()
+    if exe then return exe end
+    local i = -1
+    while arg[i - 1] ~= nil do i = i - 1 end
+    return arg[i]
+  end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+
+local BOOT = "require('mproc.spawn_child').main()"
+
+-- Encodes v for a spawned process: names it cannot rebuild raise
+-- SerializeError naming their path from `root`.
+function M.encode(v, root)
+  local ok, s, msg = core.dumps(v, root, false, namecheck)
+  if ok then return s end
+  errors.raise(s, msg)
+end
+
+-- Starts a fresh interpreter that runs `payload` (a table that
+-- spawn_child.lua knows).  encode(): a function that encodes the parts
+-- of the payload with M.encode; the Pipe ends met go along.
+-- Returns pid, child (mproc.Child).
+function M.spawn(build, detached, daemon)
+  core._conn_collect(true)
+  local ok, payload = pcall(build)
+  local fds = core._conn_collect(false)
+  if not ok then error(payload, 0) end
+  payload.nfds = #fds
+  local bytes = M.encode(payload, "payload")
+  local exe = M.executable()
+  local env = {
+    "LUA_PATH_5_4=" .. package.path,
+    "LUA_CPATH_5_4=" .. package.cpath,
+    ("MPROC_SPAWN=%d:%d:%d"):format(core.getpid(), detached and 1 or 0,
+      core.spawn_watch(detached) and 1 or 0),
+  }
+  local pid, child = errors.check(core.spawn_proc(exe, { exe, "-e", BOOT }, env, fds,
+                                                  detached, daemon))
+  state.started = true
+  -- a child that died before reading leaves its exit code to tell why
+  core.boot_send(child, bytes)
+  return pid, child
+end
+
+-- }=====================================================================
+
+M.state = state
+M.exports = {
+  set_start_method = set_start_method,
+  get_start_method = get_start_method,
+  get_context = get_context,
+  set_executable = set_executable,
+}
+return M

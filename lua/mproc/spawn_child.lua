@@ -1,0 +1,36 @@
+-- The first code of a process started with the "spawn" start method
+-- (lua/mproc/context.lua starts `lua -e "require('mproc.spawn_child').main()"`
+-- with package.path/cpath in LUA_PATH_5_4/LUA_CPATH_5_4).  Descriptor 3
+-- brings the payload; the child dies with its parent as a forked one does.
+local M = {}
+
+function M.main()
+  local core = require "mproc.core"
+  local ppid, detached, watch = (os.getenv("MPROC_SPAWN") or "")
+    :match("^(%d+):([01]):([01])$")
+  if not ppid or not core.spawned_setup(detached == "1", tonumber(ppid), watch == "1") then
+    io.stderr:write("mproc.spawn_child: only mproc's spawn start method runs this\n")
+    os.exit(2)
+  end
+  local bytes = core.boot_recv()
+  if not bytes then core.exit(1) end   -- the parent died before sending it
+  require "mproc"
+  local codec = require "mproc.codec"
+  local ok, payload = pcall(codec.decode, bytes)
+  if not ok then
+    io.stderr:write("mproc: cannot read the spawned process's payload: ",
+      tostring(payload), "\n")
+    core.exit(1)
+  end
+  local fds = {}
+  for i = 1, payload.nfds or 0 do fds[i] = 4 + i end
+  core._conn_received(fds)
+  local kind = payload.kind
+  if kind == "process" then
+    require("mproc.process").spawned_main(payload)
+  end
+  io.stderr:write("mproc: unknown spawned payload ", tostring(kind), "\n")
+  core.exit(1)
+end
+
+return M

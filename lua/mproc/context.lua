@@ -128,7 +128,14 @@ local function get_context(m)
   ctx.get_start_method = function() return m end
   ctx._start_method = m
   contexts[m] = ctx
+  -- a context travels by name, as the mproc table does (a function that
+  -- uses it is sent to a process: spawned ones require it back)
+  package.loaded["mproc.context." .. m] = ctx
   return ctx
+end
+
+for m in pairs(METHODS) do
+  package.preload["mproc.context." .. m] = function() return get_context(m) end
 end
 
 -- }=====================================================================

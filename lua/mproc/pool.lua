@@ -25,6 +25,7 @@ local result = require "mproc.result"
 local process = require "mproc.process"
 local poolargs = require "mproc.poolargs"
 local codec = require "mproc.codec"
+local context = require "mproc.context"
 
 local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
 local new_list, alarm = core.new_list, core.alarm
@@ -262,6 +263,7 @@ end
 -- the bookkeeping.  A failed fork raises once the workers forked before it
 -- are registered.
 local function start_workers(self, n)
+  context.check_fork("start a pool worker", 2)
   local forked, failed = {}, nil
   local free = self._free
   for _ = 1, n do
@@ -1022,7 +1024,7 @@ local function positive_int(v, what)
   return i
 end
 
-local function new_pool(opts)
+local function new_pool(opts, method)
   local processes, init, initargs, maxtasks
   if type(opts) == "number" or opts == nil then
     processes = positive_int(opts, "processes")
@@ -1043,6 +1045,13 @@ local function new_pool(opts)
   end
   processes = processes or core.cpu_count()
   if processes > 1024 then argerror(1, "Pool", "at most 1024 processes") end
+  method = method or context.method()
+  if method ~= "fork" then
+    error(("Pool with the '%s' start method is not available yet (its workers "
+      .. "are forked); use a 'spawn' Process, or the 'fork' method"):format(method), 2)
+  end
+  context.check_fork("start a pool")
+  context.mark_started()
   initargs = initargs or {}
   local free = {}
   for i = 1023, 0, -1 do free[#free + 1] = i end
@@ -1073,4 +1082,9 @@ end
 
 -- }=====================================================================
 
-return { Pool = Pool, exports = { Pool = new_pool } }
+-- A context's Pool (mp.get_context(m).Pool): its workers start with method m.
+context.bind.Pool = function(m)
+  return function(opts) return new_pool(opts, m) end
+end
+
+return { Pool = Pool, exports = { Pool = function(opts) return new_pool(opts) end } }

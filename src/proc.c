@@ -35,7 +35,14 @@
  * The child table
  * ======================================================================= */
 
-enum { SLOT_FREE, SLOT_RESERVED, SLOT_RUNNING, SLOT_EXITED };
+enum { SLOT_FREE, SLOT_RESERVED, SLOT_RUNNING, SLOT_EXITED, SLOT_REAPING };
+
+/* In a process that runs other threads (a host that embeds Lua), SIGCHLD
+ * may be handled by another thread while this one reaps: whoever moves a
+ * slot from RUNNING to REAPING (atomically) is the only one that calls
+ * waitpid for it, so the other never takes an ECHILD for a lost child. */
+#define LIVE(s) ((s)->state == SLOT_RUNNING || (s)->state == SLOT_REAPING)
+#define CLAIM(s) __sync_bool_compare_and_swap(&(s)->state, SLOT_RUNNING, SLOT_REAPING)
 
 typedef struct slot {
   volatile sig_atomic_t state;
@@ -84,7 +91,7 @@ static void on_sigchld(int sig, siginfo_t *si, void *uc) {
   sblock *b;
   slot *s;
   FOR_SLOTS(b, s, i) {
-    if (s->state != SLOT_RUNNING) continue;
+    if (s->state != SLOT_RUNNING || !CLAIM(s)) continue;
     pid_t r = waitpid(s->pid, &st, WNOHANG);
     if (r == s->pid) {
       s->status = st;
@@ -94,6 +101,8 @@ static void on_sigchld(int sig, siginfo_t *si, void *uc) {
       s->lost = 1;
       s->state = SLOT_EXITED;
       any = 1;
+    } else {
+      s->state = SLOT_RUNNING;
     }
   }
   if (any && notify_w >= 0) {
@@ -164,7 +173,7 @@ static slot *slot_find(pid_t pid) {
   int i;
   if (pid <= 0) return NULL;
   FOR_SLOTS(b, s, i) {
-    if ((s->state == SLOT_RUNNING || s->state == SLOT_EXITED) && s->pid == pid)
+    if ((LIVE(s) || s->state == SLOT_EXITED) && s->pid == pid)
       return s;
   }
   return NULL;
@@ -190,10 +199,17 @@ int mproc_exitcode(int status) {
 static int slot_reap(slot *s, int block, int *status) {
   pid_t r;
   int st;
-  if (s->state == SLOT_RUNNING) {
+  while (LIVE(s) && !CLAIM(s)) {   /* another thread's handler reaps it */
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  if (s->state == SLOT_REAPING) {
     do r = waitpid(s->pid, &st, block ? 0 : WNOHANG);
     while (r < 0 && errno == EINTR);
-    if (r == 0) return 0;
+    if (r == 0) {
+      s->state = SLOT_RUNNING;
+      return 0;
+    }
     if (r == s->pid) s->status = st;
     else s->lost = 1;
     s->state = SLOT_EXITED;
@@ -240,7 +256,7 @@ int mproc_child_running(pid_t pid) {
   int r;
   block_chld(&old);
   s = slot_find(pid);
-  r = s && s->state == SLOT_RUNNING;
+  r = s && LIVE(s);
   restore_mask(&old);
   return r;
 }
@@ -252,7 +268,7 @@ int mproc_child_signal(pid_t pid, int sig) {
   block_chld(&old);
   s = slot_find(pid);
   /* a RUNNING slot is at worst a zombie not yet reaped: the pid is ours */
-  if (s && s->state == SLOT_RUNNING) r = kill(pid, sig);
+  if (s && LIVE(s)) r = kill(pid, sig);
   restore_mask(&old);
   return r;
 }
@@ -653,13 +669,13 @@ void mproc_exit_path(void) {
   if (inited_pid == getpid()) {
     /* daemon children are terminated (first, as Python does) */
     FOR_SLOTS(b, s, i) {
-      if (s->state == SLOT_RUNNING && (s->flags & MPROC_FORK_DAEMON) &&
+      if (LIVE(s) && (s->flags & MPROC_FORK_DAEMON) &&
           !(s->flags & (MPROC_FORK_DETACHED | MPROC_FORK_PLAIN)))
         kill(s->pid, SIGTERM);
     }
     /* the other children are joined; detached and mp.fork ones are not */
     FOR_SLOTS(b, s, i) {
-      if (s->state == SLOT_RUNNING &&
+      if (LIVE(s) &&
           !(s->flags & (MPROC_FORK_DAEMON | MPROC_FORK_DETACHED | MPROC_FORK_PLAIN)))
         slot_reap(s, 1, &st);
     }
@@ -667,7 +683,7 @@ void mproc_exit_path(void) {
     do {
       left = 0;
       FOR_SLOTS(b, s, i) {
-        if (s->state == SLOT_RUNNING && (s->flags & MPROC_FORK_DAEMON) &&
+        if (LIVE(s) && (s->flags & MPROC_FORK_DAEMON) &&
             !(s->flags & (MPROC_FORK_DETACHED | MPROC_FORK_PLAIN)))
           left += slot_reap(s, 0, &st) == 0;
       }
@@ -675,7 +691,7 @@ void mproc_exit_path(void) {
     } while (left && mproc_now() < deadline);
     if (left) {
       FOR_SLOTS(b, s, i) {
-        if (s->state == SLOT_RUNNING && (s->flags & MPROC_FORK_DAEMON) &&
+        if (LIVE(s) && (s->flags & MPROC_FORK_DAEMON) &&
             !(s->flags & (MPROC_FORK_DETACHED | MPROC_FORK_PLAIN))) {
           kill(s->pid, SIGKILL);
           slot_reap(s, 1, &st);

@@ -81,13 +81,13 @@ local function set_start_method(m, opts)
     argerror(2, "set_start_method", "'allow_threads' applies to the 'fork' method only")
   end
   if not force then
-    if state.method ~= nil then
-      error(("the start method has already been set (to '%s'); pass {force = true} "
-        .. "to change it"):format(state.method), 2)
-    end
     if state.started then
       error("the start method must be set before the first process is started "
         .. "(or pass {force = true})", 2)
+    end
+    if state.method ~= nil then
+      error(("the start method has already been set (to '%s'); pass {force = true} "
+        .. "to change it"):format(state.method), 2)
     end
   end
   state.method, state.allow_threads = m, allow

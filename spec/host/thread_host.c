@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
   L = luaL_newstate();
   luaL_openlibs(L);   /* no `arg` table: this is not the lua program */
   status = luaL_dofile(L, argv[1]);
-  if (status != LUA_OK) fprintf(stderr, "thread_host: %s\n", lua_tostring(L, -1));
+  if (status != LUA_OK) fprintf(stderr, "thread_host: %s\n", luaL_tolstring(L, -1, NULL));
   lua_close(L);
   stop = 1;
   pthread_join(t, NULL);

@@ -241,9 +241,35 @@ describe("start methods", function()
       assert.is_true(support.wait_until(function() return not support.alive(pid) end, 5))
     end)
 
-    it("refuses a Pool for now", function()
-      assert.matches("Pool with the 'spawn' start method is not available yet",
-        errmsg(spawn.Pool, 2), 1, true)
+  end)
+
+  describe("Pool under spawn", function()
+    it("runs tasks in spawned workers, with their initializer", function()
+      local k = 10
+      local pool = spawn.Pool { processes = 2, initializer = function(x) _G.INIT = x end,
+                                initargs = { 5 } }
+      finally(function() pool:terminate(); pool:join() end)
+      assert.equal(16, pool:apply(function(a) return a + k + _G.INIT end, 1))
+      assert.same({ 1, 4, 9, 16, 25, 36, 49, 64, n = 8 },
+        pool:map(function(x) return x * x end, { 1, 2, 3, 4, 5, 6, 7, 8 }))
+      assert.matches("^SpawnPoolWorker%-%d+$",
+        pool:apply(function() return mp.current_process().name end))
+      assert.equal(7, pool:apply(function(s) return s:len() end, string.rep("a", 7)))
+    end)
+
+    it("replaces a worker that died, and the task it held fails with WorkerLost", function()
+      local pool = spawn.Pool(1)
+      finally(function() pool:terminate(); pool:join() end)
+      local r = pool:apply_async(function() os.exit(9) end)
+      local ok, e = pcall(r.get, r, 20)
+      assert.is_false(ok)
+      assert.is_true(mp.is_error(e, "WorkerLost"), tostring(e))
+      assert.equal(3, pool:apply(function() return 3 end))
+    end)
+
+    it("refuses the forkserver method for now", function()
+      assert.matches("not available yet",
+        errmsg(mp.get_context("forkserver").Pool, 2), 1, true)
     end)
   end)
 
@@ -280,8 +306,12 @@ describe("start methods", function()
         print("spawned", q:get(10))
         p:join(10)
         print("exitcode", p.exitcode)
+        local pool = mp.Pool(2)
+        print("pool", table.concat(pool:map(function(x) return x + 1 end, {1, 2, 3}), ","))
+        pool:close(); pool:join()
       ]]
       assert.is_true(ok, out)
+      assert.matches("pool\t2,3,4", out)
       local n = 0
       for line in out:gmatch("false\t[^\n]*") do
         n = n + 1

@@ -215,6 +215,8 @@ typedef struct cstate {
   unsigned long ids;       /* identity counter */
   int noref;               /* dumps(v, root, true): no mproc objects (they
                               are bound to one machine: the cluster pool) */
+  int autoreq;             /* a spawned process: a module met by name that
+                              is not loaded is required (trusted frames) */
   int namecheck;           /* dumps(v, root, noref, fn): stack index of fn,
                               which says whether a name can be rebuilt by a
                               fresh interpreter (the spawn start method) */
@@ -1352,7 +1354,8 @@ static int dec_name(Dec *D, unsigned tag) {
   }
   if (!push_loaded(L)) return dec_fail(D, "cannot receive modules here (no package.loaded)");
   lua_pushlstring(L, a, na);
-  if (lua_rawget(L, -2) == LUA_TNIL && (D->flags & MPROC_DECODE_REQUIRE)) {
+  if (lua_rawget(L, -2) == LUA_TNIL && ((D->flags & MPROC_DECODE_REQUIRE) ||
+      (D->S->autoreq && !(D->flags & MPROC_DECODE_NOFUNCS)))) {
     /* a spawned interpreter: the module the sender had loaded */
     lua_pop(L, 1);
     lua_getglobal(L, "require");
@@ -1743,6 +1746,14 @@ static int has_identity(lua_State *L, int idx) {
   }
 }
 
+/* codec_autorequire(on): in a spawned process, the frames of our own
+ * processes may name modules this fresh interpreter has not loaded yet */
+static int l_autorequire(lua_State *L) {
+  cstate *S = get_state(L);
+  S->autoreq = lua_toboolean(L, 1);
+  return 0;
+}
+
 /* register(name, value): value then travels by name */
 static int l_register(lua_State *L) {
   cstate *S;
@@ -1784,6 +1795,7 @@ int mproc_open_codec(lua_State *L) {
     {"dumps", l_dumps},
     {"loads", l_loads},
     {"register", l_register},
+    {"codec_autorequire", l_autorequire},
     {"register_reftype", l_register_reftype},
     {"codec_functions", l_codec_functions},
     {"_codec_forget_ids", l_forget_ids},

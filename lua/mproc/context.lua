@@ -192,15 +192,18 @@ function M.encode(v, root)
   errors.raise(s, msg)
 end
 
--- Starts a fresh interpreter that runs `payload` (a table that
--- spawn_child.lua knows).  encode(): a function that encodes the parts
--- of the payload with M.encode; the Pipe ends met go along.
+-- Starts a fresh interpreter that runs the payload that build() returns
+-- (a table that spawn_child.lua knows; build encodes its parts with
+-- M.encode, and the Pipe ends met go along).  `extra`: more descriptors
+-- for the child, from descriptor 4 + payload.extra_at on.
 -- Returns pid, child (mproc.Child).
-function M.spawn(build, detached, daemon)
+function M.spawn(build, detached, daemon, extra)
   core._conn_collect(true)
   local ok, payload = pcall(build)
   local fds = core._conn_collect(false)
   if not ok then error(payload, 0) end
+  payload.extra_at = #fds + 1
+  for i = 1, extra and #extra or 0 do fds[#fds + 1] = extra[i] end
   payload.nfds = #fds
   local bytes = M.encode(payload, "payload")
   local exe = M.executable()

@@ -262,9 +262,22 @@ end
 -- two forks, its copy-on-write faults included, delays the next one), then
 -- the bookkeeping.  A failed fork raises once the workers forked before it
 -- are registered.
+-- A worker under the spawn method: a fresh interpreter that attaches to
+-- the board by name (spawned_worker below).  Returns pid, child.
+local function spawn_worker(self, slot, name)
+  local tasks, results, wfd = self._board:_names()
+  local enc = context.encode
+  return context.spawn(function()
+    return { kind = "pool_worker", tasks = tasks, results = results, slot = slot,
+             name = name, init = enc(self._init, "initializer"),
+             initargs = enc(self._initargs, "initargs"), maxtasks = self._maxtasks }
+  end, false, true, { wfd })
+end
+
 local function start_workers(self, n)
-  context.check_fork("start a pool worker", 2)
-  local forked, failed = {}, nil
+  local spawned = self._method == "spawn"
+  if not spawned then context.check_fork("start a pool worker", 2) end
+  local forked, failed, raised = {}, nil, nil
   local free = self._free
   for _ = 1, n do
     local slot = free[#free]
@@ -273,8 +286,14 @@ local function start_workers(self, n)
       break
     end
     worker_count = worker_count + 1
-    local name = "ForkPoolWorker-" .. worker_count
-    local r = pack(core.proc_fork(false, true))
+    local name = (spawned and "SpawnPoolWorker-" or "ForkPoolWorker-") .. worker_count
+    local r
+    if spawned then
+      r = pack(pcall(spawn_worker, self, slot, name))
+      if not r[1] then raised = r[2] break end
+    else
+      r = pack(core.proc_fork(false, true))
+    end
     if not r[1] then failed = r break end
     if r[2] == 0 then
       worker_main(self._board, slot, name, self._init, self._initargs, self._maxtasks)
@@ -291,6 +310,7 @@ local function start_workers(self, n)
     poller_set(self, w.sentinel, "add")
     ws[#ws + 1] = w
   end
+  if raised ~= nil then error(raised, 0) end
   if failed then errors.check(unpack(failed, 1, failed.n)) end
 end
 
@@ -1046,11 +1066,10 @@ local function new_pool(opts, method)
   processes = processes or core.cpu_count()
   if processes > 1024 then argerror(1, "Pool", "at most 1024 processes") end
   method = method or context.method()
-  if method ~= "fork" then
-    error(("Pool with the '%s' start method is not available yet (its workers "
-      .. "are forked); use a 'spawn' Process, or the 'fork' method"):format(method), 2)
+  if method == "forkserver" then
+    error("Pool with the 'forkserver' start method is not available yet; use 'spawn'", 2)
   end
-  context.check_fork("start a pool")
+  if method == "fork" then context.check_fork("start a pool") end
   context.mark_started()
   initargs = initargs or {}
   local free = {}
@@ -1061,6 +1080,7 @@ local function new_pool(opts, method)
     _maxtasks = maxtasks, _state = "RUN", _workers = {}, _free = free,
     _tasks = {}, _ntasks = 0, _timeouts = 0, _spin = SPIN_MAX,
     _fns = setmetatable({}, { __mode = "k" }), _ncached = 0, _pid = core.getpid(),
+    _method = method,
   }, Pool)
   self._board = errors.check(core.pool_board())
   all_boards[self._board] = true
@@ -1082,9 +1102,22 @@ end
 
 -- }=====================================================================
 
+-- The child side of spawn_worker (spawn_child.lua); never returns.
+local function spawned_worker(p)
+  local ok, board, init, initargs = pcall(function()
+    return errors.check(core.pool_board_attach(p.tasks, p.results, 4 + p.extra_at)),
+      codec.decode(p.init, false, true), codec.decode(p.initargs, false, true)
+  end)
+  if not ok then
+    io.stderr:write("Pool worker ", tostring(p.name), ":\n", tostring(board), "\n")
+    core.exit(1)
+  end
+  worker_main(board, p.slot, p.name, init, initargs, p.maxtasks)
+end
+
 -- A context's Pool (mp.get_context(m).Pool): its workers start with method m.
 context.bind.Pool = function(m)
   return function(opts) return new_pool(opts, m) end
 end
 
-return { Pool = Pool, exports = { Pool = function(opts) return new_pool(opts) end } }
+return { Pool = Pool, spawned_worker = spawned_worker, exports = { Pool = function(opts) return new_pool(opts) end } }

@@ -16,6 +16,7 @@ function M.main()
   if not bytes then core.exit(1) end   -- the parent died before sending it
   require "mproc"
   local codec = require "mproc.codec"
+  core.codec_autorequire(true)   -- task functions may name modules not loaded yet
   local ok, payload = pcall(codec.decode, bytes)
   if not ok then
     io.stderr:write("mproc: cannot read the spawned process's payload: ",
@@ -28,6 +29,8 @@ function M.main()
   local kind = payload.kind
   if kind == "process" then
     require("mproc.process").spawned_main(payload)
+  elseif kind == "pool_worker" then
+    require("mproc.pool").spawned_worker(payload)
   end
   io.stderr:write("mproc: unknown spawned payload ", tostring(kind), "\n")
   core.exit(1)

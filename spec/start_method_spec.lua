@@ -1,11 +1,9 @@
 local mp = require "mproc"
 local core = require "mproc.core"
-local context = require "mproc.context"
 local support = require "support"
 
 -- Targets below reach these as upvalues, not through busted's _ENV.
-local os, io, error, tostring, string, math, pairs, type =
-  os, io, error, tostring, string, math, pairs, type
+local os, io, tostring, string, math, pairs = os, io, tostring, string, math, pairs
 
 local errmsg = support.errmsg
 
@@ -200,7 +198,7 @@ describe("start methods", function()
     it("runs subclasses with their fields and methods", function()
       local q = mp.Queue()
       local Base = spawn.Process:extend()
-      function Base:twice(x) return 2 * x end
+      Base.twice = function(_, x) return 2 * x end
       local W = Base:extend { run = function(self) q:put(self:twice(self.n)) end }
       local w = start(W { n = 21 })
       assert.equal(42, q:get(10))

@@ -999,8 +999,11 @@ function BaseManager:start()
   local registry = {}
   for k, v in pairs(s.registry) do if v then registry[k] = v end end
   local path = type(addr) == "string" and addr or nil
-  local p = process.Process{ target = M._server_main, args = { lfd, s.authkey, registry, path },
-                             daemon = true, name = "ManagerServer" }
+  -- forked whatever the start method: the server inherits the listening
+  -- descriptor (docs/start-methods.md "Not done yet")
+  local p = process.class_for("fork"){ target = M._server_main,
+                                       args = { lfd, s.authkey, registry, path },
+                                       daemon = true, name = "ManagerServer" }
   local ok, err = pcall(p.start, p)
   core.net_closefd(lfd)
   if not ok then error(err, 0) end

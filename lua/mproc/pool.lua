@@ -1120,4 +1120,5 @@ context.bind.Pool = function(m)
   return function(opts) return new_pool(opts, m) end
 end
 
-return { Pool = Pool, spawned_worker = spawned_worker, exports = { Pool = function(opts) return new_pool(opts) end } }
+return { Pool = Pool, spawned_worker = spawned_worker,
+         exports = { Pool = function(opts) return new_pool(opts) end } }

@@ -473,9 +473,13 @@ Process._strict = true   -- unknown options raise (a subclass takes them as fiel
 Process = make_class(nil, Process)
 
 -- A context's Process (mp.get_context(m).Process): starts with method m.
-context.bind.Process = function(m)
-  return make_class(Process, { _start_method = m, _strict = true })
+local bound = {}
+local function class_for(m)
+  bound[m] = bound[m] or make_class(Process, { _start_method = m, _strict = true })
+  return bound[m]
 end
+context.bind.Process = class_for
+M.class_for = class_for
 
 -- }=====================================================================
 

@@ -265,9 +265,70 @@ describe("start methods", function()
       assert.equal(3, pool:apply(function() return 3 end))
     end)
 
-    it("refuses the forkserver method for now", function()
-      assert.matches("not available yet",
-        errmsg(mp.get_context("forkserver").Pool, 2), 1, true)
+  end)
+
+  describe("forkserver", function()
+    local fs = mp.get_context("forkserver")
+
+    it("forks children from one small server, with the target and arguments", function()
+      local q = mp.Queue()
+      local k = 40
+      local ps = {}
+      for i = 1, 2 do
+        ps[i] = start(fs.Process(function(a)
+          q:put({ a + k, mp.getppid(), mp.current_process().name })
+          os.exit(3)
+        end, i))
+      end
+      local r1, r2 = q:get(10), q:get(10)
+      if r1[1] > r2[1] then r1, r2 = r2, r1 end
+      for _, p in ipairs(ps) do
+        assert.is_true(p:join(10))
+        assert.equal(3, p.exitcode)
+      end
+      assert.equal(41, r1[1])
+      assert.equal(42, r2[1])
+      assert.equal(r1[2], r2[2])                 -- the same server
+      assert.are_not.equal(core.getpid(), r1[2])
+      local cmd = support.read_file("/proc/" .. r1[2] .. "/cmdline")
+      assert.matches("spawn_child", cmd, 1, true)  -- a fresh interpreter
+      q:close()
+    end)
+
+    it("terminates, and gives 1 and the traceback for an error", function()
+      local p = start(fs.Process(function() while true do mp.sleep(1) end end))
+      p:terminate()
+      p:join(10)
+      assert.equal(-15, p.exitcode)
+      local out = script [[
+        local mp = require "mproc"
+        local p = mp.get_context("forkserver").Process(function() error("fs boom") end)
+        p:start(); p:join(10)
+        print("code " .. p.exitcode)
+        local n = mp.get_context("forkserver").Process(function()
+          mp.sleep(0.3) print("non-daemon done") end)
+        n:start()
+      ]]
+      assert.matches("code 1", out)
+      assert.matches("fs boom", out)
+      assert.matches("non%-daemon done", out)   -- joined at exit, as under fork
+    end)
+
+    it("runs a Pool", function()
+      local pool = fs.Pool(2)
+      finally(function() pool:terminate(); pool:join() end)
+      assert.same({ 3, 6, 9, n = 3 }, pool:map(function(x) return 3 * x end, { 1, 2, 3 }))
+      assert.matches("^ForkServerPoolWorker%-%d+$",
+        pool:apply(function() return mp.current_process().name end))
+    end)
+
+    it("refuses Pipe ends (for now) with SerializeError", function()
+      local a, b = mp.Pipe()
+      local e = errmsg(function() fs.Process(function() end, b):start() end)
+      assert.is_true(mp.is_error(e, "SerializeError"))
+      assert.matches("cannot send a Pipe end to a process started by the forkserver",
+        e.message, 1, true)
+      a:close(); b:close()
     end)
   end)
 
@@ -307,9 +368,13 @@ describe("start methods", function()
         local pool = mp.Pool(2)
         print("pool", table.concat(pool:map(function(x) return x + 1 end, {1, 2, 3}), ","))
         pool:close(); pool:join()
+        local fp = mp.get_context("forkserver").Process(function() os.exit(5) end)
+        fp:start(); fp:join(10)
+        print("forkserver", fp.exitcode)
       ]]
       assert.is_true(ok, out)
       assert.matches("pool\t2,3,4", out)
+      assert.matches("forkserver\t5", out)
       local n = 0
       for line in out:gmatch("false\t[^\n]*") do
         n = n + 1

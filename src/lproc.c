@@ -13,6 +13,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "lmproc.h"
 
@@ -254,6 +257,18 @@ static int l_thread_count(lua_State *L) {
   return 1;
 }
 
+/* set_comm(name): the process name that ps and /proc/<pid>/stat show
+ * (Linux; the forkserver calls itself "mproc-forkserv") */
+static int l_set_comm(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+#ifdef __linux__
+  prctl(PR_SET_NAME, name, 0, 0, 0);
+#else
+  (void)name;
+#endif
+  return 0;
+}
+
 /* exe_path() -> the running program's path | nil */
 static int l_exe_path(lua_State *L) {
 #ifdef __linux__
@@ -267,6 +282,142 @@ static int l_exe_path(lua_State *L) {
   (void)L;
   return 0;
 }
+
+/* {------ forkserver: frames with descriptors on a blocking socket ------ */
+
+#define FD_MAX 16
+
+/* fd_send(fd, data [, fds]) -> true | false, "OSError", ...: one frame
+ * (u64 length, then data) with the descriptors fds (SCM_RIGHTS). */
+static int l_fd_send(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1), fds[FD_MAX], n = 0, i;
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  uint64_t hdr = len;
+  struct msghdr mh;
+  struct iovec iov;
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int) * FD_MAX)]; } cm;
+  ssize_t w;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    n = (int)lua_rawlen(L, 3);
+    luaL_argcheck(L, n <= FD_MAX, 3, "too many descriptors");
+    for (i = 0; i < n; i++) {
+      lua_rawgeti(L, 3, i + 1);
+      fds[i] = (int)luaL_checkinteger(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  memset(&mh, 0, sizeof mh);
+  iov.iov_base = &hdr;
+  iov.iov_len = sizeof hdr;
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (n > 0) {
+    memset(&cm, 0, sizeof cm);
+    mh.msg_control = cm.buf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+    cm.h.cmsg_level = SOL_SOCKET;
+    cm.h.cmsg_type = SCM_RIGHTS;
+    cm.h.cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+    memcpy(CMSG_DATA(&cm.h), fds, sizeof(int) * (size_t)n);
+  }
+  do w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+  while (w < 0 && errno == EINTR);
+  if (w < 0) return mproc_fail_errno(L, errno, "sendmsg");
+  if ((size_t)w < sizeof hdr &&
+      write_all(fd, (const char *)&hdr + w, sizeof hdr - (size_t)w) < 0)
+    return mproc_fail_errno(L, errno, "send");
+  if (write_all(fd, data, len) < 0) return mproc_fail_errno(L, errno, "send");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int read_all(int fd, char *p, size_t n) {
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+/* fd_recv(fd) -> data, fds (close-on-exec) | nil at EOF or error */
+static int l_fd_recv(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1), i, n = 0;
+  uint64_t hdr;
+  struct msghdr mh;
+  struct iovec iov;
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int) * FD_MAX)]; } cm;
+  struct cmsghdr *c;
+  ssize_t r;
+  char *buf;
+  memset(&mh, 0, sizeof mh);
+  iov.iov_base = &hdr;
+  iov.iov_len = sizeof hdr;
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cm.buf;
+  mh.msg_controllen = sizeof cm.buf;
+  do r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0) return 0;
+  lua_newtable(L);
+  for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int)), got[FD_MAX];
+      if (k > FD_MAX) k = FD_MAX;
+      memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)k);
+      for (i = 0; i < k; i++) {
+        lua_pushinteger(L, got[i]);
+        lua_rawseti(L, -2, ++n);
+      }
+    }
+  }
+  if ((size_t)r < sizeof hdr && read_all(fd, (char *)&hdr + r, sizeof hdr - (size_t)r) < 0)
+    return 0;
+  if (hdr > ((uint64_t)1 << 40)) return 0;
+  buf = (char *)lua_newuserdatauv(L, (size_t)hdr + 1, 0);
+  if (read_all(fd, buf, (size_t)hdr) < 0) return 0;
+  lua_pushlstring(L, buf, (size_t)hdr);
+  lua_replace(L, -2);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* socket_pair() -> true, a, b | false, "OSError", ...: blocking,
+ * close-on-exec */
+static int l_socket_pair(lua_State *L) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    return mproc_fail_errno(L, errno, "socketpair");
+  lua_pushboolean(L, 1);
+  lua_pushinteger(L, sv[0]);
+  lua_pushinteger(L, sv[1]);
+  return 3;
+}
+
+static int shut_fd = -1;
+static pid_t shut_pid;   /* a forked child inherits the hook, not the server */
+static void shut_at_exit(void) {
+  if (shut_fd >= 0 && shut_pid == getpid()) shutdown(shut_fd, SHUT_RDWR);
+}
+
+/* shutdown_at_exit(fd): first thing in the exit path, fd is shut down
+ * (the forkserver then ends its children as our exit path would). */
+static int l_shutdown_at_exit(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  if (shut_pid == 0 && mproc_on_exit_early(shut_at_exit) < 0)
+    return mproc_fail_errno(L, errno, "exit hook");
+  shut_fd = fd;
+  shut_pid = getpid();
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* }------------------------------------------------------------------- */
 
 /* }====================================================================== */
 
@@ -413,6 +564,11 @@ int mproc_open_proc(lua_State *L) {
     {"spawn_watch", l_spawn_watch},
     {"thread_count", l_thread_count},
     {"exe_path", l_exe_path},
+    {"set_comm", l_set_comm},
+    {"fd_send", l_fd_send},
+    {"fd_recv", l_fd_recv},
+    {"socket_pair", l_socket_pair},
+    {"shutdown_at_exit", l_shutdown_at_exit},
     {"child_poll", l_child_poll},
     {"child_signal", l_child_signal},
     {"child_fileno", l_child_fileno},

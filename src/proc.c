@@ -639,6 +639,19 @@ static void (*hooks[MAX_HOOKS])(void);
 static int n_hooks;
 static pid_t exit_done_pid;
 
+#define MAX_EARLY 4
+static void (*early[MAX_EARLY])(void);
+static int n_early;
+
+int mproc_on_exit_early(void (*fn)(void)) {
+  if (n_early >= MAX_EARLY) {
+    errno = ENOMEM;
+    return -1;
+  }
+  early[n_early++] = fn;
+  return 0;
+}
+
 int mproc_on_exit(void (*fn)(void)) {
   if (n_hooks >= MAX_HOOKS) {
     errno = ENOMEM;
@@ -665,6 +678,7 @@ void mproc_exit_path(void) {
   sigset_t old;
   if (exit_done_pid == getpid()) return;
   exit_done_pid = getpid();
+  while (n_early > 0) early[--n_early]();
   block_chld(&old);
   if (inited_pid == getpid()) {
     /* daemon children are terminated (first, as Python does) */

@@ -91,6 +91,12 @@ int mproc_child_notify_fd(void);
  * Up to 32 hooks; returns -1 (ENOMEM) when full. */
 int mproc_on_exit(void (*fn)(void));
 
+/* Registers fn to run first in the exit path, before children are
+ * terminated and joined (the forkserver client closes its request socket
+ * there, so that the server ends its own children as the exit path
+ * would).  Up to 4; -1 (ENOMEM) when full. */
+int mproc_on_exit_early(void (*fn)(void));
+
 /* The exit path: terminates daemon children (SIGTERM, SIGKILL after a
  * grace), joins the other non-detached children, runs the exit hooks.
  * Runs at most once per process; registered with atexit at the first fork

@@ -221,6 +221,33 @@ function M.spawn(build, detached, daemon, extra)
   return pid, child
 end
 
+-- Starts the payload with `method` ("spawn" or "forkserver"): as M.spawn.
+function M.start(method, build, detached, daemon, extra)
+  if method == "forkserver" then
+    return require("mproc.forkserver").spawn(build, detached, daemon, extra)
+  end
+  return M.spawn(build, detached, daemon, extra)
+end
+
+-- What core.child_* do for our own children, also for the children of the
+-- forkserver (tables with methods).
+function M.child_poll(c, block)
+  if type(c) == "table" then return c:poll(block) end
+  return core.child_poll(c, block)
+end
+function M.child_signal(c, sig)
+  if type(c) == "table" then return c:signal(sig) end
+  return core.child_signal(c, sig)
+end
+function M.child_fileno(c)
+  if type(c) == "table" then return c:fileno() end
+  return core.child_fileno(c)
+end
+function M.child_close(c)
+  if type(c) == "table" then return c:close() end
+  return core.child_close(c)
+end
+
 -- }=====================================================================
 
 M.state = state

@@ -262,12 +262,13 @@ end
 -- two forks, its copy-on-write faults included, delays the next one), then
 -- the bookkeeping.  A failed fork raises once the workers forked before it
 -- are registered.
--- A worker under the spawn method: a fresh interpreter that attaches to
--- the board by name (spawned_worker below).  Returns pid, child.
+-- A worker under the spawn (or forkserver) method: a fresh interpreter (or
+-- a fork of the forkserver) that attaches to the board by name
+-- (spawned_worker below).  Returns pid, child.
 local function spawn_worker(self, slot, name)
   local tasks, results, wfd = self._board:_names()
   local enc = context.encode
-  return context.spawn(function()
+  return context.start(self._method, function()
     return { kind = "pool_worker", tasks = tasks, results = results, slot = slot,
              name = name, init = enc(self._init, "initializer"),
              initargs = enc(self._initargs, "initargs"), maxtasks = self._maxtasks }
@@ -275,7 +276,7 @@ local function spawn_worker(self, slot, name)
 end
 
 local function start_workers(self, n)
-  local spawned = self._method == "spawn"
+  local spawned = self._method ~= "fork"
   if not spawned then context.check_fork("start a pool worker", 2) end
   local forked, failed, raised = {}, nil, nil
   local free = self._free
@@ -286,7 +287,9 @@ local function start_workers(self, n)
       break
     end
     worker_count = worker_count + 1
-    local name = (spawned and "SpawnPoolWorker-" or "ForkPoolWorker-") .. worker_count
+    local name = (self._method == "spawn" and "SpawnPoolWorker-"
+      or self._method == "forkserver" and "ForkServerPoolWorker-" or "ForkPoolWorker-")
+      .. worker_count
     local r
     if spawned then
       r = pack(pcall(spawn_worker, self, slot, name))
@@ -299,7 +302,7 @@ local function start_workers(self, n)
       worker_main(self._board, slot, name, self._init, self._initargs, self._maxtasks)
     end
     free[#free] = nil
-    local w = { pid = r[2], child = r[3], sentinel = core.child_fileno(r[3]), slot = slot }
+    local w = { pid = r[2], child = r[3], sentinel = context.child_fileno(r[3]), slot = slot }
     w.info = setmetatable({ pid = w.pid, name = name, daemon = true, sentinel = w.sentinel },
                           WorkerInfo)
     forked[#forked + 1] = w
@@ -423,10 +426,10 @@ end
 local function worker_ended(self, w)
   local board = self._board
   collect(self)  -- what it posted before dying counts
-  local ok, code = core.child_poll(w.child, true)
+  local ok, code = context.child_poll(w.child, true)
   w.exitcode = ok and code or nil
   remove_worker(self, w)
-  core.child_close(w.child)
+  context.child_close(w.child)
   local tid, _, at = board:_claim(w.slot)
   board:_clear(w.slot)
   self._free[#self._free + 1] = w.slot
@@ -469,7 +472,7 @@ local function check_timeouts(self)
     if task and task.timeout and not task.timed_out
        and t >= start + task.timeout + TIMEOUT_GRACE then
       task.timed_out = true
-      core.child_signal(w.child, core.SIGKILL)
+      context.child_signal(w.child, core.SIGKILL)
     end
   end
 end
@@ -951,12 +954,12 @@ function Pool:terminate()
   check_pool(self, "terminate")
   if self._state == "TERMINATE" then return end
   self._state = "TERMINATE"
-  for _, w in ipairs(self._workers) do core.child_signal(w.child, core.SIGKILL) end
+  for _, w in ipairs(self._workers) do context.child_signal(w.child, core.SIGKILL) end
   for _, w in ipairs({ unpack(self._workers) }) do
     while not poll_fd(w.sentinel, "r", 5) do end
-    core.child_poll(w.child, true)
+    context.child_poll(w.child, true)
     remove_worker(self, w)
-    core.child_close(w.child)
+    context.child_close(w.child)
   end
   abandon_all(self, errnew("Cancelled", "the pool was terminated"))
   shut(self)
@@ -996,7 +999,7 @@ end
 function Pool:__gc()
   if self._state ~= "TERMINATE" and self._workers and self._pid == core.getpid() then
     for _, w in ipairs(self._workers) do
-      pcall(core.child_signal, w.child, core.SIGTERM)
+      pcall(context.child_signal, w.child, core.SIGTERM)
     end
   end
 end
@@ -1066,9 +1069,6 @@ local function new_pool(opts, method)
   processes = processes or core.cpu_count()
   if processes > 1024 then argerror(1, "Pool", "at most 1024 processes") end
   method = method or context.method()
-  if method == "forkserver" then
-    error("Pool with the 'forkserver' start method is not available yet; use 'spawn'", 2)
-  end
   if method == "fork" then context.check_fork("start a pool") end
   context.mark_started()
   initargs = initargs or {}
@@ -1105,7 +1105,7 @@ end
 -- The child side of spawn_worker (spawn_child.lua); never returns.
 local function spawned_worker(p)
   local ok, board, init, initargs = pcall(function()
-    return errors.check(core.pool_board_attach(p.tasks, p.results, 4 + p.extra_at)),
+    return errors.check(core.pool_board_attach(p.tasks, p.results, p.fds[p.extra_at])),
       codec.decode(p.init, false, true), codec.decode(p.initargs, false, true)
   end)
   if not ok then

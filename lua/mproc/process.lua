@@ -43,7 +43,7 @@ local function reap_children()
   for _, p in ipairs(state.children) do
     local s = priv[p]
     if not s.ended and not s.closed then
-      local ok, code = core.child_poll(s.child)
+      local ok, code = context.child_poll(s.child)
       if ok and code ~= nil then finish(s, code)
       elseif ok then kept[#kept + 1] = p end
     end
@@ -61,7 +61,7 @@ end
 -- Lets go of a process object's OS resources (it has ended, or is left).
 local function release(p, s)
   s.closed = true
-  if s.child then core.child_close(s.child) end
+  if s.child then context.child_close(s.child) end
   s.sentinel = nil
   forget_child(p)
 end
@@ -168,7 +168,7 @@ local GETTERS = {
   exitcode = function(s)
     if s.closed then error("attempt to use a closed process", 3) end
     if s.child and not s.ended then
-      local code = check(core.child_poll(s.child))
+      local code = check(context.child_poll(s.child))
       if code ~= nil then finish(s, code) end
     end
     return s.exitcode
@@ -275,9 +275,9 @@ local function close_mm(self)
   local s = priv[self]
   if not s or s.closed then return end
   if s.started and not s.ended and not s.is_self and s.creator == getpid() then
-    if s.daemon then core.child_signal(s.child, core.SIGTERM) end
+    if s.daemon then context.child_signal(s.child, core.SIGTERM) end
     sched.wait_fd(s.sentinel, "r", nil)
-    local ok, code = core.child_poll(s.child, true)
+    local ok, code = context.child_poll(s.child, true)
     if ok and code ~= nil then finish(s, code) end
   end
   release(self, s)
@@ -341,23 +341,24 @@ local function class_chain(self)
   return chain
 end
 
--- start() under the spawn method: a fresh interpreter gets the object's
--- target, arguments, fields and class through the codec.
-local function spawn_start(self, s)
+-- start() under the spawn and forkserver methods: a fresh interpreter (or
+-- a fork of the forkserver) gets the object's target, arguments, fields
+-- and class through the codec.
+local function spawn_start(self, s, method)
   local fields
   if next(self) ~= nil then
     fields = {}
     for k, v in next, self do fields[k] = v end
   end
   local enc = context.encode
-  local pid, child = context.spawn(function()
+  local pid, child = context.start(method, function()
     return { kind = "process", name = s.name, identity = s.identity, daemon = s.daemon,
              parent_name = state.current.name,
              target = enc(s.target, "target"), args = enc(s.args, "args"),
              self = fields and enc(fields, "self"), class = enc(class_chain(self), "class") }
   end, s.detached, s.daemon)
   s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
-  s.sentinel = core.child_fileno(child)
+  s.sentinel = context.child_fileno(child)
   local list = state.children
   list[#list + 1] = self
 end
@@ -393,18 +394,14 @@ function Process:start()
   if s.is_self then error("cannot start a process twice", 2) end
   reap_children()
   local method = start_method_of(self)
-  if method == "forkserver" then
-    error("the 'forkserver' start method is not available yet; use 'spawn'", 2)
-  elseif method == "spawn" then
-    return spawn_start(self, s)
-  end
+  if method ~= "fork" then return spawn_start(self, s, method) end
   context.check_fork("start a process")
   context.mark_started()
   local payload = payload_of(self, s)
   local pid, child = check(core.proc_fork(s.detached, s.daemon))
   if pid == 0 then child_main(self, s, payload) end
   s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
-  s.sentinel = core.child_fileno(child)
+  s.sentinel = context.child_fileno(child)
   local list = state.children
   list[#list + 1] = self
 end
@@ -421,7 +418,7 @@ function Process:join(timeout)
   if s.is_self or s.creator ~= getpid() then error("can only join a child process", 2) end
   if s.ended then return true end
   if not sched.wait_fd(s.sentinel, "r", sched.deadline(timeout)) then return false end
-  finish(s, check(core.child_poll(s.child, true)))
+  finish(s, check(context.child_poll(s.child, true)))
   forget_child(self)
   return true
 end
@@ -431,7 +428,7 @@ function Process:is_alive()
   if s.is_self then return true end
   if not s.started or s.ended then return false end
   if s.creator ~= getpid() then error("can only test a child process", 2) end
-  local code = check(core.child_poll(s.child))
+  local code = check(context.child_poll(s.child))
   if code == nil then return true end
   finish(s, code)
   forget_child(self)
@@ -443,7 +440,7 @@ local function signal(self, fname, sig)
   if not s.started then error(("can only %s a started process"):format(fname), 3) end
   if s.is_self then return check(core.kill(getpid(), sig)) end
   if s.ended then return end
-  check(core.child_signal(s.child, sig))
+  check(context.child_signal(s.child, sig))
 end
 
 function Process:terminate() signal(self, "terminate", core.SIGTERM) end
@@ -454,7 +451,7 @@ function Process:close()
   if not s then state_of(self, "close") end
   if s.closed then return end
   if s.started and not s.ended and not s.is_self then
-    local ok, code = core.child_poll(s.child)
+    local ok, code = context.child_poll(s.child)
     if ok and code ~= nil then finish(s, code) end
     if not s.ended then error("cannot close a running process", 2) end
   end

@@ -25,12 +25,23 @@ function M.main()
   end
   local fds = {}
   for i = 1, payload.nfds or 0 do fds[i] = 4 + i end
+  M.run(payload, fds)
+end
+
+-- Runs a payload (spawned here, or forked by the forkserver) with the
+-- descriptors that came with it (payload.fds; extras from extra_at on).
+-- Never returns.
+function M.run(payload, fds)
+  local core = require "mproc.core"
+  payload.fds = fds
   core._conn_received(fds)
   local kind = payload.kind
   if kind == "process" then
     require("mproc.process").spawned_main(payload)
   elseif kind == "pool_worker" then
     require("mproc.pool").spawned_worker(payload)
+  elseif kind == "forkserver" then
+    require("mproc.forkserver").serve(payload)
   end
   io.stderr:write("mproc: unknown spawned payload ", tostring(kind), "\n")
   core.exit(1)

@@ -125,6 +125,7 @@ local function get_context(m)
   ctx = {}
   for k, v in pairs(mp) do ctx[k] = v end
   for k, make in pairs(M.bind) do ctx[k] = make(m) end
+  setmetatable(ctx, { __index = mp })   -- mp.cluster, loaded on first use
   ctx.get_start_method = function() return m end
   ctx._start_method = m
   contexts[m] = ctx
@@ -205,8 +206,9 @@ function M.spawn(build, detached, daemon, extra)
   payload.extra_at = #fds + 1
   for i = 1, extra and #extra or 0 do fds[#fds + 1] = extra[i] end
   payload.nfds = #fds
-  local bytes = M.encode(payload, "payload")
   local exe = M.executable()
+  payload.exe = exe   -- the child's own spawns use the same interpreter
+  local bytes = M.encode(payload, "payload")
   local env = {
     "LUA_PATH_5_4=" .. package.path,
     "LUA_CPATH_5_4=" .. package.cpath,

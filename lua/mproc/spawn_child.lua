@@ -35,6 +35,10 @@ function M.run(payload, fds)
   local core = require "mproc.core"
   payload.fds = fds
   core._conn_received(fds)
+  local context = require "mproc.context"
+  if payload.exe and not context.state.executable then
+    context.state.executable = payload.exe
+  end
   local kind = payload.kind
   if kind == "process" then
     require("mproc.process").spawned_main(payload)

@@ -89,6 +89,29 @@ describe("start methods", function()
     end)
   end)
 
+  describe("mp.set_executable()", function()
+    it("names the interpreter that spawn starts", function()
+      local out = script [[
+        local mp = require "mproc"
+        local ctx = mp.get_context("spawn")
+        mp.set_executable("/nonexistent/lua")
+        local ok, e = pcall(function() ctx.Process(function() end):start() end)
+        print(ok, mp.is_error(e, "OSError"), e)
+        print("children", #mp.active_children())
+        mp.set_executable("lua5.4")
+        local p = ctx.Process(function() os.exit(2) end)
+        p:start(); p:join(10)
+        print("exitcode", p.exitcode)
+        print(pcall(mp.set_executable, ""))
+      ]]
+      assert.matches("false\ttrue\tOSError: /nonexistent/lua: No such file", out)
+      assert.matches("children\t0", out)
+      assert.matches("exitcode\t2", out)
+      assert.matches("bad argument #1 to 'set_executable' (non-empty string expected, got empty string)",
+        out, 1, true)
+    end)
+  end)
+
   describe("spawn", function()
     it("runs the target with its arguments and upvalues in a fresh interpreter", function()
       local q = mp.Queue()

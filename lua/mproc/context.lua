@@ -100,7 +100,7 @@ end
 local function set_executable(path)
   if type(path) ~= "string" or path == "" then
     argerror(1, "set_executable", "non-empty string expected, got "
-      .. (path == nil and "no value" or typename(path)))
+      .. (path == nil and "no value" or path == "" and "empty string" or typename(path)))
   end
   state.executable = path
 end

@@ -107,8 +107,8 @@ describe("start methods", function()
       assert.matches("false\ttrue\tOSError: /nonexistent/lua: No such file", out)
       assert.matches("children\t0", out)
       assert.matches("exitcode\t2", out)
-      assert.matches("bad argument #1 to 'set_executable' (non-empty string expected, got empty string)",
-        out, 1, true)
+      assert.matches("bad argument #1 to 'set_executable' (non-empty string expected, "
+        .. "got empty string)", out, 1, true)
     end)
   end)
 

@@ -82,17 +82,19 @@ function M.spawn(build, detached, daemon, extra)
   local ok, payload = pcall(build)
   local fds = core._conn_collect(false)
   if not ok then error(payload, 0) end
-  if #fds > 0 then
-    errors.raise("SerializeError", "cannot send a Pipe end to a process started by the "
-      .. "forkserver (not supported yet; use the spawn method)")
+  -- the Pipe ends met, then the extra descriptors: they go with the request
+  payload.extra_at = #fds + 1
+  for i = 1, extra and #extra or 0 do fds[#fds + 1] = extra[i] end
+  if #fds > 15 then
+    errors.raise("SerializeError", "cannot pass more than 15 descriptors (Pipe ends) "
+      .. "to a process started by the forkserver")
   end
-  payload.extra_at = 1
-  payload.nfds = extra and #extra or 0
+  payload.nfds = #fds
   payload.detached, payload.daemon = detached or false, daemon or false
   local bytes = context.encode(payload, "payload")
   local a, b = check(core.socket_pair())
   local send = { b }
-  for i = 1, extra and #extra or 0 do send[#send + 1] = extra[i] end
+  for i = 1, #fds do send[#send + 1] = fds[i] end
   local sent, kind, msg = core.fd_send(srv.sock, bytes, send)
   core.close_fd(b)
   if not sent then

@@ -59,6 +59,22 @@ describe("start methods", function()
       assert.equal("spawn", lines[5])
     end)
 
+    it("takes the default of a whole run from MPROC_START_METHOD", function()
+      local out = support.run_script([[
+        local mp = require "mproc"
+        print(mp.get_start_method())
+        local q = mp.Queue()
+        local p = mp.Process(function() q:put(io.open("/proc/self/cmdline"):read("a")) end)
+        p:start()
+        print(q:get(10))
+        p:join(10)
+      ]], { MPROC_START_METHOD = "spawn" }, { pipe = true })
+      assert.matches("^spawn\n[^\n]*spawn_child", out)
+      out = support.run_script([[require "mproc"]], { MPROC_START_METHOD = "spwan" },
+                               { pipe = true })
+      assert.matches("MPROC_START_METHOD: unknown start method 'spwan'", out, 1, true)
+    end)
+
     it("names the method meant by a misspelt one", function()
       assert.equal("bad argument #1 to 'set_start_method' (unknown start method 'sapwn' "
         .. "(one of 'fork', 'spawn', 'forkserver'); did you mean 'spawn'?)",
@@ -299,7 +315,7 @@ describe("start methods", function()
       local ps = {}
       for i = 1, 2 do
         ps[i] = start(fs.Process(function(a)
-          q:put({ a + k, mp.getppid(), mp.current_process().name })
+          q:put({ a + k, mp.getppid(), mp.current_process().name, mp.parent_process().pid })
           os.exit(3)
         end, i))
       end
@@ -313,6 +329,7 @@ describe("start methods", function()
       assert.equal(42, r2[1])
       assert.equal(r1[2], r2[2])                 -- the same server
       assert.are_not.equal(core.getpid(), r1[2])
+      assert.equal(core.getpid(), r1[4])         -- its parent is still us
       local cmd = support.read_file("/proc/" .. r1[2] .. "/cmdline")
       assert.matches("spawn_child", cmd, 1, true)  -- a fresh interpreter
       q:close()

@@ -24,8 +24,17 @@ local state = {
 -- The method and the fork guard
 -- ======================================================================
 
+-- MPROC_START_METHOD: the default for a whole run (CI runs the specs under
+-- each method); mp.set_start_method overrides it.
+local env_method = os.getenv("MPROC_START_METHOD")
+if env_method == "" then env_method = nil end
+if env_method and not METHODS[env_method] then
+  error(("MPROC_START_METHOD: unknown start method '%s' (one of 'fork', 'spawn', "
+    .. "'forkserver')"):format(env_method), 0)
+end
+
 function M.method()
-  return state.method or "fork"
+  return state.method or env_method or "fork"
 end
 
 -- Every process-making feature calls this before it starts one.

@@ -161,11 +161,11 @@ local function run_packed(board, tid, fn, n, cs)
 end
 
 -- Runs in the worker and never returns: every path ends in core.exit.
-local function worker_main(board, slot, name, init, initargs, maxtasks)
+local function worker_main(board, slot, name, init, initargs, maxtasks, parent_pid)
   local ppid = core.getppid()
   pcall(function()
     for b in pairs(all_boards) do if b ~= board then b:_close() end end
-    process.become_worker(name)
+    process.become_worker(name, parent_pid)
     os.exit = function(code)  -- luacheck: ignore 122 (our exit path, never the host's)
       core.exit(code == nil and 0 or code)
     end
@@ -271,7 +271,8 @@ local function spawn_worker(self, slot, name)
   return context.start(self._method, function()
     return { kind = "pool_worker", tasks = tasks, results = results, slot = slot,
              name = name, init = enc(self._init, "initializer"),
-             initargs = enc(self._initargs, "initargs"), maxtasks = self._maxtasks }
+             initargs = enc(self._initargs, "initargs"), maxtasks = self._maxtasks,
+             parent_pid = getpid() }
   end, false, true, { wfd })
 end
 
@@ -1112,7 +1113,7 @@ local function spawned_worker(p)
     io.stderr:write("Pool worker ", tostring(p.name), ":\n", tostring(board), "\n")
     core.exit(1)
   end
-  worker_main(board, p.slot, p.name, init, initargs, p.maxtasks)
+  worker_main(board, p.slot, p.name, init, initargs, p.maxtasks, p.parent_pid)
 end
 
 -- A context's Pool (mp.get_context(m).Pool): its workers start with method m.

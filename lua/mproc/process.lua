@@ -99,7 +99,8 @@ end
 
 -- Turns this forked process into the Process `self`.
 local function become_child(self, s)
-  state.parent = { name = state.current.name, pid = core.getppid() }
+  -- a forkserver child's OS parent is the server: the payload names ours
+  state.parent = { name = state.current.name, pid = s.parent_pid or core.getppid() }
   state.current = self
   state.identity, state.counter, state.children = s.identity, 0, {}
   s.pid, s.is_self, s.child, s.sentinel = getpid(), true, nil, nil
@@ -353,7 +354,7 @@ local function spawn_start(self, s, method)
   local enc = context.encode
   local pid, child = context.start(method, function()
     return { kind = "process", name = s.name, identity = s.identity, daemon = s.daemon,
-             parent_name = state.current.name,
+             parent_name = state.current.name, parent_pid = getpid(),
              target = enc(s.target, "target"), args = enc(s.args, "args"),
              self = fields and enc(fields, "self"), class = enc(class_chain(self), "class") }
   end, s.detached, s.daemon)
@@ -367,7 +368,8 @@ end
 function M.spawned_main(p)
   state.current = { name = p.parent_name, pid = core.getppid(), daemon = false }
   local s = { identity = p.identity, name = p.name, daemon = p.daemon, detached = false,
-              started = true, closed = false, ended = false, args = { n = 0 } }
+              started = true, closed = false, ended = false, args = { n = 0 },
+              parent_pid = p.parent_pid }
   local ok, cls = pcall(function()
     local cls = Process
     for _, methods in ipairs(codec.decode(p.class, false, true)) do
@@ -557,8 +559,8 @@ M.reset_sched = reset_sched
 
 -- This forked process is a pool worker (pool.lua), named like Python's
 -- ForkPoolWorker-N.
-function M.become_worker(name)
-  state.parent = { name = state.current.name, pid = core.getppid() }
+function M.become_worker(name, parent_pid)
+  state.parent = { name = state.current.name, pid = parent_pid or core.getppid() }
   state.current = { name = name, pid = getpid(), daemon = true }
   state.counter, state.children = 0, {}
   reset_sched()

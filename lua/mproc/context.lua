@@ -192,6 +192,26 @@ function M.executable()
   return "lua" .. _VERSION:match("%d+%.%d+")
 end
 
+-- Per-process state that a forked child inherits with the memory and a
+-- spawned one must be sent (the managers' authkeys, as Python sends
+-- process.authkey): name -> { get, set }.
+local inherited = {}
+function M.inherit(name, get, set)
+  inherited[name] = { get = get, set = set }
+end
+
+-- payload.inherit, filled in the parent; restored in the child.
+function M.add_inherited(payload)
+  local t = {}
+  for name, h in pairs(inherited) do t[name] = h.get() end
+  payload.inherit = t
+end
+function M.restore_inherited(payload)
+  for name, v in pairs(payload.inherit or {}) do
+    if inherited[name] then inherited[name].set(v) end
+  end
+end
+
 local BOOT = "require('mproc.spawn_child').main()"
 
 -- Encodes v for a spawned process: names it cannot rebuild raise
@@ -217,6 +237,7 @@ function M.spawn(build, detached, daemon, extra)
   payload.nfds = #fds
   local exe = M.executable()
   payload.exe = exe   -- the child's own spawns use the same interpreter
+  M.add_inherited(payload)
   local bytes = M.encode(payload, "payload")
   local env = {
     "LUA_PATH_5_4=" .. package.path,

@@ -91,6 +91,7 @@ function M.spawn(build, detached, daemon, extra)
   end
   payload.nfds = #fds
   payload.detached, payload.daemon = detached or false, daemon or false
+  context.add_inherited(payload)
   local bytes = context.encode(payload, "payload")
   local a, b = check(core.socket_pair())
   local send = { b }

@@ -46,6 +46,11 @@ local WELCOME, FAILURE = "#WELCOME#", "#FAILURE#"
 local FAMILY_KEY = core.random_bytes(32)
 local known_keys = {}                -- address key -> authkey
 
+-- A spawned child (no inherited memory) gets both from its parent.
+require("mproc.context").inherit("manager.keys",
+  function() return { FAMILY_KEY, known_keys } end,
+  function(v) FAMILY_KEY, known_keys = v[1], v[2] end)
+
 local function got(v) return v == nil and "no value" or typename(v) end
 
 -- {=====================================================================
@@ -999,11 +1004,9 @@ function BaseManager:start()
   local registry = {}
   for k, v in pairs(s.registry) do if v then registry[k] = v end end
   local path = type(addr) == "string" and addr or nil
-  -- forked whatever the start method: the server inherits the listening
-  -- descriptor (docs/start-methods.md "Not done yet")
-  local p = process.class_for("fork"){ target = M._server_main,
-                                       args = { lfd, s.authkey, registry, path },
-                                       daemon = true, name = "ManagerServer" }
+  local p = process.Process{ target = M._server_main, args = { lfd, s.authkey, registry, path },
+                             daemon = true, name = "ManagerServer" }
+  process.pass_fd_args(p, { 1 })   -- the listening socket, under spawn too
   local ok, err = pcall(p.start, p)
   core.net_closefd(lfd)
   if not ok then error(err, 0) end

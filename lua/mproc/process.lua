@@ -114,6 +114,7 @@ local function child_body(self, s, payload)
     local req = payload.require   -- spawned: modules are required by name
     s.target = codec.decode(payload[1], false, req)
     s.args = codec.decode(payload[2], false, req)
+    for i, fd in pairs(payload.fd_args or {}) do s.args[i] = fd end
     if payload[3] then
       for k, v in pairs(codec.decode(payload[3], false, req)) do rawset(self, k, v) end
     end
@@ -352,12 +353,18 @@ local function spawn_start(self, s, method)
     for k, v in next, self do fields[k] = v end
   end
   local enc = context.encode
+  local extra
+  if s.fd_args then
+    extra = {}
+    for j, i in ipairs(s.fd_args) do extra[j] = s.args[i] end
+  end
   local pid, child = context.start(method, function()
     return { kind = "process", name = s.name, identity = s.identity, daemon = s.daemon,
              parent_name = state.current.name, parent_pid = getpid(),
              target = enc(s.target, "target"), args = enc(s.args, "args"),
-             self = fields and enc(fields, "self"), class = enc(class_chain(self), "class") }
-  end, s.detached, s.daemon)
+             self = fields and enc(fields, "self"), class = enc(class_chain(self), "class"),
+             fd_args = s.fd_args }
+  end, s.detached, s.daemon, extra)
   s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
   s.sentinel = context.child_fileno(child)
   local list = state.children
@@ -383,7 +390,12 @@ function M.spawned_main(p)
   end
   local self = setmetatable({}, cls)
   priv[self] = s
-  child_main(self, s, { p.target, p.args, p.self, require = true })
+  local fd_args
+  if p.fd_args then   -- args that are descriptors: the child's numbers
+    fd_args = {}
+    for j, i in ipairs(p.fd_args) do fd_args[i] = p.fds[p.extra_at + j - 1] end
+  end
+  child_main(self, s, { p.target, p.args, p.self, require = true, fd_args = fd_args })
 end
 
 local function start_method_of(self)
@@ -556,6 +568,13 @@ M.fork = fork
 M.waitpid = waitpid
 M.child_exit = child_exit
 M.reset_sched = reset_sched
+
+-- For the modules that start processes (manager.lua): args[i] for i in
+-- `list` are descriptors the child needs; spawn and forkserver pass them
+-- along and the child's target gets its own numbers.
+function M.pass_fd_args(p, list)
+  priv[p].fd_args = list
+end
 
 -- This forked process is a pool worker (pool.lua), named like Python's
 -- ForkPoolWorker-N.

@@ -39,6 +39,7 @@ function M.run(payload, fds)
   if payload.exe and not context.state.executable then
     context.state.executable = payload.exe
   end
+  context.restore_inherited(payload)
   local kind = payload.kind
   if kind == "process" then
     require("mproc.process").spawned_main(payload)

@@ -412,10 +412,19 @@ describe("start methods", function()
         local fp = mp.get_context("forkserver").Process(function() os.exit(5) end)
         fp:start(); fp:join(10)
         print("forkserver", fp.exitcode)
+        for _, m in ipairs { mp.Manager(), mp.get_context("forkserver").Manager() } do
+          local d = m:dict()
+          d.x = 20
+          local mp_ = mp.Process(function(dd) dd.y = dd.x + 1 end, d)
+          mp_:start(); mp_:join(10)
+          print("manager", d.y)
+          m:shutdown()
+        end
       ]]
       assert.is_true(ok, out)
       assert.matches("pool\t2,3,4", out)
       assert.matches("forkserver\t5", out)
+      assert.matches("manager\t21\nmanager\t21", out)
       local n = 0
       for line in out:gmatch("false\t[^\n]*") do
         n = n + 1

@@ -59,6 +59,18 @@ describe("start methods", function()
       assert.equal("spawn", lines[5])
     end)
 
+    it("is passed on to a spawned child, as Python does", function()
+      local out = script [[
+        local mp = require "mproc"
+        mp.set_start_method("forkserver")
+        local q = mp.Queue()
+        local c = mp.get_context("spawn").Process(function() q:put(mp.get_start_method()) end)
+        c:start(); c:join(10)
+        print("child's method: " .. q:get(10))
+      ]]
+      assert.matches("child's method: forkserver", out, 1, true)
+    end)
+
     it("takes the default of a whole run from MPROC_START_METHOD", function()
       local out = support.run_script([[
         local mp = require "mproc"

@@ -212,6 +212,12 @@ function M.restore_inherited(payload)
   end
 end
 
+-- A spawned child starts its own processes with its parent's method (as
+-- Python's spawn sends start_method with the preparation data).
+M.inherit("start_method",
+  function() return { state.method, state.allow_threads, state.executable } end,
+  function(v) state.method, state.allow_threads, state.executable = v[1], v[2], v[3] end)
+
 local BOOT = "require('mproc.spawn_child').main()"
 
 -- Encodes v for a spawned process: names it cannot rebuild raise

@@ -36,10 +36,10 @@ function M.run(payload, fds)
   payload.fds = fds
   core._conn_received(fds)
   local context = require "mproc.context"
+  context.restore_inherited(payload)
   if payload.exe and not context.state.executable then
     context.state.executable = payload.exe
   end
-  context.restore_inherited(payload)
   local kind = payload.kind
   if kind == "process" then
     require("mproc.process").spawned_main(payload)

@@ -713,7 +713,8 @@ static int enc_enter(Enc *E) {
   return 1;
 }
 
-/* Writes the name of the object at idx if it has one. */
+/* Writes the name of the object at idx if it has one: 1 written, 0 no
+ * name, -1 refused (the receiver could not rebuild it; error set). */
 static int enc_name(Enc *E, int idx) {
   pm_entry *e = pm_find(&E->S->names, lua_topointer(E->L, idx), lua_type(E->L, idx));
   uint32_t len;
@@ -823,9 +824,9 @@ static int enc_table(Enc *E, int idx) {
   const void *p = lua_topointer(L, idx);
   lua_Unsigned narr, i, nhash = 0;
   size_t at, hat;
-  int w, done, hasmt, mt = 0, key;
+  int w, done, hasmt, mt = 0, key, named;
   if (p == E->globals) { put_byte(L, b, T_GLOBALS); return 1; }
-  if (E->S->names.n) { int r = enc_name(E, idx); if (r) return r > 0; }
+  if (E->S->names.n && (named = enc_name(E, idx)) != 0) return named > 0;
   if (enc_seen(E, p)) return 1;
   if (!enc_enter(E)) return 0;
   if (!enc_meta(E, idx, &done, &hasmt)) return 0;
@@ -932,13 +933,13 @@ static int enc_function(Enc *E, int idx) {
   uint64_t self;
   size_t n;
   const char *code;
-  int nups, i;
+  int nups, i, named;
   if (lua_iscfunction(L, idx)) {
-    if (E->S->names.n) { int r = enc_name(E, idx); if (r) return r > 0; }
+    if (E->S->names.n && (named = enc_name(E, idx)) != 0) return named > 0;
     if (!E->rebuilt) {   /* maybe loaded since the map was built */
       E->rebuilt = 1;
       names_build(L, E->S, E->sidx);
-      { int r = enc_name(E, idx); if (r) return r > 0; }
+      if ((named = enc_name(E, idx)) != 0) return named > 0;
     }
     return enc_fail(E, "cannot send a C function (not found in package.loaded; "
                        "use mp.register)");
@@ -947,7 +948,7 @@ static int enc_function(Enc *E, int idx) {
     E->fresh = 1;
     names_refresh(L, E->S, E->sidx);
   }
-  if (E->S->names.n) { int r = enc_name(E, idx); if (r) return r > 0; }
+  if (E->S->names.n && (named = enc_name(E, idx)) != 0) return named > 0;
   self = b->len - E->base;
   if (enc_seen(E, p)) return 1;
   if (!enc_enter(E)) return 0;
@@ -994,8 +995,8 @@ static int enc_function(Enc *E, int idx) {
 /* userdata, light userdata, coroutines: by name or as mproc objects */
 static int enc_other(Enc *E, int idx) {
   lua_State *L = E->L;
-  int t = lua_type(L, idx);
-  if (E->S->names.n) { int r = enc_name(E, idx); if (r) return r > 0; }
+  int t = lua_type(L, idx), named;
+  if (E->S->names.n && (named = enc_name(E, idx)) != 0) return named > 0;
   if (t == LUA_TUSERDATA) {
     int done, hasmt;
     if (enc_seen(E, lua_topointer(L, idx))) return 1;

@@ -19,10 +19,11 @@ HAVE_HIREDIS := $(shell [ -f /usr/include/hiredis/hiredis.h ] && echo yes)
 REDIS_SO := $(if $(HAVE_HIREDIS),build/mproc/redis.so)
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
-.PHONY: all build demo test test-asan test-core specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
+.PHONY: all build hosts demo test test-asan test-core specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
 
 all: build
 build: build/mproc/core.so $(REDIS_SO)
+hosts: build/thread_host
 
 build/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
@@ -40,6 +41,12 @@ build-asan/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ $(SRC) $(LIBS)
 
+# spec/start_method_spec.lua: a program that embeds Lua and runs a thread.
+build/thread_host: spec/host/thread_host.c Makefile
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(LUA_INC) -o $@ spec/host/thread_host.c \
+	  $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) -lpthread -lm
+
 deps-run:
 	@sh tools/deps.sh $(PKGS_RUN)
 deps-test:
@@ -50,7 +57,7 @@ demo: deps-run
 	@$(ENV) $(LUA) examples/demo.lua
 
 test: deps-test
-	@$(MAKE) --no-print-directory build test-core
+	@$(MAKE) --no-print-directory build hosts test-core
 	@sh tools/run-specs.sh build
 	@$(MAKE) --no-print-directory lint docscov
 
@@ -59,7 +66,7 @@ test: deps-test
 test-core:
 	@sh tools/run-core-tests.sh build/test
 
-specs: build
+specs: build hosts
 	@sh tools/run-specs.sh build $(SPEC)
 
 # All specs against an AddressSanitizer + UBSan build of the C module.

@@ -4,7 +4,7 @@ local M = {}
 
 local MODULES = {
   "errors", "codec", "process", "pipe", "sync", "shared", "queue",
-  "subprocess", "manager", "sched_api", "pool",
+  "subprocess", "manager", "sched_api", "pool", "context",
 }
 
 for _, name in ipairs(MODULES) do

@@ -35,8 +35,10 @@ local function strays()
       local cmd = (read("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
       -- our own `ls` children below are not strays
       local stat = env and read("/proc/" .. pid .. "/stat") or ""
-      -- the segment tracker ends after this process (run-specs.sh checks it)
-      local tracker = stat:match("^%d+ (%b())") == "(mproc-tracker)"
+      -- the segment tracker and the forkserver end after this process
+      -- (run-specs.sh checks it)
+      local comm = stat:match("^%d+ (%b())")
+      local tracker = comm == "(mproc-tracker)" or comm == "(mproc-forkserv)"
       if env and env:find("MPROC_SPEC_TOKEN=" .. token, 1, true) and not tracker
          and not cmd:find("ls /proc", 1, true) and not cmd:find("/dev/shm", 1, true) then
         found[#found + 1] = pid .. " [" .. (stat:match("^%d+ %b() (%S+)") or "?") .. "] " .. cmd

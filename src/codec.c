@@ -215,6 +215,11 @@ typedef struct cstate {
   unsigned long ids;       /* identity counter */
   int noref;               /* dumps(v, root, true): no mproc objects (they
                               are bound to one machine: the cluster pool) */
+  int autoreq;             /* a spawned process: a module met by name that
+                              is not loaded is required (trusted frames) */
+  int namecheck;           /* dumps(v, root, noref, fn): stack index of fn,
+                              which says whether a name can be rebuilt by a
+                              fresh interpreter (the spawn start method) */
 } cstate;
 
 static const char STATE_KEY = 'c';
@@ -510,6 +515,7 @@ typedef struct Enc {
 } Enc;
 
 static int enc_typed(Enc *E, int idx, int t);
+static int enc_check_name(Enc *E, const unsigned char *p, size_t n);
 #define enc_value(E, idx) enc_typed(E, idx, lua_type((E)->L, idx))
 
 static int is_reserved(const char *s) {
@@ -707,12 +713,16 @@ static int enc_enter(Enc *E) {
   return 1;
 }
 
-/* Writes the name of the object at idx if it has one. */
+/* Writes the name of the object at idx if it has one: 1 written, 0 no
+ * name, -1 refused (the receiver could not rebuild it; error set). */
 static int enc_name(Enc *E, int idx) {
   pm_entry *e = pm_find(&E->S->names, lua_topointer(E->L, idx), lua_type(E->L, idx));
   uint32_t len;
   if (e == NULL) return 0;
   memcpy(&len, E->S->blob.data + pm_value(e), sizeof len);
+  if (E->S->namecheck &&
+      !enc_check_name(E, (const unsigned char *)E->S->blob.data + pm_value(e) + sizeof len, len))
+    return -1;
   put_bytes(E->L, E->b, E->S->blob.data + pm_value(e) + sizeof len, len);
   return 1;
 }
@@ -814,9 +824,9 @@ static int enc_table(Enc *E, int idx) {
   const void *p = lua_topointer(L, idx);
   lua_Unsigned narr, i, nhash = 0;
   size_t at, hat;
-  int w, done, hasmt, mt = 0, key;
+  int w, done, hasmt, mt = 0, key, named;
   if (p == E->globals) { put_byte(L, b, T_GLOBALS); return 1; }
-  if (E->S->names.n && enc_name(E, idx)) return 1;
+  if (E->S->names.n && (named = enc_name(E, idx)) != 0) return named > 0;
   if (enc_seen(E, p)) return 1;
   if (!enc_enter(E)) return 0;
   if (!enc_meta(E, idx, &done, &hasmt)) return 0;
@@ -923,13 +933,13 @@ static int enc_function(Enc *E, int idx) {
   uint64_t self;
   size_t n;
   const char *code;
-  int nups, i;
+  int nups, i, named;
   if (lua_iscfunction(L, idx)) {
-    if (E->S->names.n && enc_name(E, idx)) return 1;
+    if (E->S->names.n && (named = enc_name(E, idx)) != 0) return named > 0;
     if (!E->rebuilt) {   /* maybe loaded since the map was built */
       E->rebuilt = 1;
       names_build(L, E->S, E->sidx);
-      if (enc_name(E, idx)) return 1;
+      if ((named = enc_name(E, idx)) != 0) return named > 0;
     }
     return enc_fail(E, "cannot send a C function (not found in package.loaded; "
                        "use mp.register)");
@@ -938,7 +948,7 @@ static int enc_function(Enc *E, int idx) {
     E->fresh = 1;
     names_refresh(L, E->S, E->sidx);
   }
-  if (E->S->names.n && enc_name(E, idx)) return 1;
+  if (E->S->names.n && (named = enc_name(E, idx)) != 0) return named > 0;
   self = b->len - E->base;
   if (enc_seen(E, p)) return 1;
   if (!enc_enter(E)) return 0;
@@ -985,8 +995,8 @@ static int enc_function(Enc *E, int idx) {
 /* userdata, light userdata, coroutines: by name or as mproc objects */
 static int enc_other(Enc *E, int idx) {
   lua_State *L = E->L;
-  int t = lua_type(L, idx);
-  if (E->S->names.n && enc_name(E, idx)) return 1;
+  int t = lua_type(L, idx), named;
+  if (E->S->names.n && (named = enc_name(E, idx)) != 0) return named > 0;
   if (t == LUA_TUSERDATA) {
     int done, hasmt;
     if (enc_seen(E, lua_topointer(L, idx))) return 1;
@@ -1345,7 +1355,19 @@ static int dec_name(Dec *D, unsigned tag) {
   }
   if (!push_loaded(L)) return dec_fail(D, "cannot receive modules here (no package.loaded)");
   lua_pushlstring(L, a, na);
-  if (lua_rawget(L, -2) == LUA_TNIL)
+  if (lua_rawget(L, -2) == LUA_TNIL && ((D->flags & MPROC_DECODE_REQUIRE) ||
+      (D->S->autoreq && !(D->flags & MPROC_DECODE_NOFUNCS)))) {
+    /* a spawned interpreter: the module the sender had loaded */
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushlstring(L, a, na);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      const char *why = err_text(L);
+      return dec_fail(D, "cannot receive module \"%.*s\" here (require failed: %s)",
+                      (int)na, a, why);
+    }
+  }
+  if (lua_isnil(L, -1))
     return dec_fail(D, "cannot receive module \"%s\" here (not loaded)",
                     lua_pushlstring(L, a, na));
   if (k) {
@@ -1540,24 +1562,68 @@ int mproc_decode(lua_State *L, const char *p, size_t n, int flags) {
 /* }====================================================================== */
 
 /* {======================================================================
+ * Names a fresh interpreter must rebuild (the spawn start method)
+ * ======================================================================= */
+
+/* The encoder met the name bytes p[0..n) (tag, one or two strings): asks
+ * the check function (cstate.namecheck) whether the receiver can rebuild
+ * it; it returns nil when it can, else the reason.  0 on refusal. */
+static int enc_check_name(Enc *E, const unsigned char *p, size_t n) {
+  lua_State *L = E->L;
+  Dec D;
+  const char *a, *k = NULL;
+  size_t na, nk = 0;
+  int top = lua_gettop(L);
+  memset(&D, 0, sizeof D);
+  D.L = L;
+  D.s = p;
+  D.p = p + 1;
+  D.e = p + n;
+  if (n == 0 || !get_string(&D, &a, &na)) return 1;   /* not ours to judge */
+  if (p[0] == T_NAMEFIELD && !get_string(&D, &k, &nk)) return 1;
+  lua_pushvalue(L, E->S->namecheck);
+  lua_pushstring(L, p[0] == T_NAMEREG ? "registered" : "module");
+  lua_pushlstring(L, a, na);
+  if (k) lua_pushlstring(L, k, nk);
+  else lua_pushnil(L);
+  if (lua_pcall(L, 3, 1, 0) != LUA_OK || lua_type(L, -1) == LUA_TSTRING) {
+    int r = enc_fail(E, "%s", err_text(L));
+    lua_settop(L, top);
+    return r;
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
  * Lua functions
  * ======================================================================= */
 
-/* dumps(v [, root [, noref]]) -> true, s | false, "SerializeError", msg.
- * noref: mproc objects (sent by reference between processes) are refused. */
+/* dumps(v [, root [, noref [, namecheck]]]) -> true, s
+ * | false, "SerializeError", msg.
+ * noref: mproc objects (sent by reference between processes) are refused.
+ * namecheck(kind, name, key) -> nil | reason: for each value that travels
+ * by name ("module" name[.key], "registered" name), whether the receiver
+ * can rebuild it (a spawned interpreter must require the module). */
 static int l_dumps(lua_State *L) {
   const char *root = lua_isnoneornil(L, 2) ? "value" : luaL_checkstring(L, 2);
-  int noref = lua_toboolean(L, 3), ok;
+  int noref = lua_toboolean(L, 3), ok, check = lua_isfunction(L, 4);
   cstate *S;
   mproc_buf *b;
-  int own;
-  lua_settop(L, 2);
-  S = get_state(L);
+  int own, saved;
+  lua_settop(L, 4);
+  if (!check) { lua_pushnil(L); lua_replace(L, 4); }
+  S = get_state(L);   /* at 5 */
   own = !S->enc_busy;
   if (own) { b = &S->sc.out; b->len = 0; }
   else b = mproc_buf_box(L);
   S->noref = noref;
-  ok = encode(L, S, 3, 1, root, b);
+  saved = S->namecheck;
+  S->namecheck = check ? 4 : 0;
+  ok = encode(L, S, 5, 1, root, b);
+  S->namecheck = saved;
   S->noref = 0;
   if (!ok) {
     if (own && b->cap > (1 << 20)) mproc_buf_free(b);
@@ -1665,6 +1731,8 @@ static int l_loads(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   int flags = lua_toboolean(L, 2) ? MPROC_DECODE_NOFUNCS : 0;
+  if (lua_toboolean(L, 3)) flags |= MPROC_DECODE_REQUIRE;
+  lua_settop(L, 1);
   lua_pushboolean(L, 1);
   if (!mproc_decode(L, s, n, flags))
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
@@ -1677,6 +1745,14 @@ static int has_identity(lua_State *L, int idx) {
     case LUA_TLIGHTUSERDATA: case LUA_TTHREAD: return 1;
     default: return 0;
   }
+}
+
+/* codec_autorequire(on): in a spawned process, the frames of our own
+ * processes may name modules this fresh interpreter has not loaded yet */
+static int l_autorequire(lua_State *L) {
+  cstate *S = get_state(L);
+  S->autoreq = lua_toboolean(L, 1);
+  return 0;
 }
 
 /* register(name, value): value then travels by name */
@@ -1720,6 +1796,7 @@ int mproc_open_codec(lua_State *L) {
     {"dumps", l_dumps},
     {"loads", l_loads},
     {"register", l_register},
+    {"codec_autorequire", l_autorequire},
     {"register_reftype", l_register_reftype},
     {"codec_functions", l_codec_functions},
     {"_codec_forget_ids", l_forget_ids},

@@ -409,6 +409,48 @@ static int l_conn_adopt(lua_State *L) {
   return 1;
 }
 
+/* _conn_collect(true): the Pipe ends met by the encodes until
+ * _conn_collect(false) are listed (their index in the list goes into
+ * their handle), as inside _send; _conn_collect(false) -> that list of
+ * descriptors.  The spawn start method passes them to the new process. */
+static int l_conn_collect(lua_State *L) {
+  int on = lua_toboolean(L, 1);
+  lua_Integer i, n;
+  fdlist(L, PASSING);
+  if (on) {
+    fdlist_clear(L, 2);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, 2, "on");
+    return 0;
+  }
+  lua_pushnil(L);
+  lua_setfield(L, 2, "on");
+  n = (lua_Integer)lua_rawlen(L, 2);
+  lua_createtable(L, (int)n, 0);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, 2, i);
+    lua_rawseti(L, -2, i);
+  }
+  fdlist_clear(L, 2);
+  return 1;
+}
+
+/* _conn_received(fds): the descriptors that came with the payload of a
+ * spawned process, for _conn_adopt while it is decoded. */
+static int l_conn_received(lua_State *L) {
+  lua_Integer i, n;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  fdlist(L, RECEIVED);
+  fdlist_clear(L, 2);
+  n = (lua_Integer)lua_rawlen(L, 1);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    mproc_set_cloexec((int)lua_tointeger(L, -1), 1);
+    lua_rawseti(L, 2, i);
+  }
+  return 0;
+}
+
 int mproc_open_conn(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"fileno", conn_fileno},
@@ -430,6 +472,8 @@ int mproc_open_conn(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"pipe", l_pipe},
     {"_conn_adopt", l_conn_adopt},
+    {"_conn_collect", l_conn_collect},
+    {"_conn_received", l_conn_received},
     {NULL, NULL}
   };
   luaL_newmetatable(L, LUA_CONN);

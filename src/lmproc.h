@@ -72,6 +72,7 @@ mproc_buf *mproc_buf_box(lua_State *L);
 int mproc_encode(lua_State *L, int idx, const char *root, mproc_buf *b);
 
 #define MPROC_DECODE_NOFUNCS 1  /* reject function values (untrusted input) */
+#define MPROC_DECODE_REQUIRE 2  /* require a module met by name if not loaded */
 
 /* Decodes n bytes at p.  Returns 1 and pushes the value, or returns 0 and
  * pushes the SerializeError message.  Never crashes on malformed input. */

@@ -292,6 +292,34 @@ static int l_board(lua_State *L) {
   return 2;
 }
 
+/* pool_board_attach(tasks, results, wfd) -> true, b | false, "OSError"...:
+ * a spawned worker's handle on its pool (lua/mproc/pool.lua). */
+static int l_board_attach(lua_State *L) {
+  const char *tn = luaL_checkstring(L, 1), *rn = luaL_checkstring(L, 2);
+  int wfd = (int)luaL_checkinteger(L, 3);
+  board *b = (board *)lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  b->slot = -1;
+  luaL_setmetatable(L, BOARD_T);
+  if (mproc_pool_attach(&b->pool, tn, rn, wfd) < 0)
+    return mproc_fail_errno(L, errno, "pool transport");
+  b->open = 1;
+  b->pid = getpid();
+  lua_pushboolean(L, 1);
+  lua_rotate(L, -2, 1);
+  return 2;
+}
+
+/* b:_names() -> the task ring's name, the result ring's, the descriptor
+ * workers notify the parent through: what a spawned worker attaches to. */
+static int board_names(lua_State *L) {
+  board *b = checkboard(L);
+  lua_pushstring(L, b->pool.tasks.name);
+  lua_pushstring(L, b->pool.results.name);
+  lua_pushinteger(L, b->pool.wfd);
+  return 3;
+}
+
 /* A task frame: the header, the function's bytes, then the body; built in
  * a boxed buffer (freed by the collector if an error unwinds). */
 static mproc_buf *frame_start(lua_State *L, uint64_t tid, uint32_t op, int fnarg,
@@ -922,6 +950,7 @@ int mproc_open_pool(lua_State *L) {
     {"_claim", board_claim},
     {"_clear", board_clear},
     {"_worker", board_worker},
+    {"_names", board_names},
     {"_next", board_next},
     {"_post", board_post},
     {"_post_numbers", board_post_numbers},
@@ -950,6 +979,7 @@ int mproc_open_pool(lua_State *L) {
   };
   static const luaL_Reg funcs[] = {
     {"pool_board", l_board},
+    {"pool_board_attach", l_board_attach},
     {"alarm", l_alarm},
     {"pool_poller", l_poller},
     {"poll_many", l_poll_many},

@@ -38,6 +38,22 @@ fail:
   return -1;
 }
 
+int mproc_pool_attach(mproc_pool *p, const char *tasks, const char *results, int wfd) {
+  int e;
+  memset(p, 0, sizeof *p);
+  p->rfd = -1;
+  p->wfd = -1;
+  if (mproc_ring_attach(&p->tasks, tasks) < 0) return -1;
+  if (mproc_ring_attach(&p->results, results) < 0) {
+    e = errno;
+    mproc_ring_close(&p->tasks);
+    errno = e;
+    return -1;
+  }
+  p->wfd = wfd;
+  return 0;
+}
+
 void mproc_pool_close(mproc_pool *p) {
   mproc_ring_close(&p->tasks);
   mproc_ring_close(&p->results);

@@ -62,6 +62,9 @@ typedef struct mproc_pool_view {
 } mproc_pool_view;
 
 int mproc_pool_create(mproc_pool *p);
+/* A worker started with the spawn method: attaches the rings by name and
+ * takes wfd (the notify socket's worker end).  0 or -1 (errno). */
+int mproc_pool_attach(mproc_pool *p, const char *tasks, const char *results, int wfd);
 /* Parent: drops everything (queued tasks and results included). */
 void mproc_pool_close(mproc_pool *p);
 /* In a new worker: keeps what a worker needs. */

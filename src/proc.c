@@ -13,11 +13,14 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <dirent.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,7 +35,14 @@
  * The child table
  * ======================================================================= */
 
-enum { SLOT_FREE, SLOT_RESERVED, SLOT_RUNNING, SLOT_EXITED };
+enum { SLOT_FREE, SLOT_RESERVED, SLOT_RUNNING, SLOT_EXITED, SLOT_REAPING };
+
+/* In a process that runs other threads (a host that embeds Lua), SIGCHLD
+ * may be handled by another thread while this one reaps: whoever moves a
+ * slot from RUNNING to REAPING (atomically) is the only one that calls
+ * waitpid for it, so the other never takes an ECHILD for a lost child. */
+#define LIVE(s) ((s)->state == SLOT_RUNNING || (s)->state == SLOT_REAPING)
+#define CLAIM(s) __sync_bool_compare_and_swap(&(s)->state, SLOT_RUNNING, SLOT_REAPING)
 
 typedef struct slot {
   volatile sig_atomic_t state;
@@ -81,7 +91,7 @@ static void on_sigchld(int sig, siginfo_t *si, void *uc) {
   sblock *b;
   slot *s;
   FOR_SLOTS(b, s, i) {
-    if (s->state != SLOT_RUNNING) continue;
+    if (s->state != SLOT_RUNNING || !CLAIM(s)) continue;
     pid_t r = waitpid(s->pid, &st, WNOHANG);
     if (r == s->pid) {
       s->status = st;
@@ -91,6 +101,8 @@ static void on_sigchld(int sig, siginfo_t *si, void *uc) {
       s->lost = 1;
       s->state = SLOT_EXITED;
       any = 1;
+    } else {
+      s->state = SLOT_RUNNING;
     }
   }
   if (any && notify_w >= 0) {
@@ -161,7 +173,7 @@ static slot *slot_find(pid_t pid) {
   int i;
   if (pid <= 0) return NULL;
   FOR_SLOTS(b, s, i) {
-    if ((s->state == SLOT_RUNNING || s->state == SLOT_EXITED) && s->pid == pid)
+    if ((LIVE(s) || s->state == SLOT_EXITED) && s->pid == pid)
       return s;
   }
   return NULL;
@@ -187,10 +199,17 @@ int mproc_exitcode(int status) {
 static int slot_reap(slot *s, int block, int *status) {
   pid_t r;
   int st;
-  if (s->state == SLOT_RUNNING) {
+  while (LIVE(s) && !CLAIM(s)) {   /* another thread's handler reaps it */
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  if (s->state == SLOT_REAPING) {
     do r = waitpid(s->pid, &st, block ? 0 : WNOHANG);
     while (r < 0 && errno == EINTR);
-    if (r == 0) return 0;
+    if (r == 0) {
+      s->state = SLOT_RUNNING;
+      return 0;
+    }
     if (r == s->pid) s->status = st;
     else s->lost = 1;
     s->state = SLOT_EXITED;
@@ -237,7 +256,7 @@ int mproc_child_running(pid_t pid) {
   int r;
   block_chld(&old);
   s = slot_find(pid);
-  r = s && s->state == SLOT_RUNNING;
+  r = s && LIVE(s);
   restore_mask(&old);
   return r;
 }
@@ -249,7 +268,7 @@ int mproc_child_signal(pid_t pid, int sig) {
   block_chld(&old);
   s = slot_find(pid);
   /* a RUNNING slot is at worst a zombie not yet reaped: the pid is ours */
-  if (s && s->state == SLOT_RUNNING) r = kill(pid, sig);
+  if (s && LIVE(s)) r = kill(pid, sig);
   restore_mask(&old);
   return r;
 }
@@ -278,6 +297,8 @@ int mproc_fork_sentinel(pid_t pid) {
 static int life_r = -1, life_w = -1;  /* this process's life pipe */
 static int watch_fd = -1;             /* the parent's life pipe, read end */
 static int my_sentinel = -1;          /* write end of our own sentinel */
+static pid_t watcher_pid;             /* the process whose watch thread runs */
+extern char **environ;
 
 static int use_pipe_watch(void) {
 #ifdef __linux__
@@ -321,6 +342,8 @@ static void start_watcher(int fd) {
     static const char msg[] = "mproc: cannot start the parent watch thread\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
+  } else {
+    watcher_pid = getpid();
   }
   pthread_attr_destroy(&a);
 }
@@ -404,6 +427,7 @@ static void child_setup(int flags, int sp_w, pid_t parent, int watch) {
 #ifdef __linux__
   if (!detached && !watch) prctl(PR_SET_PDEATHSIG, SIGTERM);
 #endif
+  watcher_pid = 0;   /* the parent's watch thread was not copied */
   if (watch_fd >= 0) start_watcher(watch_fd);
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &none, NULL);
@@ -469,6 +493,144 @@ pid_t mproc_fork(int flags, int *sentinel) {
 /* }====================================================================== */
 
 /* {======================================================================
+ * Spawn: a fresh program (the "spawn" start method) as a child of the
+ * table.  Its descriptors: 3 its end of the boot socket (the payload comes
+ * through it; held until it ends, so the parent's end is its sentinel), 4
+ * the parent's life pipe in watch mode, then the extra ones (pipe ends).
+ * ======================================================================= */
+
+#define SPAWN_FD0 3
+#define SPAWN_HIGH 64   /* copies above the targets: dup2 order is safe */
+
+pid_t mproc_spawn_proc(int flags, const char *path, char *const argv[],
+                       char *const envp[], const int *fds, int nfds, int *boot) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  int sv[2], watch = 0, e = 0, i, copies[3 + MPROC_SPAWN_MAXFDS], ncopies = 0;
+  pid_t pid = -1;
+  sigset_t all, old, none;
+  slot *s;
+  if (nfds < 0 || nfds > MPROC_SPAWN_MAXFDS) { errno = EINVAL; return -1; }
+  if (ensure_init() < 0) return -1;
+  if (!(flags & MPROC_FORK_DETACHED) && use_pipe_watch()) {
+    if (ensure_life_pipe() < 0) return -1;
+    watch = 1;
+  }
+#ifdef SOCK_CLOEXEC
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -1;
+#else
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
+  mproc_set_cloexec(sv[0], 1);
+  mproc_set_cloexec(sv[1], 1);
+#endif
+  /* the sources, copied above every target descriptor */
+  copies[ncopies] = fcntl(sv[1], F_DUPFD_CLOEXEC, SPAWN_HIGH);
+  if (copies[ncopies] >= 0) ncopies++;
+  if (ncopies == 1 && watch) {
+    copies[ncopies] = fcntl(life_r, F_DUPFD_CLOEXEC, SPAWN_HIGH);
+    if (copies[ncopies] >= 0) ncopies++;
+  }
+  for (i = 0; i < nfds && ncopies == 1 + watch + i; i++) {
+    copies[ncopies] = fcntl(fds[i], F_DUPFD_CLOEXEC, SPAWN_HIGH);
+    if (copies[ncopies] >= 0) ncopies++;
+  }
+  if (ncopies != 1 + watch + nfds) { e = errno; goto done; }
+  if ((e = posix_spawn_file_actions_init(&fa)) != 0) goto done;
+  if ((e = posix_spawnattr_init(&at)) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    goto done;
+  }
+  for (i = 0; i < ncopies && e == 0; i++) {
+    int target = i == 0 ? SPAWN_FD0 : watch && i == 1 ? SPAWN_FD0 + 1
+               : SPAWN_FD0 + 2 + (i - 1 - watch);
+    e = posix_spawn_file_actions_adddup2(&fa, copies[i], target);
+  }
+  sigemptyset(&none);
+  if (e == 0) e = posix_spawnattr_setsigmask(&at, &none);
+  if (e == 0) e = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+  if (e == 0) {
+    fflush(NULL);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    s = slot_alloc();
+    if (!s) e = ENOMEM;
+    else {
+      e = strchr(path, '/') ? posix_spawn(&pid, path, &fa, &at, argv, envp ? envp : environ)
+                            : posix_spawnp(&pid, path, &fa, &at, argv, envp ? envp : environ);
+      if (e != 0) s->state = SLOT_FREE;
+      else {
+        forked_by = getpid();
+        s->pid = pid;
+        s->flags = flags & ~MPROC_FORK_PLAIN;
+        s->seq = ++seq_counter;
+        s->owned = 1;
+        s->lost = 0;
+        s->state = SLOT_RUNNING;
+      }
+    }
+    restore_mask(&old);
+  }
+  posix_spawnattr_destroy(&at);
+  posix_spawn_file_actions_destroy(&fa);
+done:
+  for (i = 0; i < ncopies; i++) close(copies[i]);
+  close(sv[1]);
+  if (e != 0) {
+    close(sv[0]);
+    errno = e;
+    return -1;
+  }
+  *boot = sv[0];
+  return pid;
+}
+
+int mproc_spawned_setup(int detached, pid_t parent, int watch) {
+  sigset_t all, old;
+  if (fcntl(SPAWN_FD0, F_GETFD) < 0) return -1;
+  mproc_set_cloexec(SPAWN_FD0, 1);   /* not for the programs we run */
+  my_sentinel = SPAWN_FD0;
+  if (!detached && watch && fcntl(SPAWN_FD0 + 1, F_GETFD) >= 0) {
+    mproc_set_cloexec(SPAWN_FD0 + 1, 1);
+    watch_fd = SPAWN_FD0 + 1;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    start_watcher(watch_fd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+#ifdef __linux__
+  if (!detached && !watch) prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+  if (!detached && parent > 0 && getppid() != parent) {
+    kill(getpid(), SIGTERM);
+    _exit(128 + SIGTERM);
+  }
+  return 0;
+}
+
+int mproc_spawn_watch(int detached) {
+  return !detached && use_pipe_watch();
+}
+
+int mproc_thread_count(void) {
+#ifdef __linux__
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *de;
+  int n = 0;
+  if (!d) return -1;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] != '.') n++;
+  }
+  closedir(d);
+  if (watcher_pid == getpid() && n > 1) n--;   /* our own parent watch */
+  return n;
+#else
+  return -1;
+#endif
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
  * Exit path
  * ======================================================================= */
 
@@ -476,6 +638,19 @@ pid_t mproc_fork(int flags, int *sentinel) {
 static void (*hooks[MAX_HOOKS])(void);
 static int n_hooks;
 static pid_t exit_done_pid;
+
+#define MAX_EARLY 4
+static void (*early[MAX_EARLY])(void);
+static int n_early;
+
+int mproc_on_exit_early(void (*fn)(void)) {
+  if (n_early >= MAX_EARLY) {
+    errno = ENOMEM;
+    return -1;
+  }
+  early[n_early++] = fn;
+  return 0;
+}
 
 int mproc_on_exit(void (*fn)(void)) {
   if (n_hooks >= MAX_HOOKS) {
@@ -503,17 +678,18 @@ void mproc_exit_path(void) {
   sigset_t old;
   if (exit_done_pid == getpid()) return;
   exit_done_pid = getpid();
+  while (n_early > 0) early[--n_early]();
   block_chld(&old);
   if (inited_pid == getpid()) {
     /* daemon children are terminated (first, as Python does) */
     FOR_SLOTS(b, s, i) {
-      if (s->state == SLOT_RUNNING && (s->flags & MPROC_FORK_DAEMON) &&
+      if (LIVE(s) && (s->flags & MPROC_FORK_DAEMON) &&
           !(s->flags & (MPROC_FORK_DETACHED | MPROC_FORK_PLAIN)))
         kill(s->pid, SIGTERM);
     }
     /* the other children are joined; detached and mp.fork ones are not */
     FOR_SLOTS(b, s, i) {
-      if (s->state == SLOT_RUNNING &&
+      if (LIVE(s) &&
           !(s->flags & (MPROC_FORK_DAEMON | MPROC_FORK_DETACHED | MPROC_FORK_PLAIN)))
         slot_reap(s, 1, &st);
     }
@@ -521,7 +697,7 @@ void mproc_exit_path(void) {
     do {
       left = 0;
       FOR_SLOTS(b, s, i) {
-        if (s->state == SLOT_RUNNING && (s->flags & MPROC_FORK_DAEMON) &&
+        if (LIVE(s) && (s->flags & MPROC_FORK_DAEMON) &&
             !(s->flags & (MPROC_FORK_DETACHED | MPROC_FORK_PLAIN)))
           left += slot_reap(s, 0, &st) == 0;
       }
@@ -529,7 +705,7 @@ void mproc_exit_path(void) {
     } while (left && mproc_now() < deadline);
     if (left) {
       FOR_SLOTS(b, s, i) {
-        if (s->state == SLOT_RUNNING && (s->flags & MPROC_FORK_DAEMON) &&
+        if (LIVE(s) && (s->flags & MPROC_FORK_DAEMON) &&
             !(s->flags & (MPROC_FORK_DETACHED | MPROC_FORK_PLAIN))) {
           kill(s->pid, SIGKILL);
           slot_reap(s, 1, &st);

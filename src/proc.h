@@ -31,6 +31,32 @@
  * child ends when its parent ends (unless DETACHED). */
 pid_t mproc_fork(int flags, int *sentinel);
 
+/* Spawn start method.  Starts the program `path` (searched in PATH when
+ * it has no slash) as a child in the table, like mproc_fork's (flags
+ * DETACHED and DAEMON apply; reaped, joined and terminated the same way).
+ * The child gets its end of a socket pair at descriptor 3 (it keeps it
+ * until it ends), the parent's life pipe at 4 in watch mode, and fds[i]
+ * at 5 + i.  *boot receives the parent's end (close-on-exec, blocking):
+ * the payload goes through it and it turns readable (EOF) when the child
+ * has ended, so it is also the sentinel.  -1 with errno on failure. */
+#define MPROC_SPAWN_MAXFDS 16
+pid_t mproc_spawn_proc(int flags, const char *path, char *const argv[],
+                       char *const envp[], const int *fds, int nfds, int *boot);
+
+/* In a program started by mproc_spawn_proc, first thing: descriptor 3
+ * becomes our sentinel, the parent watch (watch: descriptor 4) or
+ * PR_SET_PDEATHSIG makes us end with `parent`.  -1 when descriptor 3 is
+ * not there. */
+int mproc_spawned_setup(int detached, pid_t parent, int watch);
+
+/* 1 when a child started now (not detached) watches our life pipe at its
+ * descriptor 4 instead of PR_SET_PDEATHSIG. */
+int mproc_spawn_watch(int detached);
+
+/* Threads of this process other than mproc's own parent watch (Linux:
+ * /proc/self/task), or -1 where the platform does not tell. */
+int mproc_thread_count(void);
+
 /* Status of one of our children.  Returns 1 when it has ended (*status
  * gets the raw wait status and the child is forgotten), 0 while it runs,
  * -1 with errno ECHILD when pid is not (or no longer) a child in our
@@ -64,6 +90,12 @@ int mproc_child_notify_fd(void);
  * child (after children were joined/terminated), last registered first.
  * Up to 32 hooks; returns -1 (ENOMEM) when full. */
 int mproc_on_exit(void (*fn)(void));
+
+/* Registers fn to run first in the exit path, before children are
+ * terminated and joined (the forkserver client closes its request socket
+ * there, so that the server ends its own children as the exit path
+ * would).  Up to 4; -1 (ENOMEM) when full. */
+int mproc_on_exit_early(void (*fn)(void));
 
 /* The exit path: terminates daemon children (SIGTERM, SIGKILL after a
  * grace), joins the other non-detached children, runs the exit hooks.

@@ -18,9 +18,11 @@ function M.encode(v, root)
   raise(s, msg)
 end
 
--- decode(s [, nofuncs]) -> value; raises SerializeError.
-function M.decode(s, nofuncs)
-  local ok, v, msg = c_loads(s, nofuncs)
+-- decode(s [, nofuncs [, require]]) -> value; raises SerializeError.
+-- require: a module met by name that is not loaded is required (a
+-- process started with the spawn method rebuilds its target so).
+function M.decode(s, nofuncs, req)
+  local ok, v, msg = c_loads(s, nofuncs, req)
   if ok then return v end
   raise(v, msg)
 end

@@ -46,6 +46,11 @@ local WELCOME, FAILURE = "#WELCOME#", "#FAILURE#"
 local FAMILY_KEY = core.random_bytes(32)
 local known_keys = {}                -- address key -> authkey
 
+-- A spawned child (no inherited memory) gets both from its parent.
+require("mproc.context").inherit("manager.keys",
+  function() return { FAMILY_KEY, known_keys } end,
+  function(v) FAMILY_KEY, known_keys = v[1], v[2] end)
+
 local function got(v) return v == nil and "no value" or typename(v) end
 
 -- {=====================================================================
@@ -999,8 +1004,10 @@ function BaseManager:start()
   local registry = {}
   for k, v in pairs(s.registry) do if v then registry[k] = v end end
   local path = type(addr) == "string" and addr or nil
-  local p = process.Process{ target = M._server_main, args = { lfd, s.authkey, registry, path },
-                             daemon = true, name = "ManagerServer" }
+  local cls = process.class_for(s.start_method or require("mproc.context").method())
+  local p = cls{ target = M._server_main, args = { lfd, s.authkey, registry, path },
+                 daemon = true, name = "ManagerServer" }
+  process.pass_fd_args(p, { 1 })   -- the listening socket, under spawn too
   local ok, err = pcall(p.start, p)
   core.net_closefd(lfd)
   if not ok then error(err, 0) end
@@ -1125,5 +1132,18 @@ end)
 
 M.BaseManager, M.Manager = BaseManager, Manager
 M.FAMILY_KEY = FAMILY_KEY
+
+-- A context's Manager (mp.get_context(m).Manager): its server starts with m.
+require("mproc.context").bind.Manager = function(m)
+  return function(opts)
+    local o = { nostart = true }
+    if type(opts) == "table" then for k, v in pairs(opts) do o[k] = v end end
+    if opts ~= nil and type(opts) ~= "table" then o = opts end   -- Manager's own error
+    local mgr = Manager(o)
+    mstate[mgr].start_method = m
+    if opts == nil or not opts.nostart then mgr:start() end
+    return mgr
+  end
+end
 M.exports = { BaseManager = BaseManager, Manager = Manager }
 return M

@@ -25,6 +25,7 @@ local result = require "mproc.result"
 local process = require "mproc.process"
 local poolargs = require "mproc.poolargs"
 local codec = require "mproc.codec"
+local context = require "mproc.context"
 
 local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
 local new_list, alarm = core.new_list, core.alarm
@@ -160,11 +161,11 @@ local function run_packed(board, tid, fn, n, cs)
 end
 
 -- Runs in the worker and never returns: every path ends in core.exit.
-local function worker_main(board, slot, name, init, initargs, maxtasks)
+local function worker_main(board, slot, name, init, initargs, maxtasks, parent_pid)
   local ppid = core.getppid()
   pcall(function()
     for b in pairs(all_boards) do if b ~= board then b:_close() end end
-    process.become_worker(name)
+    process.become_worker(name, parent_pid)
     os.exit = function(code)  -- luacheck: ignore 122 (our exit path, never the host's)
       core.exit(code == nil and 0 or code)
     end
@@ -261,8 +262,24 @@ end
 -- two forks, its copy-on-write faults included, delays the next one), then
 -- the bookkeeping.  A failed fork raises once the workers forked before it
 -- are registered.
+-- A worker under the spawn (or forkserver) method: a fresh interpreter (or
+-- a fork of the forkserver) that attaches to the board by name
+-- (spawned_worker below).  Returns pid, child.
+local function spawn_worker(self, slot, name)
+  local tasks, results, wfd = self._board:_names()
+  local enc = context.encode
+  return context.start(self._method, function()
+    return { kind = "pool_worker", tasks = tasks, results = results, slot = slot,
+             name = name, init = enc(self._init, "initializer"),
+             initargs = enc(self._initargs, "initargs"), maxtasks = self._maxtasks,
+             parent_pid = getpid() }
+  end, false, true, { wfd })
+end
+
 local function start_workers(self, n)
-  local forked, failed = {}, nil
+  local spawned = self._method ~= "fork"
+  if not spawned then context.check_fork("start a pool worker", 2) end
+  local forked, failed, raised = {}, nil, nil
   local free = self._free
   for _ = 1, n do
     local slot = free[#free]
@@ -271,14 +288,22 @@ local function start_workers(self, n)
       break
     end
     worker_count = worker_count + 1
-    local name = "ForkPoolWorker-" .. worker_count
-    local r = pack(core.proc_fork(false, true))
+    local name = (self._method == "spawn" and "SpawnPoolWorker-"
+      or self._method == "forkserver" and "ForkServerPoolWorker-" or "ForkPoolWorker-")
+      .. worker_count
+    local r
+    if spawned then
+      r = pack(pcall(spawn_worker, self, slot, name))
+      if not r[1] then raised = r[2] break end
+    else
+      r = pack(core.proc_fork(false, true))
+    end
     if not r[1] then failed = r break end
     if r[2] == 0 then
       worker_main(self._board, slot, name, self._init, self._initargs, self._maxtasks)
     end
     free[#free] = nil
-    local w = { pid = r[2], child = r[3], sentinel = core.child_fileno(r[3]), slot = slot }
+    local w = { pid = r[2], child = r[3], sentinel = context.child_fileno(r[3]), slot = slot }
     w.info = setmetatable({ pid = w.pid, name = name, daemon = true, sentinel = w.sentinel },
                           WorkerInfo)
     forked[#forked + 1] = w
@@ -289,6 +314,7 @@ local function start_workers(self, n)
     poller_set(self, w.sentinel, "add")
     ws[#ws + 1] = w
   end
+  if raised ~= nil then error(raised, 0) end
   if failed then errors.check(unpack(failed, 1, failed.n)) end
 end
 
@@ -401,10 +427,10 @@ end
 local function worker_ended(self, w)
   local board = self._board
   collect(self)  -- what it posted before dying counts
-  local ok, code = core.child_poll(w.child, true)
+  local ok, code = context.child_poll(w.child, true)
   w.exitcode = ok and code or nil
   remove_worker(self, w)
-  core.child_close(w.child)
+  context.child_close(w.child)
   local tid, _, at = board:_claim(w.slot)
   board:_clear(w.slot)
   self._free[#self._free + 1] = w.slot
@@ -447,7 +473,7 @@ local function check_timeouts(self)
     if task and task.timeout and not task.timed_out
        and t >= start + task.timeout + TIMEOUT_GRACE then
       task.timed_out = true
-      core.child_signal(w.child, core.SIGKILL)
+      context.child_signal(w.child, core.SIGKILL)
     end
   end
 end
@@ -929,12 +955,12 @@ function Pool:terminate()
   check_pool(self, "terminate")
   if self._state == "TERMINATE" then return end
   self._state = "TERMINATE"
-  for _, w in ipairs(self._workers) do core.child_signal(w.child, core.SIGKILL) end
+  for _, w in ipairs(self._workers) do context.child_signal(w.child, core.SIGKILL) end
   for _, w in ipairs({ unpack(self._workers) }) do
     while not poll_fd(w.sentinel, "r", 5) do end
-    core.child_poll(w.child, true)
+    context.child_poll(w.child, true)
     remove_worker(self, w)
-    core.child_close(w.child)
+    context.child_close(w.child)
   end
   abandon_all(self, errnew("Cancelled", "the pool was terminated"))
   shut(self)
@@ -974,7 +1000,7 @@ end
 function Pool:__gc()
   if self._state ~= "TERMINATE" and self._workers and self._pid == core.getpid() then
     for _, w in ipairs(self._workers) do
-      pcall(core.child_signal, w.child, core.SIGTERM)
+      pcall(context.child_signal, w.child, core.SIGTERM)
     end
   end
 end
@@ -1022,7 +1048,7 @@ local function positive_int(v, what)
   return i
 end
 
-local function new_pool(opts)
+local function new_pool(opts, method)
   local processes, init, initargs, maxtasks
   if type(opts) == "number" or opts == nil then
     processes = positive_int(opts, "processes")
@@ -1043,6 +1069,9 @@ local function new_pool(opts)
   end
   processes = processes or core.cpu_count()
   if processes > 1024 then argerror(1, "Pool", "at most 1024 processes") end
+  method = method or context.method()
+  if method == "fork" then context.check_fork("start a pool") end
+  context.mark_started()
   initargs = initargs or {}
   local free = {}
   for i = 1023, 0, -1 do free[#free + 1] = i end
@@ -1052,6 +1081,7 @@ local function new_pool(opts)
     _maxtasks = maxtasks, _state = "RUN", _workers = {}, _free = free,
     _tasks = {}, _ntasks = 0, _timeouts = 0, _spin = SPIN_MAX,
     _fns = setmetatable({}, { __mode = "k" }), _ncached = 0, _pid = core.getpid(),
+    _method = method,
   }, Pool)
   self._board = errors.check(core.pool_board())
   all_boards[self._board] = true
@@ -1073,4 +1103,23 @@ end
 
 -- }=====================================================================
 
-return { Pool = Pool, exports = { Pool = new_pool } }
+-- The child side of spawn_worker (spawn_child.lua); never returns.
+local function spawned_worker(p)
+  local ok, board, init, initargs = pcall(function()
+    return errors.check(core.pool_board_attach(p.tasks, p.results, p.fds[p.extra_at])),
+      codec.decode(p.init, false, true), codec.decode(p.initargs, false, true)
+  end)
+  if not ok then
+    io.stderr:write("Pool worker ", tostring(p.name), ":\n", tostring(board), "\n")
+    core.exit(1)
+  end
+  worker_main(board, p.slot, p.name, init, initargs, p.maxtasks, p.parent_pid)
+end
+
+-- A context's Pool (mp.get_context(m).Pool): its workers start with method m.
+context.bind.Pool = function(m)
+  return function(opts) return new_pool(opts, m) end
+end
+
+return { Pool = Pool, spawned_worker = spawned_worker,
+         exports = { Pool = function(opts) return new_pool(opts) end } }

@@ -7,6 +7,7 @@ local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 local codec = require "mproc.codec"
+local context = require "mproc.context"
 
 local check, argerror = errors.check, util.argerror
 local getpid = core.getpid
@@ -42,7 +43,7 @@ local function reap_children()
   for _, p in ipairs(state.children) do
     local s = priv[p]
     if not s.ended and not s.closed then
-      local ok, code = core.child_poll(s.child)
+      local ok, code = context.child_poll(s.child)
       if ok and code ~= nil then finish(s, code)
       elseif ok then kept[#kept + 1] = p end
     end
@@ -60,7 +61,7 @@ end
 -- Lets go of a process object's OS resources (it has ended, or is left).
 local function release(p, s)
   s.closed = true
-  if s.child then core.child_close(s.child) end
+  if s.child then context.child_close(s.child) end
   s.sentinel = nil
   forget_child(p)
 end
@@ -90,13 +91,16 @@ local function traceback(e)
     tb, n = tb:gsub("\n[^\n]*mproc/process%.lua:[^\n]*$", "")
     if n == 0 then tb, n = tb:gsub("\n%s*%(%.%.%.tail calls%.%.%.%)$", "") end
     if n == 0 then tb, n = tb:gsub("\n%s*%[C%]: in %?$", "") end
+    if n == 0 then tb, n = tb:gsub("\n[^\n]*mproc/spawn_child%.lua:[^\n]*$", "") end
+    if n == 0 then tb, n = tb:gsub("\n[^\n]*%(command line%):[^\n]*$", "") end
   until n == 0
   return tb
 end
 
 -- Turns this forked process into the Process `self`.
 local function become_child(self, s)
-  state.parent = { name = state.current.name, pid = core.getppid() }
+  -- a forkserver child's OS parent is the server: the payload names ours
+  state.parent = { name = state.current.name, pid = s.parent_pid or core.getppid() }
   state.current = self
   state.identity, state.counter, state.children = s.identity, 0, {}
   s.pid, s.is_self, s.child, s.sentinel = getpid(), true, nil, nil
@@ -107,10 +111,12 @@ end
 local function child_body(self, s, payload)
   become_child(self, s)
   if payload then
-    s.target = codec.decode(payload[1])
-    s.args = codec.decode(payload[2])
+    local req = payload.require   -- spawned: modules are required by name
+    s.target = codec.decode(payload[1], false, req)
+    s.args = codec.decode(payload[2], false, req)
+    for i, fd in pairs(payload.fd_args or {}) do s.args[i] = fd end
     if payload[3] then
-      for k, v in pairs(codec.decode(payload[3])) do rawset(self, k, v) end
+      for k, v in pairs(codec.decode(payload[3], false, req)) do rawset(self, k, v) end
     end
   end
   -- the collector was paused by child_main: restart it for the user's code
@@ -164,7 +170,7 @@ local GETTERS = {
   exitcode = function(s)
     if s.closed then error("attempt to use a closed process", 3) end
     if s.child and not s.ended then
-      local code = check(core.child_poll(s.child))
+      local code = check(context.child_poll(s.child))
       if code ~= nil then finish(s, code) end
     end
     return s.exitcode
@@ -220,7 +226,7 @@ local function parse(cls, self, s, a, ...)
   end
   for k, v in pairs(a) do
     if not OPTS[k] then
-      if cls == Process or type(k) ~= "string" then
+      if rawget(cls, "_strict") or type(k) ~= "string" then
         local hint = type(k) == "string" and util.near(k, OPTS)
         argerror(1, "Process", ("unknown option '%s'%s"):format(tostring(k),
           hint and ("; did you mean '%s'?"):format(hint) or ""), 3)
@@ -271,9 +277,9 @@ local function close_mm(self)
   local s = priv[self]
   if not s or s.closed then return end
   if s.started and not s.ended and not s.is_self and s.creator == getpid() then
-    if s.daemon then core.child_signal(s.child, core.SIGTERM) end
+    if s.daemon then context.child_signal(s.child, core.SIGTERM) end
     sched.wait_fd(s.sentinel, "r", nil)
-    local ok, code = core.child_poll(s.child, true)
+    local ok, code = context.child_poll(s.child, true)
     if ok and code ~= nil then finish(s, code) end
   end
   release(self, s)
@@ -318,16 +324,98 @@ local function payload_of(self, s)
            fields and encode(fields, "self") }
 end
 
+-- The user's classes between Process (or a context's Process) and the
+-- object's class, base first: their methods, for a spawned child.
+local CLASS_KEYS = { __index = true, __newindex = true, __close = true, __tostring = true,
+                     __name = true, _strict = true, _start_method = true }
+
+local function class_chain(self)
+  local chain, cls = {}, getmetatable(self)
+  while type(cls) == "table" and not rawget(cls, "_strict") do
+    local methods = {}
+    for k, v in pairs(cls) do
+      if not CLASS_KEYS[k] then methods[k] = v end
+    end
+    table.insert(chain, 1, methods)
+    local mt = getmetatable(cls)
+    cls = mt and mt.__index
+  end
+  return chain
+end
+
+-- start() under the spawn and forkserver methods: a fresh interpreter (or
+-- a fork of the forkserver) gets the object's target, arguments, fields
+-- and class through the codec.
+local function spawn_start(self, s, method)
+  local fields
+  if next(self) ~= nil then
+    fields = {}
+    for k, v in next, self do fields[k] = v end
+  end
+  local enc = context.encode
+  local extra
+  if s.fd_args then
+    extra = {}
+    for j, i in ipairs(s.fd_args) do extra[j] = s.args[i] end
+  end
+  local pid, child = context.start(method, function()
+    return { kind = "process", name = s.name, identity = s.identity, daemon = s.daemon,
+             parent_name = state.current.name, parent_pid = getpid(),
+             target = enc(s.target, "target"), args = enc(s.args, "args"),
+             self = fields and enc(fields, "self"), class = enc(class_chain(self), "class"),
+             fd_args = s.fd_args }
+  end, s.detached, s.daemon, extra)
+  s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
+  s.sentinel = context.child_fileno(child)
+  local list = state.children
+  list[#list + 1] = self
+end
+
+-- The child side of spawn_start (called by spawn_child.lua); never returns.
+function M.spawned_main(p)
+  state.current = { name = p.parent_name, pid = core.getppid(), daemon = false }
+  local s = { identity = p.identity, name = p.name, daemon = p.daemon, detached = false,
+              started = true, closed = false, ended = false, args = { n = 0 },
+              parent_pid = p.parent_pid }
+  local ok, cls = pcall(function()
+    local cls = Process
+    for _, methods in ipairs(codec.decode(p.class, false, true)) do
+      cls = cls:extend(methods)
+    end
+    return cls
+  end)
+  if not ok then
+    io.stderr:write("Process ", tostring(p.name), ":\n", tostring(cls), "\n")
+    child_exit(1)
+  end
+  local self = setmetatable({}, cls)
+  priv[self] = s
+  local fd_args
+  if p.fd_args then   -- args that are descriptors: the child's numbers
+    fd_args = {}
+    for j, i in ipairs(p.fd_args) do fd_args[i] = p.fds[p.extra_at + j - 1] end
+  end
+  child_main(self, s, { p.target, p.args, p.self, require = true, fd_args = fd_args })
+end
+
+local function start_method_of(self)
+  return getmetatable(self)._start_method or context.method()
+end
+
 function Process:start()
   local s = state_of(self, "start")
   if s.started then error("cannot start a process twice", 2) end
   if s.is_self then error("cannot start a process twice", 2) end
   reap_children()
+  local method = start_method_of(self)
+  if method ~= "fork" then return spawn_start(self, s, method) end
+  context.check_fork("start a process")
+  context.mark_started()
   local payload = payload_of(self, s)
   local pid, child = check(core.proc_fork(s.detached, s.daemon))
   if pid == 0 then child_main(self, s, payload) end
   s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
-  s.sentinel = core.child_fileno(child)
+  s.sentinel = context.child_fileno(child)
   local list = state.children
   list[#list + 1] = self
 end
@@ -344,7 +432,7 @@ function Process:join(timeout)
   if s.is_self or s.creator ~= getpid() then error("can only join a child process", 2) end
   if s.ended then return true end
   if not sched.wait_fd(s.sentinel, "r", sched.deadline(timeout)) then return false end
-  finish(s, check(core.child_poll(s.child, true)))
+  finish(s, check(context.child_poll(s.child, true)))
   forget_child(self)
   return true
 end
@@ -354,7 +442,7 @@ function Process:is_alive()
   if s.is_self then return true end
   if not s.started or s.ended then return false end
   if s.creator ~= getpid() then error("can only test a child process", 2) end
-  local code = check(core.child_poll(s.child))
+  local code = check(context.child_poll(s.child))
   if code == nil then return true end
   finish(s, code)
   forget_child(self)
@@ -366,7 +454,7 @@ local function signal(self, fname, sig)
   if not s.started then error(("can only %s a started process"):format(fname), 3) end
   if s.is_self then return check(core.kill(getpid(), sig)) end
   if s.ended then return end
-  check(core.child_signal(s.child, sig))
+  check(context.child_signal(s.child, sig))
 end
 
 function Process:terminate() signal(self, "terminate", core.SIGTERM) end
@@ -377,7 +465,7 @@ function Process:close()
   if not s then state_of(self, "close") end
   if s.closed then return end
   if s.started and not s.ended and not s.is_self then
-    local ok, code = core.child_poll(s.child)
+    local ok, code = context.child_poll(s.child)
     if ok and code ~= nil then finish(s, code) end
     if not s.ended then error("cannot close a running process", 2) end
   end
@@ -392,7 +480,17 @@ function Process:extend(methods)
   return make_class(self, methods)
 end
 
+Process._strict = true   -- unknown options raise (a subclass takes them as fields)
 Process = make_class(nil, Process)
+
+-- A context's Process (mp.get_context(m).Process): starts with method m.
+local bound = {}
+local function class_for(m)
+  bound[m] = bound[m] or make_class(Process, { _start_method = m, _strict = true })
+  return bound[m]
+end
+context.bind.Process = class_for
+M.class_for = class_for
 
 -- }=====================================================================
 
@@ -426,6 +524,8 @@ end
 -- keeps running the caller's code; it dies with its parent (no orphans) and
 -- is reaped automatically when nobody calls mp.waitpid for it.
 local function fork()
+  context.check_fork("fork")
+  context.mark_started()
   local pid = check(core.fork())
   if pid == 0 then
     local cur = state.current
@@ -469,10 +569,17 @@ M.waitpid = waitpid
 M.child_exit = child_exit
 M.reset_sched = reset_sched
 
+-- For the modules that start processes (manager.lua): args[i] for i in
+-- `list` are descriptors the child needs; spawn and forkserver pass them
+-- along and the child's target gets its own numbers.
+function M.pass_fd_args(p, list)
+  priv[p].fd_args = list
+end
+
 -- This forked process is a pool worker (pool.lua), named like Python's
 -- ForkPoolWorker-N.
-function M.become_worker(name)
-  state.parent = { name = state.current.name, pid = core.getppid() }
+function M.become_worker(name, parent_pid)
+  state.parent = { name = state.current.name, pid = parent_pid or core.getppid() }
   state.current = { name = name, pid = getpid(), daemon = true }
   state.counter, state.children = 0, {}
   reset_sched()

@@ -66,6 +66,7 @@ local INTERNAL = {
   "src/lnet.c:nc_methods", "src/lnet.c:po_methods", "src/lpool.c:board_methods",
   "src/lpool.c:poller_methods", "src/lspawn.c:methods", "src/redis/lredis.c:methods",
   "M", "Job", "Link", "lua/mproc/errors.lua:Error",
+  "lua/mproc/forkserver.lua:Child",   -- what Process holds for a forkserver child
 }
 for _, k in ipairs(INTERNAL) do CLASSES[k] = CLASSES[k] or false end
 

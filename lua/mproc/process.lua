@@ -210,35 +210,49 @@ local function is_callable(v)
   return type(mt) == "table" and mt.__call ~= nil
 end
 
+-- The name a constructor was called by ("Worker" for `Worker{...}`), for
+-- its argument errors; mp.Process itself, or a call without a name, says
+-- "Process".
+local function ctor_name(cls)
+  if cls == Process then return "Process" end
+  local info = debug.getinfo(3, "n")   -- ctor_name <- parse <- construct
+  return info and info.name or "Process"
+end
+
 local function parse(cls, self, s, a, ...)
   if a == nil or type(a) == "function" then
     s.target, s.args = a, pack(...)
     return
   end
+  local fname = ctor_name(cls)
   if type(a) ~= "table" then
-    argerror(1, "Process", "function or table expected, got " .. util.typename(a), 3)
+    argerror(1, fname, "function or table expected, got " .. util.typename(a), 3)
   end
-  for k, v in pairs(a) do
+  for k in pairs(a) do
     if not OPTS[k] then
-      if cls == Process or type(k) ~= "string" then
-        local hint = type(k) == "string" and util.near(k, OPTS)
-        argerror(1, "Process", ("unknown option '%s'%s"):format(tostring(k),
-          hint and ("; did you mean '%s'?"):format(hint) or ""), 3)
+      -- a subclass takes the same options: a misspelt `nmae` must not
+      -- become a silent instance field
+      local hint = type(k) == "string" and util.near(k, OPTS)
+      local more = ""
+      if hint then
+        more = ("; did you mean '%s'?"):format(hint)
+      elseif cls ~= Process and type(k) == "string" then
+        more = ("; set own fields on the instance: w.%s = ... before start"):format(k)
       end
-      rawset(self, k, v)  -- Worker{x = 1}: an instance field
+      argerror(1, fname, ("unknown option '%s'%s"):format(tostring(k), more), 3)
     end
   end
   local t, args = a.target, a.args
   if t ~= nil and not is_callable(t) then
-    argerror(1, "Process", "'target' must be a function, got " .. util.typename(t), 3)
+    argerror(1, fname, "'target' must be a function, got " .. util.typename(t), 3)
   end
   if args ~= nil and type(args) ~= "table" then
-    argerror(1, "Process", "'args' must be a table, got " .. util.typename(args), 3)
+    argerror(1, fname, "'args' must be a table, got " .. util.typename(args), 3)
   end
   for _, k in ipairs { "name", "daemon", "detached" } do
     local want = k == "name" and "string" or "boolean"
     if a[k] ~= nil and type(a[k]) ~= want then
-      argerror(1, "Process", ("'%s' must be a %s, got %s"):format(k, want,
+      argerror(1, fname, ("'%s' must be a %s, got %s"):format(k, want,
         util.typename(a[k])), 3)
     end
   end

@@ -447,7 +447,8 @@ describe("mproc.Process", function()
       local Worker = mp.Process:extend()
       local ok, e = pcall(function() local w = Worker { nmae = "x" }; return w end)
       assert.is_false(ok)
-      assert.matches("bad argument #1 to 'Worker' %(unknown option 'nmae'; did you mean 'name'%?%)$", e)
+      assert.matches("bad argument #1 to 'Worker' %(unknown option 'nmae'; "
+        .. "did you mean 'name'%?%)$", e)
       ok, e = pcall(function() local w = Worker { loop = 3 }; return w end)
       assert.is_false(ok)
       assert.matches("bad argument #1 to 'Worker' %(unknown option 'loop'; set own fields on the "
@@ -462,7 +463,9 @@ describe("mproc.Process", function()
         errmsg(Worker, { nmae = "x" }))
       local Sub = Worker:extend()
       ok, e = pcall(function() local w = Sub { deamon = true }; return w end)
-      assert.matches("bad argument #1 to 'Sub' %(unknown option 'deamon'; did you mean 'daemon'%?%)$", e)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'Sub' %(unknown option 'deamon'; "
+        .. "did you mean 'daemon'%?%)$", e)
     end)
 
     it("can have their own constructor (init)", function()

@@ -201,7 +201,7 @@ local function tostr(self)
     s.pid and (" pid=" .. s.pid) or "", what)
 end
 
--- Parses mp.Process(fn, ...) / mp.Process{...} into s (and self fields).
+-- Parses mp.Process(fn, ...) / mp.Process{...} into s.
 local OPTS = { target = true, args = true, name = true, daemon = true, detached = true }
 
 local function is_callable(v)
@@ -219,7 +219,7 @@ local function ctor_name(cls)
   return info and info.name or "Process"
 end
 
-local function parse(cls, self, s, a, ...)
+local function parse(cls, s, a, ...)
   if a == nil or type(a) == "function" then
     s.target, s.args = a, pack(...)
     return
@@ -276,7 +276,7 @@ local function construct(cls, ...)
   if init ~= nil then
     init(self, ...)  -- a subclass with its own constructor: Worker(loop)
   else
-    parse(cls, self, s, ...)
+    parse(cls, s, ...)
   end
   return self
 end

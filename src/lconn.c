@@ -539,6 +539,19 @@ static int l_conn_attach(lua_State *L) {
   return 2;
 }
 
+/* _conn_deposit(c) -> handle: the handle a queue or a pool would send (a
+ * test hook: the deposit waits for its claim). */
+static int l_conn_deposit(lua_State *L) {
+  checkconn(L, 1);
+  lua_settop(L, 1);
+  mproc_conn_share_begin(L);
+  lua_pushcfunction(L, conn_encode);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 2);
+  mproc_conn_share_end(L, 1);
+  return 1;
+}
+
 /* _conn_drop(handle): a receiver that knew the end already tells the
  * broker to close the deposit made for it. */
 static int l_conn_drop(lua_State *L) {
@@ -575,6 +588,7 @@ int mproc_open_conn(lua_State *L) {
     {"pipe", l_pipe},
     {"_conn_attach", l_conn_attach},
     {"_conn_drop", l_conn_drop},
+    {"_conn_deposit", l_conn_deposit},
     {NULL, NULL}
   };
   luaL_newmetatable(L, LUA_CONN);

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,11 +36,15 @@
 #define PASSING "mproc.Conn.passing"
 #define RECEIVED "mproc.Conn.received"
 
-/* Registry table for sending ends through a queue or a pool (the broker,
- * tracker.h): while `on`, each end met while encoding is deposited with
- * the broker and its token ("pid:seq") listed, so that a message that is
- * not sent after all can take its deposits back. */
-#define SHARING "mproc.Conn.sharing"
+/* Sending ends through a queue or a pool (the broker, tracker.h): while
+ * share_on, each end met while encoding is deposited with the broker and
+ * its token kept, so that a message that is not sent after all can take
+ * its deposits back.  Plain C state, not a registry table: every queue put
+ * and pool submit passes here, with or without ends. */
+typedef struct share_token { long pid; uint64_t seq; } share_token;
+static int share_on;
+static share_token *share_tokens;
+static size_t share_n, share_cap;
 
 /* {======================================================================
  * Helpers
@@ -385,20 +390,25 @@ static int conn_encode(lua_State *L) {
       return luaL_error(L, "more than %d pipe ends in one message", MPROC_CONN_MAXFDS);
     lua_pushinteger(L, c->fd);
     lua_rawseti(L, -3, n);
-  } else {
-    fdlist(L, SHARING);
-    if (lua_getfield(L, -1, "on") == LUA_TBOOLEAN) {  /* a queue or a pool */
-      if (mproc_broker_deposit(c->fd, &broker, &seq) != 0) {
-        int e = errno;
-        if (e == ENOTSUP)
-          return luaL_error(L, "a Pipe end can only go through a pipe or to a child "
-                            "on this platform (no SOCK_SEQPACKET to pass it along)");
-        return luaL_error(L, "cannot hand the Pipe end to the descriptor broker: %s",
-                          strerror(e));
-      }
-      lua_pushfstring(L, "%d:%I", (int)getpid(), (lua_Integer)seq);
-      lua_rawseti(L, -3, (lua_Integer)lua_rawlen(L, -3) + 1);
+  } else if (share_on) {   /* a queue or a pool */
+    if (share_n == share_cap) {
+      size_t ncap = share_cap ? share_cap * 2 : 8;
+      share_token *t = (share_token *)realloc(share_tokens, ncap * sizeof *t);
+      if (t == NULL) return luaL_error(L, "not enough memory");
+      share_tokens = t;
+      share_cap = ncap;
     }
+    if (mproc_broker_deposit(c->fd, &broker, &seq) != 0) {
+      int e = errno;
+      if (e == ENOTSUP)
+        return luaL_error(L, "a Pipe end can only go through a pipe or to a child "
+                          "on this platform (no SOCK_SEQPACKET to pass it along)");
+      return luaL_error(L, "cannot hand the Pipe end to the descriptor broker: %s",
+                        strerror(e));
+    }
+    share_tokens[share_n].pid = (long)getpid();
+    share_tokens[share_n].seq = seq;
+    share_n++;
   }
   snprintf(h, sizeof h, "%d:%d:%d:%lld:%llu:%llu:%ld:%llu", (int)getpid(), c->fd,
            c->flags, (long long)n, (unsigned long long)st.st_dev,
@@ -409,29 +419,18 @@ static int conn_encode(lua_State *L) {
 }
 
 void mproc_conn_share_begin(lua_State *L) {
-  fdlist(L, SHARING);
-  fdlist_clear(L, lua_gettop(L));
-  lua_pushboolean(L, 1);
-  lua_setfield(L, -2, "on");
-  lua_pop(L, 1);
+  (void)L;
+  share_on = 1;
+  share_n = 0;
 }
 
 void mproc_conn_share_end(lua_State *L, int sent) {
-  lua_Integer i, n;
-  fdlist(L, SHARING);
-  lua_pushnil(L);
-  lua_setfield(L, -2, "on");
-  n = (lua_Integer)lua_rawlen(L, -1);
-  for (i = 1; i <= n && !sent; i++) {  /* never sent: take them back */
-    long pid;
-    unsigned long long seq;
-    lua_rawgeti(L, -1, i);
-    if (sscanf(lua_tostring(L, -1), "%ld:%llu", &pid, &seq) == 2)
-      mproc_broker_drop(pid, (uint64_t)seq);
-    lua_pop(L, 1);
-  }
-  if (n > 0) fdlist_clear(L, lua_gettop(L));
-  lua_pop(L, 1);
+  size_t i;
+  (void)L;
+  share_on = 0;
+  for (i = 0; i < share_n && !sent; i++)  /* never sent: take them back */
+    mproc_broker_drop(share_tokens[i].pid, share_tokens[i].seq);
+  share_n = 0;
 }
 
 /* }====================================================================== */

@@ -646,7 +646,7 @@ describe("mproc.Pipe", function()
         return v, nfds()
       end, b)
       assert.equal("ping", got)
-      assert.equal(base, n)                   -- the worker's copy is gone with close
+      assert.is_true(n <= base)               -- the worker's copy is gone with close
       assert.equal("ping pong", a:recv())
       b:close()
       eof_within(a, 10)                       -- nobody holds the other end now
@@ -662,7 +662,7 @@ describe("mproc.Pipe", function()
         c:send(c:recv() * 2)
         c:close()
       end, ends, 1)
-      assert.equal(base, pool:apply(nfds))
+      assert.is_true(pool:apply(nfds) <= base)  -- (what it inherited may be collected)
       for i = 1, 4 do
         assert.equal(2 * i, peers[i]:recv())
         ends[i]:close()

@@ -188,7 +188,13 @@ int mproc_broker_deposit(int fd, long *broker, uint64_t *seq) {
   m.op = 'D';
   m.pid = (int32_t)getpid();
   m.seq = ++deposit_seq;
-  if (send_with_fd(tracker_fd, &m, fd) != 0) return -1;
+  if (send_with_fd(tracker_fd, &m, fd) != 0) {
+    /* the tracker died: as mproc_track_created does, start another (only
+     * processes forked from now on share it: the others are told so) */
+    if (tracker_owner == getpid() && tracker_child > 0)
+      waitpid(tracker_child, NULL, WNOHANG);
+    if (start_tracker() != 0 || send_with_fd(tracker_fd, &m, fd) != 0) return -1;
+  }
   *broker = (long)tracker_child;
   *seq = m.seq;
   return 0;
@@ -228,7 +234,7 @@ int mproc_broker_claim(long pid, uint64_t seq, int *fd, int abandon) {
   if (send_with_fd(tracker_fd, &m, sv[1]) != 0) goto out;
   close(sv[1]);
   sv[1] = -1;
-  if (abandon) { r = 0; goto out; }   /* test hook: a receiver gone mid-way */
+  if (abandon) return 0;   /* test hook: sv[0] stays open until we die */
   for (;;) {
     struct pollfd p;
     struct msghdr mh;

@@ -46,8 +46,8 @@ int mproc_broker_deposit(int fd, long *broker, uint64_t *seq);
 /* Claims deposit (pid, seq): 1 with the descriptor in *fd (close-on-exec),
  * 0 when the broker does not hold it (claimed, or released), -1 with errno
  * (no broker: ENOTCONN).  Blocks for the broker's answer only (at most
- * 10 s).  abandon: send the claim and leave at once (a test hook for a
- * receiver that dies mid-way). */
+ * 10 s).  abandon: send the claim and return 0 at once, leaving the reply
+ * socket open and unread (a test hook for a receiver killed mid-way). */
 int mproc_broker_claim(long pid, uint64_t seq, int *fd, int abandon);
 
 /* Tells the broker to close deposit (pid, seq) (a receiver that had the

@@ -492,13 +492,17 @@ describe("mproc.Pipe", function()
     end)
 
     it("cannot be received by a process that did not inherit it", function()
-      local a = pipe()
-      local s = mp.dumps({ conn = a })
-      core._codec_forget_ids()
-      local err = catch(mp.loads, s)
-      assert_kind(err, "SerializeError")
-      assert.matches("a Pipe end can only be received by a process that inherited it",
-        err.message, 1, true)
+      local a, b = pipe()
+      local p = spawn(function(c)
+        local ok, e = pcall_(mp.loads, c:recv_bytes())  -- an end made after the fork
+        c:send(ok and "received" or e.message)
+      end, b)
+      local x = pipe()
+      a:send_bytes(mp.dumps({ conn = x }))
+      assert.is_true(a:poll(10))
+      assert.matches("a Pipe end can only be received by a process that inherited it,"
+        .. " through a pipe, a queue or a pool", a:recv(), 1, true)
+      assert.equal(0, join(p))
     end)
 
     it("travels through a pipe to a process that did not inherit it", function()
@@ -579,6 +583,249 @@ describe("mproc.Pipe", function()
       assert.is_true(a:poll(10))
       assert.equal(42, a:recv())
       assert.equal(0, join(p))
+    end)
+  end)
+
+  describe("through a queue or a pool (the descriptor broker)", function()
+    local getpid, popen, sleep, now = mp.getpid, io.popen, core.sleep, core.now
+    local gc = collectgarbage
+
+    -- busted keeps one finally per spec: this one runs all the cleanups.
+    local cleanups
+    local function cleanup(fn)
+      if not cleanups then
+        local list = {}
+        cleanups = list
+        finally(function()
+          cleanups = nil
+          for i = #list, 1, -1 do pcall(list[i]) end
+        end)
+      end
+      cleanups[#cleanups + 1] = fn
+    end
+
+    local function pipe_ends(duplex)
+      local a, b = mp.Pipe(duplex)
+      cleanup(function() a:close(); b:close() end)
+      return a, b
+    end
+
+    -- Open descriptors of the calling process (after a collection: ends
+    -- that earlier specs dropped are closed by their __gc).
+    local function nfds()
+      gc(); gc()
+      local n = 0
+      local ls = popen("ls /proc/" .. getpid() .. "/fd")
+      for _ in ls:lines() do n = n + 1 end
+      ls:close()
+      return n
+    end
+
+    local function eof_within(c, timeout)
+      assert.is_true(c:poll(timeout), "no EOF within " .. timeout .. " s")
+      assert_kind(catch(c.recv, c), "EOF")
+    end
+
+    local function queue()
+      local q = mp.Queue()
+      cleanup(function() q:close() end)
+      return q
+    end
+
+    it("goes to pool workers started before it (apply and map), both ways", function()
+      local pool = mp.Pool(1)
+      cleanup(function() pool:terminate(); pool:join() end)
+      local base = pool:apply(nfds)           -- the worker runs before the Pipe exists
+      local before = nfds()
+      local a, b = mp.Pipe()
+      a:send("ping")
+      local got, n = pool:apply(function(c)
+        local v = c:recv()
+        c:send(v .. " pong")
+        c:close()
+        return v, nfds()
+      end, b)
+      assert.equal("ping", got)
+      assert.is_true(n <= base)               -- the worker's copy is gone with close
+      assert.equal("ping pong", a:recv())
+      b:close()
+      eof_within(a, 10)                       -- nobody holds the other end now
+      a:close()
+      local peers, ends = {}, {}
+      for i = 1, 4 do
+        peers[i], ends[i] = mp.Pipe()
+        peers[i]:send(i)
+      end
+      -- a worker may decode its next task while it runs one: the count is
+      -- checked once all are done
+      pool:map(function(c)
+        c:send(c:recv() * 2)
+        c:close()
+      end, ends, 1)
+      assert.is_true(pool:apply(nfds) <= base)  -- (what it inherited may be collected)
+      for i = 1, 4 do
+        assert.equal(2 * i, peers[i]:recv())
+        ends[i]:close()
+        eof_within(peers[i], 10)
+        peers[i]:close()
+      end
+      assert.is_true(nfds() <= before)     -- (a child's sentinel may close late)
+    end)
+
+    it("carries several ends in one message, the same end once", function()
+      local pool = mp.Pool(1)
+      cleanup(function() pool:terminate(); pool:join() end)
+      pool:apply(nfds)
+      local a1, b1 = pipe_ends()
+      local a2, b2 = pipe_ends()
+      local r, w = pipe_ends(false)
+      local same = pool:apply(function(t)
+        t[1]:send("one")
+        t[2]:send("two")
+        t[3]:send("three")
+        local s = t[1] == t[4]
+        t[1]:close(); t[2]:close(); t[3]:close()
+        return s
+      end, { b1, b2, w, b1 })
+      assert.is_true(same)
+      assert.equal("one", a1:recv())
+      assert.equal("two", a2:recv())
+      assert.equal("three", r:recv())
+      assert.is_false(w.readable)
+    end)
+
+    it("returns an end made by a task to the parent", function()
+      local pool = mp.Pool(1)
+      cleanup(function() pool:terminate(); pool:join() end)
+      pool:apply(nfds)
+      local before = nfds()
+      local c = pool:apply(function()
+        local x, y = mp.Pipe()
+        y:send("made in the worker")
+        y:close()
+        return x
+      end)
+      assert.equal("made in the worker", c:recv())
+      eof_within(c, 10)
+      c:close()
+      assert.is_true(nfds() <= before)     -- (a child's sentinel may close late)
+    end)
+
+    it("goes through a Queue to a process started before it, both ways", function()
+      local q = queue()
+      local p = spawn(function(qq)
+        local n0 = nfds()
+        local c = qq:get(30)
+        c:send(c:recv() + 1)
+        c:close()
+        exit(nfds() == n0 and 0 or 3)
+      end, q)
+      local a, b = mp.Pipe()
+      q:put(b)
+      b:close()
+      a:send(41)
+      assert.is_true(a:poll(10))
+      assert.equal(42, a:recv())
+      assert.equal(0, join(p))                -- 3: the child kept a descriptor
+      eof_within(a, 10)
+      a:close()
+    end)
+
+    it("reaches its receiver after the sender ended", function()
+      local q = queue()
+      local p = spawn(function(qq)
+        local r, w = mp.Pipe(false)
+        w:send("left behind")
+        qq:put(r)
+        w:close()
+      end, q)
+      assert.equal(0, join(p))
+      local before = nfds()
+      local r = q:get(10)
+      assert.is_false(r.writable)
+      assert.equal("left behind", r:recv())
+      eof_within(r, 10)
+      r:close()
+      assert.is_true(nfds() <= before)     -- (a child's sentinel may close late)
+    end)
+
+    it("closes an end nobody received a few seconds after its sender ended", function()
+      local q = queue()
+      local p = spawn(function(qq)
+        local r, w = mp.Pipe(false)
+        qq:put(r)
+        qq:put(w)                             -- never received
+      end, q)
+      assert.equal(0, join(p))
+      local r = q:get(10)
+      local t0 = now()
+      eof_within(r, 20)
+      assert.is_true(now() - t0 < 15)
+      r:close()
+    end)
+
+    it("leaves nothing hanging when the receiver dies while it claims", function()
+      local a, b = pipe_ends()
+      local h = core._conn_deposit(b)        -- as a queue or a pool would send it
+      b:close()
+      local c, d = pipe_ends()
+      local p = spawn(function(cc)
+        core._conn_attach(h, true)            -- asks the broker, never reads the answer
+        cc:send("asked")
+        sleep(60)
+      end, d)
+      assert.is_true(c:poll(10))
+      assert.equal("asked", c:recv())
+      p:kill()
+      join(p)
+      eof_within(a, 10)                       -- the end went nowhere and was closed
+      local none, why = core._conn_attach(h)  -- one-shot: claimed already
+      assert.is_nil(none)
+      assert.matches("the descriptor broker no longer holds it", why, 1, true)
+      -- the broker still serves others
+      local q = queue()
+      local p2 = spawn(function(qq)
+        local e = qq:get(30)
+        e:send("still works")
+      end, q)
+      local x, y = pipe_ends()
+      q:put(y)
+      y:close()
+      assert.is_true(x:poll(10))
+      assert.equal("still works", x:recv())
+      assert.equal(0, join(p2))
+    end)
+
+    it("is refused by a process that cannot reach the broker, naming why", function()
+      local q = queue()
+      local _, handle = getmetatable(q).__mproc_encode(q)
+      local out = os.tmpname()
+      cleanup(function() os.remove(out) end)
+      local src = ([[
+        local core = require "mproc.core"
+        require "mproc"
+        local ok, q = core.queue_attach(%q)
+        assert(ok, q)
+        local ok2, e = pcall(q.get, q, 20)
+        local f = io.open(%q, "w")
+        f:write(ok2 and "received" or tostring(e))
+        f:close()
+      ]]):format(handle, out)
+      local cmd = ("LUA_PATH='%s' LUA_CPATH='%s' lua5.4 -e %q &")
+        :format(package.path, package.cpath, src)
+      assert.is_true(os.execute(cmd))
+      local _, b = pipe_ends()
+      q:put(b)
+      local deadline = now() + 30
+      local msg
+      repeat
+        sleep(0.05)
+        local f = io.open(out)
+        msg = f and f:read("a")
+        if f then f:close() end
+      until (msg and msg ~= "") or now() > deadline
+      assert.matches("SerializeError", msg, 1, true)
+      assert.matches("cannot reach the descriptor broker", msg, 1, true)
     end)
   end)
 

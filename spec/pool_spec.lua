@@ -174,12 +174,16 @@ describe("mproc.Pool", function()
 
     it("fails the task with SerializeError when the worker cannot receive it", function()
       local pool = Pool(1)
-      local a, b = mp.Pipe()  -- created after the worker: it cannot adopt it
-      local err = errmsg(pool.apply, pool, function(c) return c end, a)
+      pool:apply(square, 1)
+      -- a C function of a module loaded after the worker started: sent by
+      -- name, unknown there
+      package.loaded.late_module = { iter = string.gmatch("a", "a") }
+      finally(function() package.loaded.late_module = nil end)
+      local err = errmsg(pool.apply, pool, function(f) return f end,
+        package.loaded.late_module.iter)
       assert.is_true(mp.is_error(err, "SerializeError"))
       assert.matches("cannot receive the task", err.message)
       assert.equal(4, pool:apply(square, 2))
-      a:close(); b:close()
     end)
 
     it("rejects a non-function", function()

@@ -431,13 +431,41 @@ describe("mproc.Process", function()
       assert.matches("^Process%-%d+$", w.name)
     end)
 
-    it("take fields in the options table", function()
+    it("take the options of mp.Process, with fields set on the instance", function()
       local Worker = mp.Process:extend()
       function Worker:run() os.exit(self.loop) end
-      local w = start(Worker { loop = 7, name = "looper" })
+      local w = Worker { name = "looper", daemon = true }
+      w.loop = 7
+      start(w)
       w:join(10)
       assert.equal("looper", w.name)
+      assert.is_true(w.daemon)
       assert.equal(7, w.exitcode)
+    end)
+
+    it("check their options as mp.Process does, named by the constructor", function()
+      local Worker = mp.Process:extend()
+      local ok, e = pcall(function() local w = Worker { nmae = "x" }; return w end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'Worker' %(unknown option 'nmae'; "
+        .. "did you mean 'name'%?%)$", e)
+      ok, e = pcall(function() local w = Worker { loop = 3 }; return w end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'Worker' %(unknown option 'loop'; set own fields on the "
+        .. "instance: w.loop = ... before start%)$", e)
+      ok, e = pcall(function() local w = Worker { name = 1 }; return w end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'Worker' %('name' must be a string, got number%)$", e)
+      -- the error points at the caller's line
+      assert.matches("process_spec.lua:%d+:", e)
+      -- called without a name (by pcall, or a tail call), it says Process
+      assert.equal("bad argument #1 to 'Process' (unknown option 'nmae'; did you mean 'name'?)",
+        errmsg(Worker, { nmae = "x" }))
+      local Sub = Worker:extend()
+      ok, e = pcall(function() local w = Sub { deamon = true }; return w end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'Sub' %(unknown option 'deamon'; "
+        .. "did you mean 'daemon'%?%)$", e)
     end)
 
     it("can have their own constructor (init)", function()

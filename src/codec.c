@@ -67,7 +67,8 @@ enum {
   UV_IDOBJ,         /* weak values: identity id -> object */
   UV_DUMPS,         /* weak keys: Lua function -> bytecode string */
   UV_STRINGS,       /* decoder's short string cache: slot -> string */
-  UV_COUNT = UV_STRINGS
+  UV_REFSEEN,       /* typename -> fn(handle) for a handle of a known object */
+  UV_COUNT = UV_REFSEEN
 };
 
 /* }====================================================================== */
@@ -271,6 +272,7 @@ static cstate *get_state(lua_State *L) {
   new_weak(L, "v"); lua_setiuservalue(L, -2, UV_IDOBJ);
   new_weak(L, "k"); lua_setiuservalue(L, -2, UV_DUMPS);
   lua_createtable(L, SC_SLOTS, 0); lua_setiuservalue(L, -2, UV_STRINGS);
+  lua_newtable(L); lua_setiuservalue(L, -2, UV_REFSEEN);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   S->globals = lua_topointer(L, -1);
   lua_pop(L, 1);
@@ -1390,7 +1392,19 @@ static int dec_objref(Dec *D, const unsigned char *at) {
     return 0;
   lua_getiuservalue(L, D->sidx, UV_IDOBJ);
   lua_pushlstring(L, id, nid);
-  if (lua_rawget(L, -2) == LUA_TNIL) {
+  if (lua_rawget(L, -2) != LUA_TNIL) {
+    /* known here already: its type may want to hear of the handle (a Pipe
+     * end's deposit with the broker is not needed) */
+    lua_getiuservalue(L, D->sidx, UV_REFSEEN);
+    lua_pushlstring(L, tn, ntn);
+    if (lua_rawget(L, -2) == LUA_TFUNCTION) {
+      lua_pushlstring(L, h, nh);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+    } else {
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  } else {
     lua_pop(L, 1);
     lua_getiuservalue(L, D->sidx, UV_REFTYPES);
     lua_pushlstring(L, tn, ntn);
@@ -1770,15 +1784,21 @@ static int l_register(lua_State *L) {
   return 0;
 }
 
-/* register_reftype(typename, fn | nil) */
+/* register_reftype(typename, fn | nil [, seen]): seen(handle) is called
+ * when a handle names an object this process knows already. */
 static int l_register_reftype(lua_State *L) {
   luaL_checkstring(L, 1);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
   get_state(L);
-  lua_getiuservalue(L, 3, UV_REFTYPES);
+  lua_getiuservalue(L, 4, UV_REFTYPES);
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
+  lua_rawset(L, -3);
+  lua_getiuservalue(L, 4, UV_REFSEEN);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 3);
   lua_rawset(L, -3);
   return 0;
 }

@@ -13,11 +13,16 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lmproc.h"
+#include "tracker.h"
 
 #define LUA_CONN "mproc.Conn"
 #define KEEP_WBUF (1024 * 1024)  /* encode buffers up to this are kept */
@@ -27,9 +32,19 @@
 /* Registry tables for passing ends through a pipe (SCM_RIGHTS): PASSING
  * lists the descriptors of the ends met while encoding the value being
  * sent (filled by __mproc_encode); RECEIVED those that came with the frame
- * being decoded (taken by _conn_adopt, -1 once taken). */
+ * being decoded (taken by _conn_attach, -1 once taken). */
 #define PASSING "mproc.Conn.passing"
 #define RECEIVED "mproc.Conn.received"
+
+/* Sending ends through a queue or a pool (the broker, tracker.h): while
+ * share_on, each end met while encoding is deposited with the broker and
+ * its token kept, so that a message that is not sent after all can take
+ * its deposits back.  Plain C state, not a registry table: every queue put
+ * and pool submit passes here, with or without ends. */
+typedef struct share_token { long pid; uint64_t seq; } share_token;
+static int share_on;
+static share_token *share_tokens;
+static size_t share_n, share_cap;
 
 /* {======================================================================
  * Helpers
@@ -255,7 +270,7 @@ static int conn_recv(lua_State *L) {
     case MPROC_CONN_DONE: {
       int fds[MPROC_CONN_MAXFDS], nfds = mproc_conn_take_fds(c, fds), i, ok = 1;
       lua_settop(L, 3);
-      if (nfds > 0) {  /* ends passed along: for _conn_adopt while decoding */
+      if (nfds > 0) {  /* ends passed along: for _conn_attach while decoding */
         fdlist(L, RECEIVED);
         fdlist_clear(L, 4);
         for (i = 0; i < nfds; i++) {
@@ -354,12 +369,20 @@ static int conn_tostring(lua_State *L) {
   return 1;
 }
 
-/* The codec's by-reference hook: "Pipe", "<pid>:<fd>:<flags>:<index>",
- * index being the end's place among the descriptors that travel with the
- * frame when the value is being sent through a pipe (0 otherwise). */
+/* The codec's by-reference hook: "Pipe",
+ * "<pid>:<fd>:<flags>:<index>:<dev>:<ino>:<broker>:<seq>".  index is the
+ * end's place among the descriptors that travel with the frame when the
+ * value is being sent through a pipe (0 otherwise); dev:ino name the
+ * socket, so that a receiver that inherited it can tell; broker:seq the
+ * deposit made when the value goes through a queue or a pool (0:0: none). */
 static int conn_encode(lua_State *L) {
   mproc_conn *c = checkconn(L, 1);
   lua_Integer n = 0;
+  long broker = 0;
+  uint64_t seq = 0;
+  struct stat st;
+  char h[160];
+  if (fstat(c->fd, &st) != 0) return luaL_error(L, "fstat: %s", strerror(errno));
   fdlist(L, PASSING);
   if (lua_getfield(L, -1, "on") == LUA_TBOOLEAN) {  /* inside _send */
     n = (lua_Integer)lua_rawlen(L, -2) + 1;
@@ -367,10 +390,47 @@ static int conn_encode(lua_State *L) {
       return luaL_error(L, "more than %d pipe ends in one message", MPROC_CONN_MAXFDS);
     lua_pushinteger(L, c->fd);
     lua_rawseti(L, -3, n);
+  } else if (share_on) {   /* a queue or a pool */
+    if (share_n == share_cap) {
+      size_t ncap = share_cap ? share_cap * 2 : 8;
+      share_token *t = (share_token *)realloc(share_tokens, ncap * sizeof *t);
+      if (t == NULL) return luaL_error(L, "not enough memory");
+      share_tokens = t;
+      share_cap = ncap;
+    }
+    if (mproc_broker_deposit(c->fd, &broker, &seq) != 0) {
+      int e = errno;
+      if (e == ENOTSUP)
+        return luaL_error(L, "a Pipe end can only go through a pipe or to a child "
+                          "on this platform (no SOCK_SEQPACKET to pass it along)");
+      return luaL_error(L, "cannot hand the Pipe end to the descriptor broker: %s",
+                        strerror(e));
+    }
+    share_tokens[share_n].pid = (long)getpid();
+    share_tokens[share_n].seq = seq;
+    share_n++;
   }
+  snprintf(h, sizeof h, "%d:%d:%d:%lld:%llu:%llu:%ld:%llu", (int)getpid(), c->fd,
+           c->flags, (long long)n, (unsigned long long)st.st_dev,
+           (unsigned long long)st.st_ino, broker, (unsigned long long)seq);
   lua_pushliteral(L, "Pipe");
-  lua_pushfstring(L, "%d:%d:%d:%I", (int)getpid(), c->fd, c->flags, n);
+  lua_pushstring(L, h);
   return 2;
+}
+
+void mproc_conn_share_begin(lua_State *L) {
+  (void)L;
+  share_on = 1;
+  share_n = 0;
+}
+
+void mproc_conn_share_end(lua_State *L, int sent) {
+  size_t i;
+  (void)L;
+  share_on = 0;
+  for (i = 0; i < share_n && !sent; i++)  /* never sent: take them back */
+    mproc_broker_drop(share_tokens[i].pid, share_tokens[i].seq);
+  share_n = 0;
 }
 
 /* }====================================================================== */
@@ -390,22 +450,104 @@ static int l_pipe(lua_State *L) {
   return 3;
 }
 
-/* _conn_adopt(index, flags) -> a new end for the index-th descriptor
- * received with the frame being decoded, or nil when there is none. */
-static int l_conn_adopt(lua_State *L) {
-  lua_Integer i = luaL_checkinteger(L, 1);
-  int flags = (int)luaL_checkinteger(L, 2) & (MPROC_CONN_READ | MPROC_CONN_WRITE);
-  int fd;
-  mproc_conn *c;
-  fdlist(L, RECEIVED);
-  lua_rawgeti(L, -1, i);
-  fd = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : -1;
-  lua_pop(L, 1);
-  if (fd < 0) return 0;
-  c = newconn(L);
-  mproc_conn_init(c, fd, flags);
-  lua_pushinteger(L, -1);
-  lua_rawseti(L, -3, i);  /* taken */
+static mproc_conn *push_end(lua_State *L, int fd, int flags) {
+  mproc_conn *c = newconn(L);
+  mproc_conn_init(c, fd, flags & (MPROC_CONN_READ | MPROC_CONN_WRITE));
+  return c;
+}
+
+/* _conn_attach(handle [, abandon]) -> a new end for a handle of
+ * conn_encode | nil, why.  In order: a descriptor that came with the
+ * frame being decoded (a pipe), the very socket at the same number here
+ * (inherited: a dup), the broker's deposit.  abandon (a test hook): claim
+ * and leave without the answer. */
+static int l_conn_attach(lua_State *L) {
+  const char *h = luaL_checkstring(L, 1);
+  int abandon = lua_toboolean(L, 2);
+  long pid, broker;
+  int fd, flags, got;
+  long long index;
+  unsigned long long dev, ino, seq;
+  struct stat st;
+  if (sscanf(h, "%ld:%d:%d:%lld:%llu:%llu:%ld:%llu", &pid, &fd, &flags, &index,
+             &dev, &ino, &broker, &seq) != 8) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "malformed handle");
+    return 2;
+  }
+  if (index > 0) {   /* it travelled with the frame (SCM_RIGHTS) */
+    fdlist(L, RECEIVED);
+    lua_rawgeti(L, -1, (lua_Integer)index);
+    got = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : -1;
+    lua_pop(L, 1);
+    if (got >= 0) {
+      push_end(L, got, flags);
+      lua_pushinteger(L, -1);
+      lua_rawseti(L, -3, (lua_Integer)index);  /* taken */
+      return 1;
+    }
+    lua_pushnil(L);
+    lua_pushliteral(L, "its descriptor did not come with the message");
+    return 2;
+  }
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino) {
+    int d;
+    lua_settop(L, 2);
+    newconn(L);   /* before the dup: a memory error must not leak it */
+    d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "cannot duplicate the inherited descriptor: %s", strerror(errno));
+      return 2;
+    }
+    mproc_conn_init((mproc_conn *)lua_touserdata(L, 3), d,
+                    flags & (MPROC_CONN_READ | MPROC_CONN_WRITE));
+    if (seq > 0) mproc_broker_drop(pid, (uint64_t)seq);  /* not needed */
+    return 1;
+  }
+  if (seq == 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "a Pipe end can only be received by a process that inherited it,"
+                       " through a pipe, a queue or a pool");
+    return 2;
+  }
+  if (mproc_tracker_pid() != broker) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "this process cannot reach the descriptor broker (pid %I) that "
+                    "holds it: only processes started from the sender's process tree "
+                    "(fork) share it", (lua_Integer)broker);
+    return 2;
+  }
+  lua_settop(L, 2);
+  newconn(L);
+  got = mproc_broker_claim(pid, (uint64_t)seq, &fd, abandon);
+  if (got == 1) {
+    mproc_conn_init((mproc_conn *)lua_touserdata(L, 3), fd,
+                    flags & (MPROC_CONN_READ | MPROC_CONN_WRITE));
+    return 1;
+  }
+  lua_pushnil(L);
+  if (got == 0 && abandon) lua_pushliteral(L, "abandoned");
+  else if (got == 0)
+    lua_pushliteral(L, "the descriptor broker no longer holds it: a Pipe end sent through a "
+                       "queue or a pool is received once, and is closed a few seconds after "
+                       "its sender ended");
+  else
+    lua_pushfstring(L, "cannot ask the descriptor broker: %s", strerror(errno));
+  return 2;
+}
+
+/* _conn_deposit(c) -> handle: the handle a queue or a pool would send (a
+ * test hook: the deposit waits for its claim). */
+static int l_conn_deposit(lua_State *L) {
+  checkconn(L, 1);
+  lua_settop(L, 1);
+  mproc_conn_share_begin(L);
+  lua_pushcfunction(L, conn_encode);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 2);
+  mproc_conn_share_end(L, 1);
   return 1;
 }
 
@@ -436,7 +578,7 @@ static int l_conn_collect(lua_State *L) {
 }
 
 /* _conn_received(fds): the descriptors that came with the payload of a
- * spawned process, for _conn_adopt while it is decoded. */
+ * spawned process, for _conn_attach while it is decoded. */
 static int l_conn_received(lua_State *L) {
   lua_Integer i, n;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -448,6 +590,20 @@ static int l_conn_received(lua_State *L) {
     mproc_set_cloexec((int)lua_tointeger(L, -1), 1);
     lua_rawseti(L, 2, i);
   }
+  return 0;
+}
+
+/* _conn_drop(handle): a receiver that knew the end already tells the
+ * broker to close the deposit made for it. */
+static int l_conn_drop(lua_State *L) {
+  const char *h = luaL_checkstring(L, 1);
+  long pid, broker;
+  int fd, flags;
+  long long index;
+  unsigned long long dev, ino, seq;
+  if (sscanf(h, "%ld:%d:%d:%lld:%llu:%llu:%ld:%llu", &pid, &fd, &flags, &index,
+             &dev, &ino, &broker, &seq) == 8 && seq > 0 && mproc_tracker_pid() == broker)
+    mproc_broker_drop(pid, (uint64_t)seq);
   return 0;
 }
 
@@ -471,7 +627,9 @@ int mproc_open_conn(lua_State *L) {
   };
   static const luaL_Reg funcs[] = {
     {"pipe", l_pipe},
-    {"_conn_adopt", l_conn_adopt},
+    {"_conn_attach", l_conn_attach},
+    {"_conn_drop", l_conn_drop},
+    {"_conn_deposit", l_conn_deposit},
     {"_conn_collect", l_conn_collect},
     {"_conn_received", l_conn_received},
     {NULL, NULL}

@@ -39,6 +39,13 @@ void mproc_setfuncs(lua_State *L, const luaL_Reg *l);
 void mproc_newclass(lua_State *L, const char *tname,
                     const luaL_Reg *methods, const luaL_Reg *metamethods);
 
+/* lconn.c: between begin and end, the Pipe ends that the codec meets are
+ * deposited with the descriptor broker (tracker.h) for a receiver that may
+ * not have inherited them (a queue, a pool).  end(L, 0): the message was
+ * not sent, the deposits are dropped. */
+void mproc_conn_share_begin(lua_State *L);
+void mproc_conn_share_end(lua_State *L, int sent);
+
 /* lsync.c, shared with lshm.c: handles of objects in slab segments. */
 int mproc_sync_encode(lua_State *L, const char *tname, mproc_seg *seg, const void *obj);
 void *mproc_sync_attach(lua_State *L, const char *handle, int kind, size_t minsize,

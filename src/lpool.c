@@ -365,10 +365,13 @@ static int board_apply(lua_State *L) {
   mproc_buf *f;
   luaL_checktype(L, 5, LUA_TTABLE);
   f = frame_start(L, tid, MPROC_TASK_APPLY, 3, timeout, 0);
+  mproc_conn_share_begin(L);   /* Pipe ends: workers started before them */
   if (!mproc_encode(L, 5, "args", f)) {
+    mproc_conn_share_end(L, 0);
     mproc_buf_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
+  mproc_conn_share_end(L, 1);
   return submit(L, b, f);
 }
 
@@ -404,10 +407,13 @@ static int board_batch(lua_State *L) {
   }
   lua_pushinteger(L, count);
   lua_setfield(L, -2, "n");
+  mproc_conn_share_begin(L);
   if (!mproc_encode(L, lua_gettop(L), "items", f)) {
+    mproc_conn_share_end(L, 0);
     mproc_buf_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
+  mproc_conn_share_end(L, 1);
   return submit(L, b, f);
 }
 
@@ -699,10 +705,13 @@ static int board_post(lua_State *L) {
   mproc_buf_reserve(L, f, sizeof h);
   memcpy(f->data, &h, sizeof h);
   f->len = sizeof h;
+  mproc_conn_share_begin(L);   /* a Pipe end made by the task */
   if (!mproc_encode(L, 4, "result", f)) {
+    mproc_conn_share_end(L, 0);
     mproc_buf_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
+  mproc_conn_share_end(L, 1);
   if (mproc_pool_post(&b->pool, b->slot, f->data, f->len) < 0)
     return luaL_error(L, "pool: %s", strerror(errno));
   mproc_buf_free(f);

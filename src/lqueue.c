@@ -333,6 +333,7 @@ static int do_put(lua_State *L, lqueue *q, int many, double t) {
   int boxed = 0, r = 1;
   if (q->enc_busy) { b = boxed_bytes(L); boxed = 1; }
   else { b = &q->enc; b->len = 0; q->enc_busy = 1; }
+  mproc_conn_share_begin(L);   /* Pipe ends: for a getter that lacks them */
   if (many) {
     char root[40];
     lua_getfield(L, 2, "n");
@@ -350,12 +351,16 @@ static int do_put(lua_State *L, lqueue *q, int many, double t) {
   }
   if (!boxed) q->enc_busy = 0;
   if (r <= 0) {                       /* nothing was sent: drop big ones */
+    mproc_conn_share_end(L, 0);
     discard_frames(b->data, b->len, 0);
     return raise_top(L, r == 0 ? "SerializeError" : "OSError");
   }
   r = push_frames(q, b->data, b->len, &pos, &pushed);
   if (r == 0 && t != 0 && mproc_ring_spin(&q->ring, MPROC_WAIT_PUT))
     r = push_frames(q, b->data, b->len, &pos, &pushed);
+  /* deposits of a message that surely never went are taken back; those of
+   * the slow path stay with the broker until the sender ends */
+  mproc_conn_share_end(L, r == 1 || pushed > 0 || !(r < 0 || t == 0));
   if (r == 1) return 0;
   if (r < 0 || t == 0) {
     int e = errno;

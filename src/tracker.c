@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -28,10 +29,16 @@
 
 #define NAMELEN 64
 #define PASS_EVERY 0.5   /* seconds between looks at dead creators */
+#define LINGER 5.0       /* seconds a deposit outlives its depositor */
+#define CLAIM_WAIT 10000 /* ms a receiver waits for the broker's answer */
 
+/* op: '+' created, '-' unlinked (name); 'D' deposit (the descriptor rides
+ * along, SCM_RIGHTS), 'C' claim (a reply socket rides along), 'X' drop
+ * (pid + seq name a deposit). */
 typedef struct track_msg {
-  uint8_t op, kind, pad[2];   /* op: '+' created, '-' unlinked */
-  int32_t pid;                /* the creator */
+  uint8_t op, kind, pad[2];
+  int32_t pid;                /* the creator / depositor */
+  uint64_t seq;               /* a deposit's number in its depositor */
   char name[NAMELEN];
 } track_msg;
 
@@ -132,6 +139,155 @@ void mproc_track_unlinked(const char *name) {
   errno = saved;
 }
 
+/* The descriptor broker (tracker.h).  A descriptor rides with a message
+ * as SCM_RIGHTS ancillary data; one message, one descriptor. */
+#ifdef SOCK_SEQPACKET
+static int send_with_fd(int sock, const track_msg *m, int fd) {
+  struct msghdr mh;
+  struct iovec iov;
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+  struct cmsghdr *cm;
+  ssize_t r;
+  memset(&mh, 0, sizeof mh);
+  memset(&u, 0, sizeof u);
+  iov.iov_base = (void *)m;
+  iov.iov_len = sizeof *m;
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = u.buf;
+  mh.msg_controllen = sizeof u.buf;
+  cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+  do r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+  while (r < 0 && errno == EINTR);
+  return r == (ssize_t)sizeof *m ? 0 : -1;
+}
+#endif
+
+#ifdef MSG_CMSG_CLOEXEC
+#define RECV_CLOEXEC MSG_CMSG_CLOEXEC
+#else
+#define RECV_CLOEXEC 0
+#endif
+
+static uint64_t deposit_seq;
+static pid_t deposit_pid;
+
+int mproc_broker_deposit(int fd, long *broker, uint64_t *seq) {
+#ifdef SOCK_SEQPACKET
+  track_msg m;
+  if (!tracker_ok() && start_tracker() != 0) return -1;
+  if (deposit_pid != getpid()) {  /* a fork child numbers its own */
+    deposit_pid = getpid();
+    deposit_seq = 0;
+  }
+  memset(&m, 0, sizeof m);
+  m.op = 'D';
+  m.pid = (int32_t)getpid();
+  m.seq = ++deposit_seq;
+  if (send_with_fd(tracker_fd, &m, fd) != 0) {
+    /* the tracker died: as mproc_track_created does, start another (only
+     * processes forked from now on share it: the others are told so) */
+    if (tracker_owner == getpid() && tracker_child > 0)
+      waitpid(tracker_child, NULL, WNOHANG);
+    if (start_tracker() != 0 || send_with_fd(tracker_fd, &m, fd) != 0) return -1;
+  }
+  *broker = (long)tracker_child;
+  *seq = m.seq;
+  return 0;
+#else
+  (void)fd; (void)broker; (void)seq;
+  errno = ENOTSUP;
+  return -1;
+#endif
+}
+
+void mproc_broker_drop(long pid, uint64_t seq) {
+  track_msg m;
+  int saved = errno;
+  if (tracker_ok()) {
+    memset(&m, 0, sizeof m);
+    m.op = 'X';
+    m.pid = (int32_t)pid;
+    m.seq = seq;
+    send_msg(&m);
+  }
+  errno = saved;
+}
+
+int mproc_broker_claim(long pid, uint64_t seq, int *fd, int abandon) {
+#ifdef SOCK_SEQPACKET
+  track_msg m;
+  int sv[2], r = -1, got = -1;
+  char status = 0;
+  if (!tracker_ok()) { errno = ENOTCONN; return -1; }
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0) return -1;
+  mproc_set_cloexec(sv[0], 1);
+  mproc_set_cloexec(sv[1], 1);
+  memset(&m, 0, sizeof m);
+  m.op = 'C';
+  m.pid = (int32_t)pid;
+  m.seq = seq;
+  if (send_with_fd(tracker_fd, &m, sv[1]) != 0) goto out;
+  close(sv[1]);
+  sv[1] = -1;
+  if (abandon) return 0;   /* test hook: sv[0] stays open until we die */
+  for (;;) {
+    struct pollfd p;
+    struct msghdr mh;
+    struct iovec iov;
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+    struct cmsghdr *cm;
+    ssize_t n;
+    int pr;
+    p.fd = sv[0];
+    p.events = POLLIN;
+    pr = poll(&p, 1, CLAIM_WAIT);
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr == 0) { errno = ETIMEDOUT; goto out; }
+    if (pr < 0) goto out;
+    memset(&mh, 0, sizeof mh);
+    iov.iov_base = &status;
+    iov.iov_len = 1;
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = u.buf;
+    mh.msg_controllen = sizeof u.buf;
+    n = recvmsg(sv[0], &mh, RECV_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) goto out;
+    if (n == 0) { errno = ECONNRESET; goto out; }   /* the broker died */
+    for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm))
+      if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+          cm->cmsg_len >= CMSG_LEN(sizeof(int)))
+        memcpy(&got, CMSG_DATA(cm), sizeof(int));
+    break;
+  }
+  if (status == 'y' && got >= 0) {
+    *fd = got;
+    r = 1;
+  } else {
+    if (got >= 0) close(got);
+    r = 0;
+  }
+out:
+  {
+    int saved = errno;
+    close(sv[0]);
+    if (sv[1] >= 0) close(sv[1]);
+    errno = saved;
+  }
+  return r;
+#else
+  (void)pid; (void)seq; (void)fd; (void)abandon;
+  errno = ENOTSUP;
+  return -1;
+#endif
+}
+
 long mproc_tracker_pid(void) { return tracker_ok() ? (long)tracker_child : 0; }
 
 /* }====================================================================== */
@@ -189,6 +345,97 @@ static void apply(const track_msg *m) {
   memcpy(table[i].name, name, NAMELEN);
 }
 
+/* Deposited descriptors: one-shot, by (depositor pid, seq).  dead is
+ * when the depositor was first seen gone (0: alive). */
+typedef struct deposit {
+  int32_t pid;
+  int fd;
+  uint64_t seq;
+  double dead;
+} deposit;
+
+static deposit *deps;
+static size_t n_deps, cap_deps;
+
+static int grow_deps(void) {
+  size_t ncap = cap_deps ? cap_deps * 2 : 64;
+  deposit *t = mmap(NULL, ncap * sizeof *t, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (t == MAP_FAILED) return -1;
+  if (deps != NULL) {
+    memcpy(t, deps, n_deps * sizeof *t);
+    munmap(deps, cap_deps * sizeof *t);
+  }
+  deps = t;
+  cap_deps = ncap;
+  return 0;
+}
+
+static size_t find_dep(int32_t pid, uint64_t seq) {
+  size_t i;
+  for (i = 0; i < n_deps; i++)
+    if (deps[i].pid == pid && deps[i].seq == seq) break;
+  return i;
+}
+
+static void drop_dep(size_t i) {
+  close(deps[i].fd);
+  deps[i] = deps[--n_deps];
+}
+
+/* Answers a claim on the receiver's reply socket: 'y' with the descriptor,
+ * or 'n'.  Never blocks: a receiver that is gone (or never reads) gets
+ * nothing, and the descriptor in flight is closed with its socket. */
+static void answer(const track_msg *m, int reply) {
+  size_t i = find_dep(m->pid, m->seq);
+  char status = i < n_deps ? 'y' : 'n';
+  struct msghdr mh;
+  struct iovec iov;
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+  memset(&mh, 0, sizeof mh);
+  memset(&u, 0, sizeof u);
+  iov.iov_base = &status;
+  iov.iov_len = 1;
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (status == 'y') {
+    struct cmsghdr *cm;
+    mh.msg_control = u.buf;
+    mh.msg_controllen = sizeof u.buf;
+    cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &deps[i].fd, sizeof(int));
+  }
+  while (sendmsg(reply, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+  if (status == 'y') drop_dep(i);   /* one-shot, whether it arrived or not */
+}
+
+/* A message with the descriptors that came with it (-1: none). */
+static void apply_fd(const track_msg *m, int *fds, int nfds) {
+  int i;
+  if (m->op == 'D' && nfds >= 1) {
+    size_t j = find_dep(m->pid, m->seq);
+    if (j < n_deps) drop_dep(j);   /* a reused pid's stale one */
+    if (n_deps < cap_deps || grow_deps() == 0) {
+      deps[n_deps].pid = m->pid;
+      deps[n_deps].seq = m->seq;
+      deps[n_deps].fd = fds[0];
+      deps[n_deps].dead = 0;
+      n_deps++;
+      fds[0] = -1;
+    }
+  } else if (m->op == 'C' && nfds >= 1) {
+    answer(m, fds[0]);
+  } else if (m->op == 'X') {
+    size_t j = find_dep(m->pid, m->seq);
+    if (j < n_deps) drop_dep(j);
+  }
+  for (i = 0; i < nfds; i++)
+    if (fds[i] >= 0) close(fds[i]);
+}
+
 /* A zombie has run its exit path already: it holds nothing. */
 static int alive(long pid) {
   if (pid <= 0) return 0;
@@ -236,9 +483,25 @@ static int creator_alive(long pid) {
   return a;
 }
 
+/* A deposit whose depositor is gone is kept LINGER seconds more (a
+ * message it sent may still be on its way), then closed, so that the
+ * peer of an end nobody received sees EOF. */
+static void pass_deps(void) {
+  size_t i = 0;
+  double now = mproc_now();
+  while (i < n_deps) {
+    deposit *d = &deps[i];
+    if (creator_alive(d->pid)) { d->dead = 0; i++; continue; }
+    if (d->dead == 0) d->dead = now;
+    if (now - d->dead >= LINGER) { drop_dep(i); continue; }
+    i++;
+  }
+}
+
 static void pass(int final) {
   size_t i = 0;
   n_seen = 0;
+  if (!final) pass_deps();
   while (i < n_entries) {
     entry *e = &table[i];
     int held;
@@ -267,6 +530,40 @@ static void close_others(int keep) {
     max = rl.rlim_cur > 65536 ? 65536 : (long)rl.rlim_cur;
   for (fd = 0; fd < max; fd++)
     if (fd != keep) close((int)fd);
+}
+
+#define MAXFDS 4
+
+/* One message and the descriptors that came with it (at most MAXFDS; a
+ * truncated control part has had the rest closed by the kernel). */
+static ssize_t recv_msg(int fd, track_msg *m, int *fds, int *nfds) {
+  struct msghdr mh;
+  struct iovec iov;
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int) * MAXFDS)]; } u;
+  struct cmsghdr *cm;
+  ssize_t got;
+  *nfds = 0;
+  memset(&mh, 0, sizeof mh);
+  iov.iov_base = m;
+  iov.iov_len = sizeof *m;
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = u.buf;
+  mh.msg_controllen = sizeof u.buf;
+  got = recvmsg(fd, &mh, MSG_DONTWAIT | RECV_CLOEXEC);
+  if (got < 0) return got;
+  for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+      size_t k, n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (k = 0; k < n; k++) {
+        int f;
+        memcpy(&f, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+        if (*nfds < MAXFDS) fds[(*nfds)++] = f;
+        else close(f);
+      }
+    }
+  }
+  return got;
 }
 
 static void run_tracker(int fd) {
@@ -302,19 +599,31 @@ static void run_tracker(int fd) {
   p.fd = fd;
   p.events = POLLIN;
   while (!eof) {
-    int timeout = n_entries > 0 ? (int)(PASS_EVERY * 1000) : -1;
+    int busy = n_entries > 0 || n_deps > 0;
+    int timeout = busy ? (int)(PASS_EVERY * 1000) : -1;
     int r = poll(&p, 1, timeout);
     if (r > 0) {
       for (;;) {
         track_msg m;
-        ssize_t got = recv(fd, &m, sizeof m, MSG_DONTWAIT);
-        if (got == (ssize_t)sizeof m) { apply(&m); continue; }
+        int fds[MAXFDS], nfds;
+        ssize_t got = recv_msg(fd, &m, fds, &nfds);
+        if (got == (ssize_t)sizeof m) {
+          if (nfds > 0 || m.op == 'X') apply_fd(&m, fds, nfds);
+          else apply(&m);
+          continue;
+        }
+        if (got >= 0) {   /* a short message: drop what came with it */
+          int i;
+          for (i = 0; i < nfds; i++) close(fds[i]);
+        }
         if (got == 0) eof = 1;
         else if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) eof = 1;
+        else if (got > 0) continue;
         break;
       }
     }
-    if (!eof && n_entries > 0 && mproc_now() - last >= PASS_EVERY) {
+    busy = n_entries > 0 || n_deps > 0;
+    if (!eof && busy && mproc_now() - last >= PASS_EVERY) {
       pass(0);
       last = mproc_now();
     }

@@ -50,9 +50,10 @@ local function register(name, value)
 end
 
 -- For the modules that define mproc objects: fn(handle) rebuilds an object
--- of `typename` sent by reference from another process.
-function M.register_reftype(name, fn)
-  core.register_reftype(name, fn)
+-- of `typename` sent by reference from another process; seen(handle), if
+-- given, hears of a handle of an object this process knows already.
+function M.register_reftype(name, fn, seen)
+  core.register_reftype(name, fn, seen)
 end
 
 -- pool.lua sets this: a name registered while a pool runs would be

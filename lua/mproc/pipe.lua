@@ -102,20 +102,20 @@ local function Pipe(duplex)
   return check(core.pipe(duplex))
 end
 
--- A Pipe end reaches another process by reference: a forked child that
--- inherited it gets the very object (the codec's id table); a process that
--- receives it through a pipe gets the descriptor that travelled with the
--- frame (SCM_RIGHTS, collected by _recv).  Anywhere else there is no way
--- to attach to it.
+-- A Pipe end reaches another process by reference (docs/pipe.md, "How a
+-- Pipe end travels"): a forked child that inherited it gets the very
+-- object (the codec's id table) or a dup of the inherited descriptor; a
+-- process that receives it through a pipe gets the descriptor that
+-- travelled with the frame (SCM_RIGHTS, collected by _recv); one that
+-- receives it through a queue or a pool claims the copy the sender
+-- deposited with the descriptor broker (the tree's tracker process).
 if core.register_reftype then
-  local adopt = core._conn_adopt
+  local attach, drop = core._conn_attach, core._conn_drop
   core.register_reftype("Pipe", function(handle)
-    local flags, index = handle:match("^%d+:%d+:(%d+):(%d+)$")
-    local c = flags and adopt(tonumber(index), tonumber(flags))
+    local c, why = attach(handle)
     if c then return c end
-    error("a Pipe end can only be received by a process that inherited it"
-      .. " or through a pipe", 0)
-  end)
+    error(why, 0)
+  end, drop)
 end
 
 return { Conn = Conn, exports = { Pipe = Pipe } }

@@ -207,7 +207,7 @@ local function tostr(self)
     s.pid and (" pid=" .. s.pid) or "", what)
 end
 
--- Parses mp.Process(fn, ...) / mp.Process{...} into s (and self fields).
+-- Parses mp.Process(fn, ...) / mp.Process{...} into s.
 local OPTS = { target = true, args = true, name = true, daemon = true, detached = true }
 
 local function is_callable(v)
@@ -216,35 +216,49 @@ local function is_callable(v)
   return type(mt) == "table" and mt.__call ~= nil
 end
 
-local function parse(cls, self, s, a, ...)
+-- The name a constructor was called by ("Worker" for `Worker{...}`), for
+-- its argument errors; mp.Process itself, or a call without a name, says
+-- "Process".
+local function ctor_name(cls)
+  if cls == Process then return "Process" end
+  local info = debug.getinfo(3, "n")   -- ctor_name <- parse <- construct
+  return info and info.name or "Process"
+end
+
+local function parse(cls, s, a, ...)
   if a == nil or type(a) == "function" then
     s.target, s.args = a, pack(...)
     return
   end
+  local fname = ctor_name(cls)
   if type(a) ~= "table" then
-    argerror(1, "Process", "function or table expected, got " .. util.typename(a), 3)
+    argerror(1, fname, "function or table expected, got " .. util.typename(a), 3)
   end
-  for k, v in pairs(a) do
+  for k in pairs(a) do
     if not OPTS[k] then
-      if rawget(cls, "_strict") or type(k) ~= "string" then
-        local hint = type(k) == "string" and util.near(k, OPTS)
-        argerror(1, "Process", ("unknown option '%s'%s"):format(tostring(k),
-          hint and ("; did you mean '%s'?"):format(hint) or ""), 3)
+      -- a subclass takes the same options: a misspelt `nmae` must not
+      -- become a silent instance field
+      local hint = type(k) == "string" and util.near(k, OPTS)
+      local more = ""
+      if hint then
+        more = ("; did you mean '%s'?"):format(hint)
+      elseif not rawget(cls, "_strict") and type(k) == "string" then
+        more = ("; set own fields on the instance: w.%s = ... before start"):format(k)
       end
-      rawset(self, k, v)  -- Worker{x = 1}: an instance field
+      argerror(1, fname, ("unknown option '%s'%s"):format(tostring(k), more), 3)
     end
   end
   local t, args = a.target, a.args
   if t ~= nil and not is_callable(t) then
-    argerror(1, "Process", "'target' must be a function, got " .. util.typename(t), 3)
+    argerror(1, fname, "'target' must be a function, got " .. util.typename(t), 3)
   end
   if args ~= nil and type(args) ~= "table" then
-    argerror(1, "Process", "'args' must be a table, got " .. util.typename(args), 3)
+    argerror(1, fname, "'args' must be a table, got " .. util.typename(args), 3)
   end
   for _, k in ipairs { "name", "daemon", "detached" } do
     local want = k == "name" and "string" or "boolean"
     if a[k] ~= nil and type(a[k]) ~= want then
-      argerror(1, "Process", ("'%s' must be a %s, got %s"):format(k, want,
+      argerror(1, fname, ("'%s' must be a %s, got %s"):format(k, want,
         util.typename(a[k])), 3)
     end
   end
@@ -268,7 +282,7 @@ local function construct(cls, ...)
   if init ~= nil then
     init(self, ...)  -- a subclass with its own constructor: Worker(loop)
   else
-    parse(cls, self, s, ...)
+    parse(cls, s, ...)
   end
   return self
 end
@@ -480,7 +494,7 @@ function Process:extend(methods)
   return make_class(self, methods)
 end
 
-Process._strict = true   -- unknown options raise (a subclass takes them as fields)
+Process._strict = true   -- mp.Process itself (and a context's): no own-field hint
 Process = make_class(nil, Process)
 
 -- A context's Process (mp.get_context(m).Process): starts with method m.

@@ -251,7 +251,9 @@ describe("start methods", function()
       local Base = spawn.Process:extend()
       Base.twice = function(_, x) return 2 * x end
       local W = Base:extend { run = function(self) q:put(self:twice(self.n)) end }
-      local w = start(W { n = 21 })
+      local w = W()
+      w.n = 21
+      start(w)
       assert.equal(42, q:get(10))
       w:join(10)
       assert.equal(0, w.exitcode)

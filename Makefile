@@ -8,8 +8,8 @@ WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes
 ALLCFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
 LIBS     := -lcrypto -lpthread $(shell [ "$$(uname)" = Linux ] && echo -lrt)
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-SRC      := $(sort $(wildcard src/*.c))
-HDR      := $(wildcard src/*.h)
+SRC      := $(filter-out src/lua/redis.c,$(sort $(wildcard src/core/*.c src/lua/*.c)))
+HDR      := $(wildcard src/core/*.h src/lua/*.h)
 PKGS_RUN  := lua5.4 liblua5.4-dev gcc make libc6-dev libssl-dev
 PKGS_TEST := $(PKGS_RUN) lua-busted lua-check luarocks procps lua-luv tmux \
              libhiredis-dev redis-server
@@ -29,13 +29,13 @@ build/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALLCFLAGS) -shared -o $@ $(SRC) $(LIBS)
 
-build/mproc/redis.so: src/redis/lredis.c Makefile
+build/mproc/redis.so: src/lua/redis.c Makefile
 	@mkdir -p $(@D)
-	$(CC) $(ALLCFLAGS) -shared -o $@ src/redis/lredis.c -lhiredis
+	$(CC) $(ALLCFLAGS) -shared -o $@ src/lua/redis.c -lhiredis
 
-build-asan/mproc/redis.so: src/redis/lredis.c Makefile
+build-asan/mproc/redis.so: src/lua/redis.c Makefile
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ src/redis/lredis.c -lhiredis
+	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ src/lua/redis.c -lhiredis
 
 build-asan/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
@@ -97,7 +97,7 @@ soak: build
 # fuzz_loads_fn: with functions allowed, bytecode swapped for genuine
 # chunks before lua_load (see fuzz/fuzz_loads_fn.c for why).
 FUZZ_SECONDS ?= 600
-FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -DMPROC_FUZZ $(LUA_INC) -iquote src
+FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -DMPROC_FUZZ $(LUA_INC) -iquote src/lua
 fuzz: build
 	@sh tools/deps.sh clang libclang-rt-14-dev
 	@mkdir -p build/fuzz/corpus build/fuzz/corpus-fn fuzz/corpus fuzz/corpus-fn

@@ -2,7 +2,7 @@
  * pingpong.c: the floor under the pipe bench, in plain C.  A parent and a
  * forked child bounce a 16-byte message over a socketpair, first with
  * blocking reads, then with non-blocking reads that spin (sched_yield
- * between tries) before blocking, as src/conn.c does.  Prints microseconds
+ * between tries) before blocking, as src/core/pipe.c does.  Prints microseconds
  * per round trip.  Not part of the build:
  *   cc -O2 -o /tmp/pingpong bench/pingpong.c && /tmp/pingpong [rounds]
  */

@@ -14,7 +14,7 @@
 #include "lua.h"
 #include "lualib.h"
 #include "lauxlib.h"
-#include "lmproc.h"
+#include "binding.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

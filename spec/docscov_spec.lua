@@ -71,10 +71,10 @@ describe("tools/docscov.lua", function()
 
   it("fails on a C method without a heading", function()
     local dir = copy()
-    edit(dir .. "/src/lqueue.c", '{"qsize",', '{"peek", q_qsize}, {"qsize",')
+    edit(dir .. "/src/lua/queue.c", '{"qsize",', '{"peek", q_qsize}, {"qsize",')
     local code, out = docscov(dir)
     assert.equal(1, code, out)
-    assert.matches("src/lqueue.c:queue_methods peek", out)
+    assert.matches("src/lua/queue.c:queue_methods peek", out)
   end)
 
   it("fails on a class it does not know, and on a missing proxy method", function()

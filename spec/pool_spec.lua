@@ -316,7 +316,7 @@ describe("mproc.Pool", function()
     end)
 
     it("keeps integer and float subtypes, -0.0, NaN and the extremes", function()
-      -- all-number chunks travel packed (lpool.c); the values must not change
+      -- all-number chunks travel packed (src/lua/pool.c); the values must not change
       local pool = Pool(2)
       local items = { 1, 2.0, -0.0, 0 / 0, math.mininteger, math.maxinteger, 1e308, -1.5 }
       local r = pool:map(function(x) return x end, items, 3)
@@ -622,7 +622,7 @@ describe("mproc.Pool", function()
   end)
 end)
 
--- The pool's transport (src/pool.c, src/lpool.c), driven directly: one
+-- The pool's transport (src/core/pool.c, src/lua/pool.c), driven directly: one
 -- board plays both the parent and the worker of slot 0, so where a batch
 -- breaks and when a frame is taken is not up to timing.
 describe("the pool transport", function()

@@ -4,7 +4,7 @@
 -- mp.cluster.Pool) needs a heading containing `mp.name`.
 --
 -- Methods are read statically: every luaL_Reg table of the C bindings
--- (src/l*.c, src/redis/*.c) and every class table of the Lua layer
+-- (src/lua/*.c) and every class table of the Lua layer
 -- (`function Class:m(` / `function Class.m(` in lua/).  Each table is listed
 -- below with the docs file and the variable its headings use; each public
 -- method (no leading "_") needs its own heading there: Pool:close needs
@@ -19,19 +19,19 @@ local ROOT = arg and arg[1] or "."
 -- listed in the prose of that heading's section (manager proxies, whose
 -- methods mirror Python's and are listed under the constructor).
 local CLASSES = {
-  ["src/lconn.c:methods"] = { doc = "pipe.md", vars = { "conn" } },
-  ["src/lqueue.c:queue_methods"] = { doc = "queue.md", vars = { "q" } },
-  ["src/lqueue.c:joinable_extra"] = { doc = "queue.md", vars = { "q" } },
-  ["src/lqueue.c:simple_methods"] = { doc = "queue.md", vars = { "q" } },
-  ["src/lshm.c:value_m"] = { doc = "shared.md", vars = { "v" } },
-  ["src/lshm.c:array_m"] = { doc = "shared.md", vars = { "a" } },
-  ["src/lshm.c:shm_m"] = { doc = "shared.md", vars = { "s" } },
-  ["src/lsync.c:lock_m"] = { doc = "sync.md", vars = { "lock" } },
-  ["src/lsync.c:rlock_m"] = { doc = "sync.md", vars = { "rlock", "lock" } },
-  ["src/lsync.c:sem_m"] = { doc = "sync.md", vars = { "sem" } },
-  ["src/lsync.c:event_m"] = { doc = "sync.md", vars = { "event" } },
-  ["src/lsync.c:cond_m"] = { doc = "sync.md", vars = { "cond" } },
-  ["src/lsync.c:barrier_m"] = { doc = "sync.md", vars = { "barrier" } },
+  ["src/lua/pipe.c:methods"] = { doc = "pipe.md", vars = { "conn" } },
+  ["src/lua/queue.c:queue_methods"] = { doc = "queue.md", vars = { "q" } },
+  ["src/lua/queue.c:joinable_extra"] = { doc = "queue.md", vars = { "q" } },
+  ["src/lua/queue.c:simple_methods"] = { doc = "queue.md", vars = { "q" } },
+  ["src/lua/shared.c:value_m"] = { doc = "shared.md", vars = { "v" } },
+  ["src/lua/shared.c:array_m"] = { doc = "shared.md", vars = { "a" } },
+  ["src/lua/shared.c:shm_m"] = { doc = "shared.md", vars = { "s" } },
+  ["src/lua/sync.c:lock_m"] = { doc = "sync.md", vars = { "lock" } },
+  ["src/lua/sync.c:rlock_m"] = { doc = "sync.md", vars = { "rlock", "lock" } },
+  ["src/lua/sync.c:sem_m"] = { doc = "sync.md", vars = { "sem" } },
+  ["src/lua/sync.c:event_m"] = { doc = "sync.md", vars = { "event" } },
+  ["src/lua/sync.c:cond_m"] = { doc = "sync.md", vars = { "cond" } },
+  ["src/lua/sync.c:barrier_m"] = { doc = "sync.md", vars = { "barrier" } },
   ["lua/mproc/pipe.lua:Conn"] = { doc = "pipe.md", vars = { "conn" } },
   ["lua/mproc/pool.lua:Pool"] = { doc = "pool.md", vars = { "pool" } },
   -- the cluster pool has the local pool's API, documented once
@@ -63,8 +63,8 @@ local INTERNAL = {
   "funcs", "meta", "metamethods", "queue_meta", "value_meta", "array_meta",
   "shm_meta", "lock_mt", "sem_mt", "event_mt", "cond_mt", "barrier_mt", "guard_mt",
   "nc_meta", "po_meta", "board_meta", "poller_meta",
-  "src/lnet.c:nc_methods", "src/lnet.c:po_methods", "src/lpool.c:board_methods",
-  "src/lpool.c:poller_methods", "src/lspawn.c:methods", "src/redis/lredis.c:methods",
+  "src/lua/net.c:nc_methods", "src/lua/net.c:po_methods", "src/lua/pool.c:board_methods",
+  "src/lua/pool.c:poller_methods", "src/lua/subprocess.c:methods", "src/lua/redis.c:methods",
   "M", "Job", "Link", "lua/mproc/errors.lua:Error",
   "lua/mproc/forkserver.lua:Child",   -- what Process holds for a forkserver child
 }
@@ -153,7 +153,7 @@ local function place(key, short)
 end
 
 -- C: luaL_Reg tables
-for _, path in ipairs(lines_of("cd " .. ROOT .. " && ls src/l*.c src/*/l*.c 2>/dev/null")) do
+for _, path in ipairs(lines_of("cd " .. ROOT .. " && ls src/lua/*.c")) do
   local src = slurp(path)
   for tname, body in src:gmatch("luaL_Reg%s+([%w_]+)%s*%[%]%s*=%s*(%b{})") do
     local key = path .. ":" .. tname

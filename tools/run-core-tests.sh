@@ -5,14 +5,13 @@
 # usage: run-core-tests.sh OUT_DIR [extra cflags...]
 out=${1:-build/test}; shift
 cc=${CC:-cc}
-core=$(ls src/*.c | grep -v -e '/l[a-z]*\.c$' -e '/codec\.c$')
+core=$(ls src/core/*.c)
 . "$(dirname "$0")/leftovers.sh"
 mkdir -p "$out"
 bad=""
 for t in spec/c/*_test.c; do
   name=$(basename "$t" _test.c)
-  # -iquote: src/spawn.h must not hide the system's <spawn.h>
-  if ! $cc -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror -O1 -g "$@" -iquote src -iquote spec/c \
+  if ! $cc -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror -O1 -g "$@" -iquote src/core -iquote spec/c \
       -o "$out/$name" "$t" $core -lcrypto -lpthread -lrt -lm; then
     bad="$bad $name(build)"; continue
   fi

@@ -1,5 +1,5 @@
 -- The value codec (docs/values.md): mp.dumps, mp.loads, mp.register.
--- The work is done in C (src/codec.c); this module checks arguments and
+-- The work is done in C (src/lua/codec.c); this module checks arguments and
 -- turns the C side's `false, "SerializeError", msg` into raised mp.Error.
 local core = require "mproc.core"
 local errors = require "mproc.errors"

@@ -6,12 +6,12 @@
 -- connections; a call that would block (queue get, lock acquire, event
 -- wait) is parked and retried after every other request, and answered at
 -- its timeout.  Every connection first proves the authkey both ways with an
--- HMAC-SHA256 challenge (libcrypto, src/net.c) while only raw bytes of at
+-- HMAC-SHA256 challenge (libcrypto, src/core/net.c) while only raw bytes of at
 -- most 256 are read; no frame is decoded before that, so no function
 -- bytecode is ever loaded from an unauthenticated peer.  Then both sides
 -- derive one session key per direction from the authkey and the two
 -- challenges, and every later frame is sealed (AES-256-GCM, the frame's
--- sequence number as nonce, all in C: NetConn:_secure in src/lnet.c): a
+-- sequence number as nonce, all in C: NetConn:_secure in src/lua/net.c): a
 -- frame altered, replayed, reordered or injected by anyone on the path
 -- breaks the connection before it is decoded.  The frames that pass are
 -- codec messages trusted like those of our own processes.
@@ -95,7 +95,7 @@ end
 
 -- A reply usually comes within tens of microseconds: polling that long
 -- first saves the two cross-CPU wake-ups that blocking costs (pipes do
--- the same in conn.c); after it, the wait costs no CPU.
+-- the same in src/core/pipe.c); after it, the wait costs no CPU.
 local SPIN = 50e-6
 
 -- Receives one frame (mode "raw" or "value"); nil when the deadline passed.

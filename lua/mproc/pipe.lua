@@ -1,5 +1,5 @@
 -- mp.Pipe (API.md "Queues and pipes").  A Pipe end is a C userdata
--- ("mproc.Conn", src/lconn.c) whose private methods never block; the
+-- ("mproc.Conn", src/lua/pipe.c) whose private methods never block; the
 -- public methods below add the waiting, always through sched.wait_fd (the
 -- one waiting point), and turn failures into mp.Error objects.
 local core = require "mproc.core"

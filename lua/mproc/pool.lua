@@ -1,7 +1,7 @@
 -- mp.Pool (API.md "Pool"; DESIGN.md invariant 2).
 --
 -- Workers never wait for the parent.  A task is encoded when it is
--- submitted and pushed into the pool's task ring (src/pool.c); an idle
+-- submitted and pushed into the pool's task ring (src/core/pool.c); an idle
 -- worker takes the next one itself and records it in its slot of the
 -- ring's claim board in the same journaled change.  Results wait in the
 -- result ring until the parent collects them, which it does whenever it
@@ -14,7 +14,7 @@
 -- map/starmap split their items into batches of whole chunks, large
 -- first and single chunks at the end (guided scheduling), so that no
 -- worker idles at the end of a job behind a batch held by another;
--- all-number batches travel packed (9-byte records, src/lpool.c).
+-- all-number batches travel packed (9-byte records, src/lua/pool.c).
 -- imap/imap_unordered read their input a few chunks per worker ahead and
 -- push what they read the same way.
 local core = require "mproc.core"
@@ -130,7 +130,7 @@ end
 
 -- A batch of packed numbers, still in the board's buffer: the calls run in
 -- a C loop that writes packed results into an accumulator kept from batch
--- to batch (lpool.c); same answer as above.
+-- to batch (src/lua/pool.c); same answer as above.
 local acc
 local function run_packed(board, tid, fn, n, cs)
   acc = packed_acc(n, acc)

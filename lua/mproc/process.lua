@@ -1,6 +1,6 @@
 -- Processes (API.md "Processes"): mp.Process, subclassing with :extend(),
 -- mp.fork/mp.waitpid and the process-wide functions.  The C core
--- (src/proc.c) forks, reaps and runs the exit path; this module is the
+-- (src/core/process.c) forks, reaps and runs the exit path; this module is the
 -- policy: names, the child's bootstrap, joins through the one waiting point.
 local core = require "mproc.core"
 local errors = require "mproc.errors"

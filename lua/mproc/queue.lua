@@ -1,5 +1,5 @@
--- Queue, JoinableQueue, SimpleQueue: shared-memory rings (src/ring.c).
--- The methods are C functions (src/lqueue.c) so the common put/get costs
+-- Queue, JoinableQueue, SimpleQueue: shared-memory rings (src/core/queue.c).
+-- The methods are C functions (src/lua/queue.c) so the common put/get costs
 -- no Lua frame; when a call would block, C calls the slow paths below,
 -- which wait in short slices (SIGINT gets through between slices) via
 -- `block`, the one place a scheduler hooks in.

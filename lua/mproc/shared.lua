@@ -1,5 +1,5 @@
 -- Shared data (API.md "Shared memory"): Value, Array and SharedMemory.
--- The objects are C (src/lshm.c); this module adds argument idiom, the
+-- The objects are C (src/lua/shared.c); this module adds argument idiom, the
 -- runtime-error conversion of SharedMemory and the by-reference decoders.
 local core = require "mproc.core"
 local errors = require "mproc.errors"

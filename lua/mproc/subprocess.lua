@@ -1,5 +1,5 @@
 -- mp.subprocess (API.md "Subprocesses"): run other programs, on
--- posix_spawn (src/spawn.c).  Every wait goes through sched (the one
+-- posix_spawn (src/core/subprocess.c).  Every wait goes through sched (the one
 -- waiting point): pipes and the child's end (a Linux pidfd) are waited
 -- for as descriptors; without a pidfd the exit is polled with short naps.
 local core = require "mproc.core"

@@ -1,5 +1,5 @@
 -- Synchronisation primitives (API.md "Synchronisation").  The objects and
--- their fast paths are C (src/lsync.c, methods straight in the metatables);
+-- their fast paths are C (src/lua/sync.c, methods straight in the metatables);
 -- this module adds what waits in Lua: `M.block`, the waiting point for
 -- shared objects, and the methods that orchestrate several C steps
 -- (Condition:wait, wait_for, Barrier:wait), plus the by-reference decoders.

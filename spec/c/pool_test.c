@@ -1,4 +1,4 @@
-/* The pool's transport (src/pool.c) from plain C: workers take tasks
+/* The pool's transport (src/core/pool.c) from plain C: workers take tasks
  * without the parent, results wait in shared memory until collected, big
  * frames go through their own segment, and the claim board names the task
  * a killed worker held. */

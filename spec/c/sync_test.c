@@ -1,4 +1,4 @@
-/* The process-shared objects of src/sync.c from plain C, living in a slab
+/* The process-shared objects of src/core/sync.c from plain C, living in a slab
  * segment shared with forked children: a holder or waiter SIGKILLed at any
  * point leaves nothing stuck, every wait honours its timeout. */
 #define _GNU_SOURCE

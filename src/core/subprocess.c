@@ -1,0 +1,211 @@
+/*
+ * src/core/subprocess.c: posix_spawn with pipes, reaping by pid, writes that cannot
+ * raise SIGPIPE.  The idea of reporting exec failures to the parent comes
+ * from libuv (src/unix/process.c); glibc's posix_spawn already does it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
+
+#include "mproc.h"
+#include "subprocess.h"
+
+extern char **environ;
+
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+/* {======================================================================
+ * Abandoned children: reaped without blocking whenever we pass by
+ * ======================================================================= */
+
+#define MAX_ABANDONED 256
+static pid_t abandoned[MAX_ABANDONED];
+static int n_abandoned;
+
+static void reap_abandoned(void) {
+  int i, st;
+  for (i = 0; i < n_abandoned;) {
+    pid_t r = waitpid(abandoned[i], &st, WNOHANG);
+    if (r == 0) { i++; continue; }
+    abandoned[i] = abandoned[--n_abandoned];  /* ended, or not ours */
+  }
+}
+
+void mproc_spawn_abandon(pid_t pid) {
+  int st;
+  if (waitpid(pid, &st, WNOHANG) != 0) return;
+  reap_abandoned();
+  if (n_abandoned < MAX_ABANDONED) abandoned[n_abandoned++] = pid;
+  /* a full list: the child is reaped by init once we exit */
+}
+
+/* }====================================================================== */
+
+/* The signals that the child gets back to their default action: exec
+ * keeps ignored signals ignored, and Lua hosts often ignore SIGPIPE. */
+static void default_signals(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGPIPE);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGQUIT);
+  sigaddset(set, SIGHUP);
+  sigaddset(set, SIGCHLD);
+#ifdef SIGXFSZ
+  sigaddset(set, SIGXFSZ);
+#endif
+}
+
+int mproc_spawn(const mproc_spawn_opts *o, pid_t *pid, int pipes[3]) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t set;
+  int child_end[3] = {-1, -1, -1}, p[2], i, err = 0, devnull = -1;
+  char *const *env = o->envp ? o->envp : environ;
+  reap_abandoned();
+  for (i = 0; i < 3; i++) pipes[i] = -1;
+  for (i = 0; i < 3 && !err; i++) {
+    if (o->mode[i] == MPROC_STDIO_PIPE) {
+      if (mproc_cloexec_pipe(p) < 0) { err = errno; break; }
+      /* fd 0: the child reads p[0]; fds 1, 2: the child writes p[1] */
+      child_end[i] = i == 0 ? p[0] : p[1];
+      pipes[i] = i == 0 ? p[1] : p[0];
+      mproc_set_nonblock(pipes[i], 1);
+    } else if (o->mode[i] == MPROC_STDIO_DEVNULL && devnull < 0) {
+      devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (devnull < 0) err = errno;
+    }
+  }
+  if (err) goto done;
+  if ((err = posix_spawn_file_actions_init(&fa)) != 0) goto done;
+  if ((err = posix_spawnattr_init(&at)) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    goto done;
+  }
+  for (i = 0; i < 3 && !err; i++) {
+    switch (o->mode[i]) {
+      case MPROC_STDIO_PIPE:
+        err = posix_spawn_file_actions_adddup2(&fa, child_end[i], i);
+        break;
+      case MPROC_STDIO_DEVNULL:
+        err = posix_spawn_file_actions_adddup2(&fa, devnull, i);
+        break;
+      case MPROC_STDIO_FD:
+        err = posix_spawn_file_actions_adddup2(&fa, o->fd[i], i);
+        break;
+      case MPROC_STDIO_STDOUT:
+        err = posix_spawn_file_actions_adddup2(&fa, 1, 2);
+        break;
+      default: break;
+    }
+  }
+  if (!err && o->cwd) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 29))
+    err = posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
+#else
+    err = ENOSYS;  /* no posix_spawn chdir action on this C library */
+#endif
+  }
+  if (!err) {
+    default_signals(&set);
+    err = posix_spawnattr_setsigdefault(&at, &set);
+  }
+  if (!err) {
+    sigemptyset(&set);
+    err = posix_spawnattr_setsigmask(&at, &set);
+  }
+  if (!err) {
+    short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+    if (o->new_session) {
+      /* a session (and process group) of its own: killpg(pid) ends the whole
+       * tree; without POSIX_SPAWN_SETSID, at least a group of its own */
+#ifdef POSIX_SPAWN_SETSID
+      flags |= POSIX_SPAWN_SETSID;
+#else
+      flags |= POSIX_SPAWN_SETPGROUP;
+      err = posix_spawnattr_setpgroup(&at, 0);
+#endif
+    }
+    if (!err) err = posix_spawnattr_setflags(&at, flags);
+  }
+  if (!err) {
+    const char *file = o->argv[0];
+    if (strchr(file, '/'))
+      err = posix_spawn(pid, file, &fa, &at, o->argv, env);
+    else
+      err = posix_spawnp(pid, file, &fa, &at, o->argv, env);
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+done:
+  for (i = 0; i < 3; i++) {
+    close_fd(&child_end[i]);
+    if (err) close_fd(&pipes[i]);
+  }
+  close_fd(&devnull);
+  if (err) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+int mproc_spawn_reap(pid_t pid, int block, int *status) {
+  pid_t r;
+  do r = waitpid(pid, status, block ? 0 : WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return -1;
+  return r == pid;
+}
+
+int mproc_spawn_pidfd(pid_t pid) {
+#if defined(__linux__) && defined(SYS_pidfd_open)
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd >= 0) mproc_set_cloexec(fd, 1);
+  return fd;
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+ssize_t mproc_write_nosigpipe(int fd, const void *p, size_t n) {
+  sigset_t pipe_set, old, pending;
+  ssize_t w;
+  int e;
+  struct timespec zero = {0, 0};
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  /* SIGPIPE pending already (from someone else): leave it alone */
+  sigpending(&pending);
+  if (sigismember(&pending, SIGPIPE)) {
+    do w = write(fd, p, n); while (w < 0 && errno == EINTR);
+    return w;
+  }
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  do w = write(fd, p, n); while (w < 0 && errno == EINTR);
+  e = errno;
+  if (w < 0 && e == EPIPE) {
+    /* consume the SIGPIPE our write raised, then unblock */
+    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {}
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = e;
+  return w;
+}

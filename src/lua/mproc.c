@@ -1,0 +1,170 @@
+/*
+ * src/lua/mproc.c: luaopen_mproc_core, the helpers every binding shares, and the
+ * bindings of src/core/poll.c (time, one-descriptor waits, sleep).
+ */
+#define _GNU_SOURCE  /* dladdr */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "binding.h"
+
+/* {======================================================================
+ * Shared helpers
+ * ======================================================================= */
+
+int mproc_fail(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  lua_pushboolean(L, 0);
+  lua_pushstring(L, kind);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return 3;
+}
+
+int mproc_fail_errno(lua_State *L, int err, const char *what) {
+  lua_pushboolean(L, 0);
+  lua_pushliteral(L, "OSError");
+  lua_pushfstring(L, "%s: %s", what, strerror(err));
+  lua_pushinteger(L, err);
+  return 4;
+}
+
+void mproc_setfuncs(lua_State *L, const luaL_Reg *l) {
+  luaL_setfuncs(L, l, 0);
+}
+
+void mproc_newclass(lua_State *L, const char *tname,
+                    const luaL_Reg *methods, const luaL_Reg *metamethods) {
+  luaL_newmetatable(L, tname);
+  if (metamethods) luaL_setfuncs(L, metamethods, 0);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
+void mproc_buf_reserve(lua_State *L, mproc_buf *b, size_t extra) {
+  size_t need, cap;
+  char *p;
+  if (b->cap - b->len >= extra) return;
+  if (extra > ((size_t)-1) / 2 - b->len) luaL_error(L, "not enough memory");
+  need = b->len + extra;
+  cap = b->cap ? b->cap : 256;
+  while (cap < need) cap *= 2;
+  p = realloc(b->data, cap);
+  if (p == NULL) luaL_error(L, "not enough memory");
+  b->data = p;
+  b->cap = cap;
+}
+
+void mproc_buf_free(mproc_buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+static int buf_gc(lua_State *L) {
+  mproc_buf_free((mproc_buf *)luaL_checkudata(L, 1, "mproc.buf"));
+  return 0;
+}
+
+mproc_buf *mproc_buf_box(lua_State *L) {
+  mproc_buf *b = (mproc_buf *)lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, "mproc.buf")) {
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * src/core/poll.c bindings
+ * ======================================================================= */
+
+int mproc_checkmode(lua_State *L, int arg) {
+  const char *m = luaL_checkstring(L, arg);
+  int ev = 0;
+  for (; *m; m++) {
+    if (*m == 'r') ev |= MPROC_WAIT_READ;
+    else if (*m == 'w') ev |= MPROC_WAIT_WRITE;
+    else luaL_argerror(L, arg, "mode must be \"r\", \"w\" or \"rw\"");
+  }
+  return ev;
+}
+
+/* poll_fd(fd, mode [, timeout]) -> true ready | false timeout/interrupted */
+static int l_poll_fd(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  int ev = mproc_checkmode(L, 2);
+  double t = luaL_optnumber(L, 3, -1);
+  int r = mproc_wait_fd(fd, ev, t);
+  if (r < 0) return luaL_error(L, "cannot wait for descriptor %d: %s", fd,
+                               strerror(errno));
+  lua_pushboolean(L, r);
+  return 1;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, mproc_now());
+  return 1;
+}
+
+/* sleep(seconds) -> true when it slept the whole time, false on EINTR */
+static int l_sleep(lua_State *L) {
+  lua_pushboolean(L, mproc_sleep(luaL_checknumber(L, 1)));
+  return 1;
+}
+
+int mproc_open_wait(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"poll_fd", l_poll_fd},
+    {"now", l_now},
+    {"sleep", l_sleep},
+    {NULL, NULL}
+  };
+  mproc_setfuncs(L, funcs);
+  return 0;
+}
+
+/* }====================================================================== */
+
+typedef int (*opener)(lua_State *L);
+
+/* lua_close unloads C modules, but our signal handlers (SIGCHLD, SIGTERM),
+ * watcher threads and exit hooks live on until the process ends: a
+ * SIGCHLD after the unload would jump into unmapped code.  One more
+ * reference that is never dropped keeps the module mapped. */
+static void pin_module(void) {
+  static int pinned = 0;
+  Dl_info info;
+  if (pinned) return;
+  if (dladdr((void *)&pin_module, &info) && info.dli_fname &&
+      dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) != NULL)
+    pinned = 1;
+}
+
+int luaopen_mproc_core(lua_State *L) {
+  static const opener openers[] = {
+    mproc_open_wait, mproc_open_codec, mproc_open_proc, mproc_open_conn,
+    mproc_open_sync, mproc_open_shm, mproc_open_queue,
+    mproc_open_spawn, mproc_open_net, mproc_open_pool,
+    NULL
+  };
+  int i;
+  pin_module();
+  lua_newtable(L);
+  for (i = 0; openers[i]; i++) openers[i](L);
+  lua_pushliteral(L, "0.1.0");
+  lua_setfield(L, -2, "version");
+  return 1;
+}

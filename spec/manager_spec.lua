@@ -46,7 +46,8 @@ end
 -- the frame is sent twice.  Returns the proxy's port and process.
 local function mitm(mport, act)
   local lfd, port = check(core.net_listen_tcp("127.0.0.1", 0))
-  local p = mp.Process(function()
+  -- the relay uses the raw listening descriptor: it must be forked
+  local p = mp.get_context("fork").Process(function()
     local deadline = core.now() + 10
     local cfd
     while not cfd and core.now() < deadline do
@@ -317,7 +318,9 @@ describe("mproc.BaseManager", function()
     local code = support.in_child(function()
       local c = client(port, "secret"):connect()
       local q = c:queue()
-      local p = mp.Process(function() core.kill(core.getppid(), 9) end)
+      -- getppid() is the parent under fork and spawn (under forkserver,
+      -- the server): about fork itself
+      local p = mp.get_context("fork").Process(function() core.kill(core.getppid(), 9) end)
       p:start()
       q:get(30)   -- parked in the server when we are killed
     end, 10)

@@ -378,11 +378,14 @@ describe("mproc.Pool options and bulk calls", function()
   it("names its workers like Python and lists them as active children", function()
     local pool = Pool(2)
     local name = pool:apply(function() return mp.current_process().name end)
-    assert.matches("^ForkPoolWorker%-%d+$", name)
+    -- Python's names per start method (the suite also runs under spawn)
+    local prefix = ({ spawn = "Spawn", forkserver = "ForkServer" })[mp.get_start_method()]
+      or "Fork"
+    assert.matches("^" .. prefix .. "PoolWorker%-%d+$", name)
     local kids = mp.active_children()
     assert.equal(2, #kids)
     for _, w in ipairs(kids) do
-      assert.matches("^ForkPoolWorker%-%d+$", w.name)
+      assert.matches("^" .. prefix .. "PoolWorker%-%d+$", w.name)
       assert.is_true(w.daemon)
       assert.is_true(w:is_alive())
     end

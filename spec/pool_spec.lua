@@ -114,7 +114,7 @@ describe("mproc.Pool", function()
           if ok and pid ~= 0 then pids[#pids + 1] = pid end
           return ok, pid, child
         end
-        local ok, err = pcall(mp.Pool, 4)
+        local ok, err = pcall(mp.get_context("fork").Pool, 4)   -- about fork itself
         print(ok, mp.is_error(err, "OSError"), err.message)
         for _, pid in ipairs(pids) do
           print(pid, core.kill(pid, 0) and "alive" or "gone")

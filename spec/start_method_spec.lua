@@ -33,8 +33,12 @@ end
 
 describe("start methods", function()
   describe("mp.get_start_method() / mp.set_start_method()", function()
+    -- (MPROC_START_METHOD, which CI sets to run the suite under spawn,
+    -- changes the default)
+    local DEFAULT = os.getenv("MPROC_START_METHOD") or "fork"
+
     it("is 'fork' by default", function()
-      assert.equal("fork", mp.get_start_method())
+      assert.equal(DEFAULT, mp.get_start_method())
     end)
 
     it("sets the method once, before the first process; force = true overrides", function()
@@ -104,11 +108,12 @@ describe("start methods", function()
     it("has the whole API, with Process and Pool bound to its method", function()
       for k in pairs(mp) do assert.is_not_nil(spawn[k], k) end
       assert.equal("spawn", spawn.get_start_method())
-      assert.equal("fork", mp.get_context().get_start_method())
+      assert.equal(os.getenv("MPROC_START_METHOD") or "fork",
+        mp.get_context().get_start_method())
       assert.equal(spawn, mp.get_context("spawn"))
       assert.equal(spawn.Queue, mp.Queue)
       assert.are_not.equal(spawn.Process, mp.Process)
-      assert.equal("fork", mp.get_start_method())   -- unchanged
+      assert.equal(os.getenv("MPROC_START_METHOD") or "fork", mp.get_start_method())  -- unchanged
     end)
 
     it("gives a Process that refuses unknown options as mp.Process does", function()
@@ -387,6 +392,55 @@ describe("start methods", function()
     end)
   end)
 
+  describe("every method", function()
+    -- lua.c closes the state (collecting the Lock) before C's atexit joins
+    -- the children: a spawned child, which attaches the Lock by name, found
+    -- it gone ("shared object ... no longer exists").
+    it("keeps what a script gave its children until they are joined at its end", function()
+      for _, m in ipairs { "spawn", "forkserver", "fork" } do
+        local out, ok = support.run_script([[
+          local mp = require "mproc"
+          io.stdout:setvbuf("no")
+          local lock, q = mp.Lock(), mp.Queue()
+          for i = 1, 4 do
+            mp.Process(function(l, qq, n)
+              local _ <close> = l:guard()
+              qq:put(n)
+              io.write("child ", n, "\n")
+            end, lock, q, i):start()
+          end
+        ]], { MPROC_START_METHOD = m }, { pipe = true })
+        assert.is_true(ok, m .. ": " .. out)
+        for i = 1, 4 do assert.matches("child " .. i .. "\n", out, 1, true) end
+        assert.is_nil(out:find("Error", 1, true), m .. ": " .. out)
+      end
+    end)
+
+    it("gives a spawned child the tree's segment tracker (and descriptor broker)", function()
+      local q = mp.Queue()
+      local p = spawn.Process(function(qq)
+        local v = mp.Value("int64", 7)        -- created in the spawned child
+        qq:put(require("mproc.core").tracker_pid())
+        qq:put(v)
+        while true do mp.sleep(1) end
+      end, q)
+      start(p)
+      -- one tracker for the tree (before: the child forked one of its own)
+      assert.equal(core.tracker_pid(), q:get(10))
+      local v = q:get(10)
+      assert.equal(7, v.value)
+      v:close()
+      local pid = p.pid
+      assert.equal(1, #support.shm_names("mproc-" .. pid .. "-"))
+      p:kill()
+      p:join(10)
+      assert.is_true(support.wait_until(function()
+        return #support.shm_names("mproc-" .. pid .. "-") == 0
+      end, 5), "segments of " .. pid .. " left")
+      q:close()
+    end)
+  end)
+
   describe("fork in a process that runs threads", function()
     local host = "build/thread_host"
     setup(function()
@@ -398,8 +452,9 @@ describe("start methods", function()
       local f = assert(io.open(path, "w"))
       f:write(src)
       f:close()
-      local p = assert(io.popen(support.lua_env() .. " timeout -k 5 60 " .. host .. " "
-        .. path .. " 2>&1"))
+      -- the host starts with fork as its default whatever the suite runs under
+      local p = assert(io.popen(support.lua_env() .. " MPROC_START_METHOD=fork timeout -k 5 60 "
+        .. host .. " " .. path .. " 2>&1"))
       local out = p:read("a")
       local ok = p:close()
       os.remove(path)

@@ -240,6 +240,10 @@ function M.spawn(build, detached, daemon, extra)
   if not ok then error(payload, 0) end
   payload.extra_at = #fds + 1
   for i = 1, extra and #extra or 0 do fds[#fds + 1] = extra[i] end
+  -- the child joins this tree's segment tracker (its segments are cleaned
+  -- up if it is killed; Pipe ends through queues and pools reach it)
+  local tfd, tpid = core.tracker_export()
+  if tfd then fds[#fds + 1] = tfd end
   payload.nfds = #fds
   local exe = M.executable()
   payload.exe = exe   -- the child's own spawns use the same interpreter
@@ -251,6 +255,7 @@ function M.spawn(build, detached, daemon, extra)
     ("MPROC_SPAWN=%d:%d:%d"):format(core.getpid(), detached and 1 or 0,
       core.spawn_watch(detached) and 1 or 0),
   }
+  if tfd then env[#env + 1] = ("MPROC_TRACKER=%d:%d"):format(4 + #fds, tpid) end
   local pid, child = errors.check(core.spawn_proc(exe, { exe, "-e", BOOT }, env, fds,
                                                   detached, daemon))
   state.started = true

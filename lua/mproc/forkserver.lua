@@ -110,6 +110,7 @@ function M.spawn(build, detached, daemon, extra)
       .. tostring(answer or "no answer"))
   end
   context.mark_started()
+  if not detached then core.arm_end_children() end
   return pid, setmetatable({ pid = pid, fd = a }, Child)
 end
 

@@ -12,6 +12,8 @@ function M.main()
     io.stderr:write("mproc.spawn_child: only mproc's spawn start method runs this\n")
     os.exit(2)
   end
+  local tfd, tpid = (os.getenv("MPROC_TRACKER") or ""):match("^(%d+):(%d+)$")
+  if tfd then core.tracker_adopt(tonumber(tfd), tonumber(tpid)) end
   local bytes = core.boot_recv()
   if not bytes then core.exit(1) end   -- the parent died before sending it
   require "mproc"

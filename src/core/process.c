@@ -670,14 +670,16 @@ static void nap(double s) {
 
 #define DAEMON_GRACE 1.0  /* seconds between SIGTERM and SIGKILL */
 
-void mproc_exit_path(void) {
+static pid_t join_done_pid;
+
+void mproc_end_children(void) {
   sblock *b;
   slot *s;
   int i, left, st;
   double deadline;
   sigset_t old;
-  if (exit_done_pid == getpid()) return;
-  exit_done_pid = getpid();
+  if (join_done_pid == getpid()) return;
+  join_done_pid = getpid();
   while (n_early > 0) early[--n_early]();
   block_chld(&old);
   if (inited_pid == getpid()) {
@@ -713,6 +715,15 @@ void mproc_exit_path(void) {
       }
     }
   }
+  restore_mask(&old);
+}
+
+void mproc_exit_path(void) {
+  sigset_t old;
+  if (exit_done_pid == getpid()) return;
+  exit_done_pid = getpid();
+  mproc_end_children();
+  block_chld(&old);
   while (n_hooks > 0) hooks[--n_hooks]();
   restore_mask(&old);
 }

@@ -97,6 +97,11 @@ int mproc_on_exit(void (*fn)(void));
  * would).  Up to 4; -1 (ENOMEM) when full. */
 int mproc_on_exit_early(void (*fn)(void));
 
+/* The first part of the exit path, on its own: the early hooks, then
+ * daemon children terminated (SIGTERM, SIGKILL after a grace) and the other
+ * non-detached children joined.  At most once per process. */
+void mproc_end_children(void);
+
 /* The exit path: terminates daemon children (SIGTERM, SIGKILL after a
  * grace), joins the other non-detached children, runs the exit hooks.
  * Runs at most once per process; registered with atexit at the first fork

@@ -290,6 +290,26 @@ out:
 
 long mproc_tracker_pid(void) { return tracker_ok() ? (long)tracker_child : 0; }
 
+int mproc_tracker_export(int *fd, long *pid) {
+  if (!tracker_ok() && start_tracker() != 0) return -1;
+  *fd = tracker_fd;
+  *pid = (long)tracker_child;
+  return 0;
+}
+
+int mproc_tracker_adopt(int fd, long pid) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -1;
+  if (!S_ISSOCK(st.st_mode) || pid <= 0) { errno = EINVAL; return -1; }
+  mproc_set_cloexec(fd, 1);
+  tracker_fd = fd;
+  tracker_dev = st.st_dev;
+  tracker_ino = st.st_ino;
+  tracker_owner = 0;          /* not our child: never reaped or closed here */
+  tracker_child = (pid_t)pid;
+  return 0;
+}
+
 /* }====================================================================== */
 
 /* {======================================================================

@@ -29,6 +29,12 @@ void mproc_track_unlinked(const char *name);
 
 /* The tracker's pid (0: none started by this process tree yet). */
 long mproc_tracker_pid(void);
+/* The spawn start method: a fresh interpreter joins the tree's tracker
+ * (segments, descriptor broker) through the socket handed to it.  export:
+ * this process's tracker socket and pid (the tracker is started if there
+ * is none), -1 with errno.  adopt, in the new process: `fd` is that socket. */
+int mproc_tracker_export(int *fd, long *pid);
+int mproc_tracker_adopt(int fd, long pid);
 
 /* The descriptor broker (docs/pipe.md).  The tracker also holds
  * descriptors for the tree: a sender deposits a copy (SCM_RIGHTS over the

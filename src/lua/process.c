@@ -57,6 +57,44 @@ static void reseed_random(lua_State *L) {
   lua_settop(L, top);
 }
 
+/* lua.c closes the state, finalizing every object, before C's atexit runs
+ * the exit path that joins the children; a Lock or Queue given to a child
+ * that attaches it by name (spawn, or a queue item) would be gone by then.
+ * The newest object with a finalizer is finalized first, so this one,
+ * made anew at each start, ends the children before the others go (a
+ * replaced one is disarmed and does nothing). */
+static const char end_key = 'e';
+
+static int end_children_gc(lua_State *L) {
+  int *armed = (int *)lua_touserdata(L, 1);
+  if (armed && *armed) {
+    *armed = 0;
+    mproc_end_children();
+  }
+  return 0;
+}
+
+static void arm_end_children(lua_State *L) {
+  int *u;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &end_key) == LUA_TUSERDATA)
+    *(int *)lua_touserdata(L, -1) = 0;
+  lua_pop(L, 1);
+  u = (int *)lua_newuserdatauv(L, sizeof *u, 0);
+  *u = 1;
+  if (luaL_newmetatable(L, "mproc.EndChildren")) {
+    lua_pushcfunction(L, end_children_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &end_key);
+}
+
+/* arm_end_children(): the forkserver's children count too. */
+static int l_arm_end_children(lua_State *L) {
+  arm_end_children(L);
+  return 0;
+}
+
 static int l_proc_fork(lua_State *L) {
   int flags = 0, fd = -1;
   pid_t pid;
@@ -79,6 +117,7 @@ static int l_proc_fork(lua_State *L) {
   c->pid = pid;
   c->sentinel = fd;
   lua_pushvalue(L, -3);
+  if (!(flags & MPROC_FORK_DETACHED)) arm_end_children(L);   /* leaves the stack as it was */
   return 3;
 }
 
@@ -178,6 +217,7 @@ static int l_spawn_proc(lua_State *L) {
   if (pid < 0) return mproc_fail_errno(L, errno, path);
   c->pid = pid;
   c->sentinel = boot;
+  if (!(flags & MPROC_FORK_DETACHED)) arm_end_children(L);
   lua_pushboolean(L, 1);
   lua_pushinteger(L, pid);
   lua_pushvalue(L, -3);
@@ -240,6 +280,25 @@ static int l_spawned_setup(lua_State *L) {
                               lua_toboolean(L, 3));
   if (r < 0) return 0;
   reseed_random(L);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* tracker_export() -> fd, pid | false, kind, msg: the segment tracker's
+ * socket, for a spawned interpreter to join this tree's tracker. */
+static int l_tracker_export(lua_State *L) {
+  int fd;
+  long pid;
+  if (mproc_tracker_export(&fd, &pid) != 0) return mproc_fail_errno(L, errno, "tracker");
+  lua_pushinteger(L, fd);
+  lua_pushinteger(L, (lua_Integer)pid);
+  return 2;
+}
+
+/* tracker_adopt(fd, pid) -> true | nil: in a spawned process. */
+static int l_tracker_adopt(lua_State *L) {
+  if (mproc_tracker_adopt((int)luaL_checkinteger(L, 1), (long)luaL_checkinteger(L, 2)) != 0)
+    return 0;
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -561,6 +620,9 @@ int mproc_open_proc(lua_State *L) {
     {"boot_send", l_boot_send},
     {"boot_recv", l_boot_recv},
     {"spawned_setup", l_spawned_setup},
+    {"tracker_export", l_tracker_export},
+    {"arm_end_children", l_arm_end_children},
+    {"tracker_adopt", l_tracker_adopt},
     {"spawn_watch", l_spawn_watch},
     {"thread_count", l_thread_count},
     {"exe_path", l_exe_path},

@@ -196,6 +196,69 @@ describe("mproc.Manager", function()
       assert.is_true(mp.is_error(errmsg(q.get_nowait, q), "Empty"))
     end)
 
+    -- issue 13: a Pipe end sent to a manager killed its connection
+    -- ("the manager closed the connection").
+    it("carries Pipe ends (through the descriptor broker), both ways", function()
+      local q = m:Queue()
+      local d = m:dict()
+      local p = mp.Process(function(qq, dd)   -- started before the Pipe exists
+        local c = qq:get(10)
+        c:send("from the child")
+        dd.echo = c:recv()
+        dd.other = dd.keep ~= nil
+      end, q, d)
+      p:start()
+      local a, b = mp.Pipe()
+      q:put(b)
+      d.keep = mp.Pipe()                     -- stored in the server, not received
+      assert.equal("from the child", a:recv())
+      a:send("back")
+      assert.is_true(p:join(10))
+      assert.equal(0, p.exitcode)
+      assert.equal("back", d.echo)
+      assert.is_true(d.other)
+      a:close(); b:close()
+    end)
+
+    it("refuses a Pipe end a server outside the process tree cannot take, and goes on",
+      function()
+        local path = os.tmpname()
+        os.remove(path)
+        local script = os.tmpname()
+        local f = assert(io.open(script, "w"))
+        f:write(([[
+          local mp = require "mproc"
+          local q = mp.BaseManager.types.Queue()
+          local s = mp.BaseManager{ address = %q, authkey = "k" }
+          s:register("queue", function() return q end)
+          s:serve_forever()
+        ]]):format(path))
+        f:close()
+        -- a separate program (its own tree, its own broker)
+        local srv = mp.subprocess.Popen({ "env", "LUA_PATH=" .. package.path,
+          "LUA_CPATH=" .. package.cpath, "lua5.4", script })
+        local up = support.wait_until(function()
+          return os.execute("test -S " .. path) == true
+        end, 10)
+        if not up then srv:kill(); srv:wait(5) end
+        assert.is_true(up)
+        local c = mp.BaseManager{ address = path, authkey = "k" }
+        c:register("queue")
+        c:connect()
+        local rq = c:queue()
+        local a, b = mp.Pipe()
+        local e = errmsg(rq.put, rq, { end_ = b })
+        assert.is_true(mp.is_error(e, "SerializeError"), tostring(e))
+        assert.matches("the manager cannot receive the request: cannot receive a Pipe",
+          tostring(e), 1, true)
+        rq:put("still fine")
+        assert.equal("still fine", rq:get(5))
+        c:stop_server()
+        srv:wait(10)
+        a:close(); b:close()
+        os.remove(script); os.remove(path)
+      end)
+
     it("serves other clients while one waits", function()
       local q = m:Queue()
       local p = mp.Process(function(qq)

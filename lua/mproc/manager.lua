@@ -405,11 +405,31 @@ local function drop(srv, cs)
   cs.conn:_close()
 end
 
+-- Encodes a request or a reply.  Pipe ends in it go through the descriptor
+-- broker (the other side did not inherit them); send() says whether the
+-- message went, else they are taken back.
+local function encode_shared(msg, root, send)
+  core._conn_share(true)
+  local ok, bytes = pcall(encode, msg, root)
+  if not ok then
+    core._conn_share(false, false)
+    error(bytes, 0)
+  end
+  local sent, err = pcall(send, bytes)
+  core._conn_share(false, sent)
+  if not sent then error(err, 0) end
+  return err
+end
+
 local function reply(srv, cs, msg)
-  local ok, bytes = pcall(encode, msg, "reply")
-  if not ok then bytes = encode(error_reply(bytes)) end
-  local sent, done = pcall(send_frame, cs.conn, bytes, sched.deadline(SEND_TIMEOUT))
-  if not sent or not done then drop(srv, cs) end
+  local function send(bytes)
+    local sent, done = pcall(send_frame, cs.conn, bytes, sched.deadline(SEND_TIMEOUT))
+    if not sent or not done then drop(srv, cs) end
+  end
+  if not pcall(encode_shared, msg, "reply", send) then
+    local ok, e = pcall(encode, msg, "reply")
+    send(ok and encode(error_reply("cannot send the reply")) or encode(error_reply(e)))
+  end
 end
 
 local function send_raw(srv, cs, bytes)
@@ -569,6 +589,13 @@ end
 local function on_readable(srv, cs)
   local ready = cs.state == "ready"
   local ok, have, v = cs.conn:_recv(ready and MAX_FRAME or AUTH_MAX, ready and "value" or "raw")
+  if not ok and ready and have == "SerializeError" and not v:find("^frame too long") then
+    -- a whole request that cannot be decoded here (a Pipe end from
+    -- another process tree, say): the client is told, the link stays
+    if cs.parked then return drop(srv, cs) end
+    return reply(srv, cs, { false, "SerializeError", "the manager cannot receive the request: "
+      .. v })
+  end
   if not ok then return drop(srv, cs) end          -- EOF, garbage, too long
   if not have then return end                      -- partial frame
   if not ready then return auth_step(srv, cs, v) end
@@ -742,9 +769,19 @@ local function request(addr, key, msg, fresh)
   local p = pool_of(addr, key)
   local c = not fresh and table.remove(p.idle)
   if not c then c = open_conn(addr, key) end
-  local bytes = encode(msg, "args")
+  -- Pipe ends in the request go through the descriptor broker; taken back
+  -- when it is not sent
+  core._conn_share(true)
+  local eok, bytes = pcall(encode, msg, "args")
+  if not eok then
+    core._conn_share(false, false)
+    p.idle[#p.idle + 1] = c
+    error(bytes, 0)
+  end
   local ok, res = pcall(function()
-    send_frame(c, bytes, nil)
+    local sent, err = pcall(send_frame, c, bytes, nil)
+    core._conn_share(false, sent)
+    if not sent then error(err, 0) end
     local _, v = recv_frame(c, MAX_FRAME, "value", nil)
     return v
   end)

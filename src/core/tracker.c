@@ -290,6 +290,12 @@ out:
 
 long mproc_tracker_pid(void) { return tracker_ok() ? (long)tracker_child : 0; }
 
+int mproc_tracker_ensure(void) {
+  int saved = errno, r = tracker_ok() ? 0 : start_tracker();
+  errno = saved;
+  return r;
+}
+
 int mproc_tracker_export(int *fd, long *pid) {
   if (!tracker_ok() && start_tracker() != 0) return -1;
   *fd = tracker_fd;

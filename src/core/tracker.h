@@ -34,6 +34,9 @@ long mproc_tracker_pid(void);
  * this process's tracker socket and pid (the tracker is started if there
  * is none), -1 with errno.  adopt, in the new process: `fd` is that socket. */
 int mproc_tracker_export(int *fd, long *pid);
+/* Starts the tracker if this process has none (before a fork: children
+ * share it only if it exists then).  0, or -1 when it could not. */
+int mproc_tracker_ensure(void);
 int mproc_tracker_adopt(int fd, long pid);
 
 /* The descriptor broker (docs/pipe.md).  The tracker also holds

@@ -593,6 +593,16 @@ static int l_conn_received(lua_State *L) {
   return 0;
 }
 
+/* _conn_share(true): until _conn_share(false, sent), the Pipe ends that
+ * the codec meets are deposited with the descriptor broker (as in a queue
+ * put); with sent false the deposits are taken back.  For messages to a
+ * manager, whose server or clients did not inherit the ends. */
+static int l_conn_share(lua_State *L) {
+  if (lua_toboolean(L, 1)) mproc_conn_share_begin(L);
+  else mproc_conn_share_end(L, lua_toboolean(L, 2));
+  return 0;
+}
+
 /* _conn_drop(handle): a receiver that knew the end already tells the
  * broker to close the deposit made for it. */
 static int l_conn_drop(lua_State *L) {
@@ -629,6 +639,7 @@ int mproc_open_conn(lua_State *L) {
     {"pipe", l_pipe},
     {"_conn_attach", l_conn_attach},
     {"_conn_drop", l_conn_drop},
+    {"_conn_share", l_conn_share},
     {"_conn_deposit", l_conn_deposit},
     {"_conn_collect", l_conn_collect},
     {"_conn_received", l_conn_received},

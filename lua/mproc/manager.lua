@@ -1045,6 +1045,7 @@ function BaseManager:start()
   local p = cls{ target = M._server_main, args = { lfd, s.authkey, registry, path },
                  daemon = true, name = "ManagerServer" }
   process.pass_fd_args(p, { 1 })   -- the listening socket, under spawn too
+  core.tracker_ensure()   -- the server shares the tree's descriptor broker
   local ok, err = pcall(p.start, p)
   core.net_closefd(lfd)
   if not ok then error(err, 0) end

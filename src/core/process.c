@@ -444,9 +444,6 @@ pid_t mproc_fork(int flags, int *sentinel) {
   sigset_t all, old;
   slot *s;
   if (ensure_init() < 0) return -1;
-  /* the child shares the tree's tracker (segments, descriptor broker)
-   * only if it exists before the fork; without one, mproc still works */
-  mproc_tracker_ensure();
   if (!(flags & MPROC_FORK_DETACHED) && use_pipe_watch()) {
     if (ensure_life_pipe() < 0) return -1;
     watch = 1;
@@ -515,9 +512,6 @@ pid_t mproc_spawn_proc(int flags, const char *path, char *const argv[],
   slot *s;
   if (nfds < 0 || nfds > MPROC_SPAWN_MAXFDS) { errno = EINVAL; return -1; }
   if (ensure_init() < 0) return -1;
-  /* the child shares the tree's tracker (segments, descriptor broker)
-   * only if it exists before the fork; without one, mproc still works */
-  mproc_tracker_ensure();
   if (!(flags & MPROC_FORK_DETACHED) && use_pipe_watch()) {
     if (ensure_life_pipe() < 0) return -1;
     watch = 1;

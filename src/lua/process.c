@@ -295,6 +295,15 @@ static int l_tracker_export(lua_State *L) {
   return 2;
 }
 
+/* tracker_ensure(): starts the tree's tracker now if there is none, so
+ * that the children started next share it (a manager server must reach
+ * the descriptor broker). */
+static int l_tracker_ensure(lua_State *L) {
+  (void)L;
+  mproc_tracker_ensure();
+  return 0;
+}
+
 /* tracker_adopt(fd, pid) -> true | nil: in a spawned process. */
 static int l_tracker_adopt(lua_State *L) {
   if (mproc_tracker_adopt((int)luaL_checkinteger(L, 1), (long)luaL_checkinteger(L, 2)) != 0)
@@ -623,6 +632,7 @@ int mproc_open_proc(lua_State *L) {
     {"tracker_export", l_tracker_export},
     {"arm_end_children", l_arm_end_children},
     {"tracker_adopt", l_tracker_adopt},
+    {"tracker_ensure", l_tracker_ensure},
     {"spawn_watch", l_spawn_watch},
     {"thread_count", l_thread_count},
     {"exe_path", l_exe_path},

@@ -615,8 +615,11 @@ function M._serve(lfd, key, registry, opts)
       if #ready == 0 then
         ready = sched.wait_fd(pfd, "r", deadline) and check(srv.poller:_wait(0)) or {}
       end
-    else
-      ready = check(srv.poller:_wait(sched.remaining(deadline) or -1))
+    else  -- a poller without a descriptor: waited on in slices
+      ready = sched.wait_shared(function(slice)
+        local r = check(srv.poller:_wait(slice))
+        if #r > 0 then return r end
+      end, deadline) or {}
     end
     for _, fd in ipairs(ready) do
       if fd == lfd then

@@ -39,7 +39,7 @@ local map_opts, check_map_opts = poolargs.map_opts, poolargs.check_map_opts
 local max, min = math.max, math.min
 
 local SPIN_MAX = 100e-6    -- longest busy wait for a result before blocking
-local IDLE_WAIT = 1.0      -- a worker's wait for a task before it re-checks its parent
+local SLICE = sched.SLICE  -- a worker's wait for a task before it re-checks its parent
 local GUIDE = 2            -- a batch holds 1/(GUIDE * workers) of the chunks left
 local AHEAD = 8            -- imap: chunks read ahead per worker
 local TIMEOUT_GRACE = 0.5  -- the parent kills a worker this late past a task's timeout
@@ -175,11 +175,16 @@ local function worker_main(board, slot, name, init, initargs, maxtasks, parent_p
     board:_worker(slot)
     if init then init(unpack(initargs, 1, initargs.n)) end
     local cache, taken, done = {}, 0, 0
+    -- one slice of waiting for a task; "orphan" when the pool's process is gone
+    local function take(slice)
+      local op, tid, fn, payload, cs, timeout = board:_next(slice, cache)
+      if op ~= nil then return op, tid, fn, payload, cs, timeout end
+      if core.getppid() ~= ppid then return "orphan" end
+    end
     while true do
-      local op, tid, fn, payload, cs, timeout = board:_next(IDLE_WAIT, cache)
-      if op == nil then
-        if core.getppid() ~= ppid then break end  -- the pool's process is gone
-      elseif op == "stop" then
+      local op, tid, fn, payload, cs, timeout = take(SLICE)
+      if op == nil then op, tid, fn, payload, cs, timeout = sched.wait_shared(take, nil) end
+      if op == "orphan" or op == "stop" then
         break
       elseif op == "error" then
         board:_post(tid, "err", { "cannot receive the task: " .. tostring(fn), nil,
@@ -956,8 +961,9 @@ function Pool:terminate()
   if self._state == "TERMINATE" then return end
   self._state = "TERMINATE"
   for _, w in ipairs(self._workers) do context.child_signal(w.child, core.SIGKILL) end
+  sched.remove_source(self)  -- nothing to pump while its workers end
   for _, w in ipairs({ unpack(self._workers) }) do
-    while not poll_fd(w.sentinel, "r", 5) do end
+    sched.wait_fd(w.sentinel, "r", nil)
     context.child_poll(w.child, true)
     remove_worker(self, w)
     context.child_close(w.child)

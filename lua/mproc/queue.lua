@@ -1,8 +1,8 @@
 -- Queue, JoinableQueue, SimpleQueue: shared-memory rings (src/core/queue.c).
 -- The methods are C functions (src/lua/queue.c) so the common put/get costs
 -- no Lua frame; when a call would block, C calls the slow paths below,
--- which wait in short slices (SIGINT gets through between slices) via
--- `block`, the one place a scheduler hooks in.
+-- which wait through sched.wait_shared (short slices in C, so SIGINT gets
+-- through; inside mp.run only the calling task waits).
 local core = require "mproc.core"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
@@ -11,20 +11,11 @@ local util = require "mproc.util"
 local raise, check = errors.raise, errors.check
 local deadline_of, remaining = sched.deadline, sched.remaining
 
-local SLICE = 0.05      -- longest blocking wait in C between returns to Lua
-
 -- Waits until the queue may be ready for `what` ("get", "put", "join") or
--- the deadline passes.  A scheduler (mp.run) installs
--- sched.hooks.wait_shared(probe, deadline); probe(seconds) waits in C at
--- most that long and returns true when the queue looks ready.
+-- the deadline passes, through the one waiting point (sched.wait_shared:
+-- q:_wait blocks in C for one slice at a time).
 local function block(q, what, deadline)
-  local hook = sched.hooks.wait_shared
-  if hook then
-    return hook(function(s) return q:_wait(what, s) end, deadline)
-  end
-  local left = remaining(deadline)
-  if left == nil or left > SLICE then left = SLICE end
-  return q:_wait(what, left)
+  return sched.wait_shared(function(s) return q:_wait(what, s) or nil end, deadline)
 end
 
 -- put/put_many that found the queue full: `frames` holds the encoded rest.

@@ -10,42 +10,23 @@ local util = require "mproc.util"
 
 local check, raise = errors.check, errors.raise
 local check_timeout = util.check_timeout
-local now = core.now
 local registry = debug.getregistry()
 
 local M = {}
 
--- A wait on a shared object cannot be a poll on a descriptor: C waits in
--- slices this long, then returns here, so that SIGINT reaches Lua and a
--- scheduler (sched.hooks.wait_shared) can interleave other work.
-M.SLICE = 0.05
+-- A wait on a shared object blocks in C for one slice at a time (the
+-- slice of sched, the one waiting point).
+M.SLICE = sched.SLICE
 
--- Calls step(obj, slice, ...) until it reports something or the timeout
--- (seconds, nil: forever) runs out.  A step returns nothing when its slice
--- ran out, `false, kind, message` on failure (raised here) and anything
--- else when done.  Returns the step's results, or false after the timeout.
--- A SIGINT anywhere in here (in a slice, or between two) raises
--- Interrupted.
-local function block(step, obj, timeout, ...)
-  local hook = sched.hooks.wait_shared
-  if hook then return hook(step, obj, timeout, ...) end
-  local deadline = timeout and now() + timeout
-  local slice = M.SLICE
-  while true do
-    local s = slice
-    if deadline then
-      local left = deadline - now()
-      if left < s then s = left > 0 and left or 0 end
-    end
-    local ok, a, b, c = step(obj, s, ...)
-    if ok ~= nil then
-      if ok == false then return check(false, a, b, c) end
-      return ok, a, b
-    end
-    if deadline and now() >= deadline then return false end
-  end
+-- Calls step(obj, slice, arg) through sched.wait_shared until it reports
+-- something or the timeout (seconds, nil: forever) runs out.  A step
+-- returns nothing when its slice ran out, `false, kind, message` on
+-- failure (raised) and anything else when done.  Returns the step's
+-- results, or false after the timeout.  A SIGINT raises Interrupted.
+function M.block(step, obj, timeout, arg)
+  return sched.wait_shared(function(s) return step(obj, s, arg) end,
+                           sched.deadline(timeout))
 end
-M.block = errors.interruptible(block)
 
 -- The slow path of x:guard([timeout]): acquire or raise Timeout.
 local function guard_slow(obj, timeout)
@@ -78,7 +59,7 @@ function Cond.wait(self, timeout)
     if ok and late then got = true end
   end
   -- take the lock back whatever happened (as Python does), then report
-  while not lock:acquire(M.SLICE) do end
+  while not lock:acquire(sched.SLICE) do end
   lock:_restore(depth)
   if not ok then error(got, 0) end
   return got == true

@@ -4,6 +4,7 @@
 -- which wait through sched.wait_shared (short slices in C, so SIGINT gets
 -- through; inside mp.run only the calling task waits).
 local core = require "mproc.core"
+local codec = require "mproc.codec"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
@@ -101,11 +102,9 @@ end
 
 -- Queues travel by reference: the codec sends the ring's name and the
 -- receiver attaches it.
-if core.register_reftype then
-  local function attach(handle) return check(core.queue_attach(handle)) end
-  for _, tname in ipairs { "mproc.Queue", "mproc.JoinableQueue", "mproc.SimpleQueue" } do
-    core.register_reftype(tname, attach)
-  end
+local function attach(handle) return check(core.queue_attach(handle)) end
+for _, tname in ipairs { "mproc.Queue", "mproc.JoinableQueue", "mproc.SimpleQueue" } do
+  codec.reftype(tname, attach)
 end
 
 return {

@@ -2,15 +2,15 @@
 -- their fast paths are C (src/lua/sync.c, methods straight in the metatables);
 -- this module adds what waits in Lua: `M.block`, the waiting point for
 -- shared objects, and the methods that orchestrate several C steps
--- (Condition:wait, wait_for, Barrier:wait), plus the by-reference decoders.
+-- (Condition:wait, wait_for, Barrier:wait), plus the by-reference transfer.
 local core = require "mproc.core"
+local codec = require "mproc.codec"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 
 local check, raise = errors.check, errors.raise
 local check_timeout = util.check_timeout
-local registry = debug.getregistry()
 
 local M = {}
 
@@ -44,7 +44,7 @@ core.sync_hooks(function(step, obj, timeout) return M.block(step, obj, timeout) 
 -- Condition
 -- ======================================================================
 
-local Cond = registry["mproc.Condition"].__methods
+local Cond = core.class("mproc.Condition")
 
 -- wait([timeout]) -> true when notified, false on timeout.  Releases the
 -- lock (every level of an RLock) while waiting and takes it back after.
@@ -92,7 +92,7 @@ end
 -- Barrier
 -- ======================================================================
 
-local Bar = registry["mproc.Barrier"].__methods
+local Bar = core.class("mproc.Barrier")
 
 -- wait([timeout]) -> arrival index 1..parties.  The last to arrive runs
 -- the action (an error there breaks the barrier and is re-raised).  A
@@ -127,66 +127,45 @@ end
 -- By reference through the codec
 -- ======================================================================
 
-local function codec_fn(name)
-  local ok, codec = pcall(require, "mproc.codec")
-  return ok and type(codec) == "table" and codec.exports and codec.exports[name]
-end
-
 local function attach(tname)
   return function(handle)
     return check(core.sync_attach(tname, handle))
   end
 end
 
--- Condition: its own handle, then its lock's ("|" never occurs in one).
-local cond_encode = registry["mproc.Condition"].__mproc_encode
-registry["mproc.Condition"].__mproc_encode = function(c)
-  local tname, h = cond_encode(c)
-  local ltname, lh = getmetatable(c:_lock()).__mproc_encode(c:_lock())
-  return tname, h .. "|" .. ltname .. "|" .. lh
+for _, tname in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Event" } do
+  codec.reftype(tname, attach(tname))
 end
 
-local function decode_condition(handle)
+-- Condition: its own handle, then its lock's ("|" never occurs in one).
+codec.reftype("mproc.Condition", function(handle)
   local h, ltname, lh = handle:match("^([^|]*)|([^|]*)|(.*)$")
   if not h then raise("SerializeError", "malformed Condition handle") end
   local lock = check(core.sync_attach(ltname, lh))
   return check(core.sync_attach("mproc.Condition", h, lock))
-end
+end, function(c, c_encode)
+  local tname, h = c_encode(c)
+  local lock = c:_lock()
+  local ltname, lh = getmetatable(lock).__mproc_encode(lock)
+  return tname, h .. "|" .. ltname .. "|" .. lh
+end)
 
--- Barrier: its handle, then its action encoded by the codec.
-registry["mproc.Barrier"].__mproc_encode = function(b)
-  local tname, h = b:_encode()
-  local action = b:_info()
-  if action ~= nil then
-    local dumps = codec_fn("dumps")
-    if dumps then return tname, h .. "\0" .. dumps(action) end
-  end
-  return tname, h
-end
-
--- functions: whether the message this handle came in may carry functions
--- (the codec says so: false under a plain mp.loads); the action is one.
-local function decode_barrier(handle, functions)
+-- Barrier: its handle, then its action encoded by the codec.  functions:
+-- whether the message this handle came in may carry functions (false
+-- under a plain mp.loads); the action is one.
+codec.reftype("mproc.Barrier", function(handle, functions)
   local h, act = handle:match("^([^%z]*)%z(.*)$")
   local b = check(core.sync_attach("mproc.Barrier", h or handle))
   if act and b:_info() == nil then
-    local loads = codec_fn("loads")
-    if loads then b:_set_action(loads(act, { functions = functions == true })) end
+    b:_set_action(codec.loads(act, { functions = functions == true }))
   end
   return b
-end
-
-M.decoders = {
-  ["mproc.Lock"] = attach("mproc.Lock"),
-  ["mproc.RLock"] = attach("mproc.RLock"),
-  ["mproc.Semaphore"] = attach("mproc.Semaphore"),
-  ["mproc.Event"] = attach("mproc.Event"),
-  ["mproc.Condition"] = decode_condition,
-  ["mproc.Barrier"] = decode_barrier,
-}
-if core.register_reftype then
-  for tname, fn in pairs(M.decoders) do core.register_reftype(tname, fn) end
-end
+end, function(b)
+  local tname, h = b:_encode()
+  local action = b:_info()
+  if action ~= nil then return tname, h .. "\0" .. codec.dumps(action) end
+  return tname, h
+end)
 
 -- }=====================================================================
 

@@ -125,8 +125,24 @@ static int l_sleep(lua_State *L) {
   return 1;
 }
 
+/* class(tname) -> methods, metatable: the one way the Lua layer extends a
+ * class of a binding (methods written in Lua, a by-reference encoder that
+ * codec.reftype sets), instead of reaching into the registry. */
+static int l_class(lua_State *L) {
+  const char *tname = luaL_checkstring(L, 1);
+  if (luaL_getmetatable(L, tname) != LUA_TTABLE)
+    return luaL_argerror(L, 1, lua_pushfstring(L, "no class '%s'", tname));
+  if (lua_getfield(L, -1, "__methods") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "__index");
+  }
+  lua_insert(L, -2);
+  return 2;
+}
+
 int mproc_open_wait(lua_State *L) {
   static const luaL_Reg funcs[] = {
+    {"class", l_class},
     {"poll_fd", l_poll_fd},
     {"now", l_now},
     {"sleep", l_sleep},

@@ -901,7 +901,7 @@ static void new_indexed_class(lua_State *L, const char *tname, const luaL_Reg *m
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");      /* for sync.lua to add Lua methods */
+  lua_setfield(L, -3, "__methods");      /* core.class: Lua adds methods */
   lua_pushcclosure(L, index, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

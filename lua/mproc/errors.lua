@@ -78,8 +78,15 @@ local function traceback(e, level)
   return tb
 end
 
+-- The xpcall handler for code run on a user's behalf whose error travels
+-- (a pool task, a manager call): keeps the value and its traceback, {e, tb}.
+local function catch(e)
+  return { e, traceback(e, 3) }
+end
+
 return {
   Error = Error, new = new, raise = raise, is_error = is_error, check = check,
   interruptible = interruptible, error_text = error_text, traceback = traceback,
+  catch = catch,
   exports = { Error = Error, is_error = is_error },
 }

@@ -22,7 +22,7 @@ local util = require "mproc.util"
 local codec = require "mproc.codec"
 local process = require "mproc.process"
 
-local check, raise, is_error = errors.check, errors.raise, errors.is_error
+local check, raise, is_error, catch = errors.check, errors.raise, errors.is_error, errors.catch
 local argerror, typename = util.argerror, util.typename
 local pack, unpack = table.pack, table.unpack
 local encode, decode = codec.encode, codec.decode
@@ -383,16 +383,10 @@ M._TYPES = TYPES
 
 -- mp.Error kinds raised by a server method (Empty, Full...) reach the
 -- client as themselves; anything else becomes RemoteError.
-local function error_reply(e)
+-- tb: the traceback errors.catch kept (sent along for a RemoteError).
+local function error_reply(e, tb)
   if is_error(e) then return { false, e.kind, e.message } end
-  if type(e) == "table" and e.remote then return { false, "RemoteError", e.msg, e.tb } end
-  return { false, "RemoteError", type(e) == "string" and e or tostring(e) }
-end
-
-local function traceback(e)
-  if is_error(e) then return e end
-  local msg = type(e) == "string" and e or tostring(e)
-  return { remote = true, msg = msg, tb = debug.traceback(msg, 2) }
+  return { false, "RemoteError", type(e) == "string" and e or tostring(e), tb }
 end
 
 -- srv: {lfd, key, registry, poller, conns = fd -> conn state, objects,
@@ -448,8 +442,8 @@ local function run_call(srv, cs, req, expired)
   end
   local args = req[4]
   if expired then fn = mt._expire[method] end
-  local r = pack(xpcall(fn, traceback, obj, unpack(args, 1, args.n)))
-  if not r[1] then return error_reply(r[2]) end
+  local r = pack(xpcall(fn, catch, obj, unpack(args, 1, args.n)))
+  if not r[1] then return error_reply(r[2][1], r[2][2]) end
   if r[2] == BLOCK and r.n == 2 then
     local ti = type(mt) == "table" and mt._timeout_arg and mt._timeout_arg[method]
     local timeout = ti and args[ti]
@@ -477,8 +471,8 @@ local function handle_request(srv, cs, req)
               ("no type or function '%s' in the manager"):format(tostring(req[2])) }
     else
       local args = req[3]
-      local r = pack(xpcall(fn, traceback, unpack(args, 1, args.n)))
-      if not r[1] then res = error_reply(r[2])
+      local r = pack(xpcall(fn, catch, unpack(args, 1, args.n)))
+      if not r[1] then res = error_reply(r[2][1], r[2][2])
       else
         local v = r[2]
         local t = type(v)

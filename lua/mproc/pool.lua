@@ -55,12 +55,7 @@ local live_pools = setmetatable({}, { __mode = "k" })
 -- The worker side
 -- ======================================================================
 
-local error_text, traceback = errors.error_text, errors.traceback
-
--- xpcall handler that keeps the error value and the traceback.
-local function catch(e)
-  return { e, traceback(e, 3) }
-end
+local error_text, traceback, catch = errors.error_text, errors.traceback, errors.catch
 
 local function post_error(board, tid, box, kind)
   local ok = board:_post(tid, "err", { box[1], box[2], kind or "TaskError" })

@@ -44,6 +44,13 @@ local function check(ok, ...)
   return fail(...)
 end
 
+-- The classes of the bindings get this as their `_fail` method (through
+-- core.class): a C method hands a runtime failure over to it as
+-- obj:_fail(kind, message [, errno]).
+local function method_fail(_, kind, message, err)
+  return fail(kind, message, err)
+end
+
 -- lua.c's SIGINT handler sets a hook that raises the string "interrupted!"
 -- at the next call or return: for a blocking C wait, its return.  A wait
 -- wrapped here reports that as an Interrupted error (API.md) instead.
@@ -87,6 +94,6 @@ end
 return {
   Error = Error, new = new, raise = raise, is_error = is_error, check = check,
   interruptible = interruptible, error_text = error_text, traceback = traceback,
-  catch = catch,
+  catch = catch, method_fail = method_fail,
   exports = { Error = Error, is_error = is_error },
 }

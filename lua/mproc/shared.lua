@@ -19,6 +19,11 @@ local function SharedMemory(...)
   return s
 end
 
+-- Runtime failures of the C methods come back as a status, raised here.
+for _, tname in ipairs { "mproc.Value", "mproc.Array", "mproc.SharedMemory" } do
+  core.class(tname)._fail = errors.method_fail
+end
+
 local function attach(tname)
   return function(handle)
     return check(core.shm_attach(tname, handle))

@@ -40,9 +40,11 @@ end
 -- The slow paths the C methods hand over to (src/lua/sync.c): a wait that
 -- would block, or failed, and a guard that could not be taken at once.
 local function slow_block(obj, step, timeout) return M.block(step, obj, timeout) end
-for _, tname in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Event" } do
+for _, tname in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Event",
+                         "mproc.Condition", "mproc.Barrier" } do
   local methods = core.class(tname)
   methods._block, methods._guard_slow = slow_block, guard_slow
+  methods._fail = errors.method_fail
 end
 
 -- {=====================================================================

@@ -72,22 +72,8 @@ static double opt_timeout(lua_State *L, int idx) {
   return t == HUGE_VAL ? -1 : t;
 }
 
-static int handover_k(lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  return lua_gettop(L) - (int)base;
-}
-
-/* Calls self:method(args...) (self at index 1, the nargs values on the
- * top) and returns what it returns: the Lua side of the class. */
 static int handover(lua_State *L, const char *method, int nargs) {
-  int base = lua_gettop(L) - nargs;
-  if (lua_getfield(L, 1, method) != LUA_TFUNCTION)
-    return luaL_error(L, "mproc.queue is not loaded");
-  lua_insert(L, base + 1);
-  lua_pushvalue(L, 1);
-  lua_insert(L, base + 2);
-  lua_callk(L, nargs + 1, LUA_MULTRET, base, handover_k);
-  return handover_k(L, LUA_OK, base);
+  return mproc_handover(L, 1, method, nargs);
 }
 
 /* A runtime failure: self:_fail(kind, message [, errno [, pushed]])
@@ -109,9 +95,7 @@ static int push_errno(lua_State *L, int err, const char *what) {
 }
 
 static int fail_errno(lua_State *L, int err, const char *what) {
-  push_errno(L, err, what);
-  lua_remove(L, -4);                  /* the status */
-  return handover(L, "_fail", 3);
+  return mproc_raise_errno(L, 1, err, what);
 }
 
 /* A private byte buffer that survives errors: the queue's own when free,

@@ -95,12 +95,12 @@ static sync_ud *newud(lua_State *L, uint32_t magic, const char *tname, int nuv) 
   return u;
 }
 
-/* Creates the object in a slab; raises on failure (out of memory or
- * /dev/shm full are rare enough to be errors, like a failed malloc). */
+/* Creates the object (on the stack top) in a slab; /dev/shm full or out
+ * of memory raise OSError (through the class's _fail, sync.lua). */
 static void *alloc_obj(lua_State *L, sync_ud *u, size_t size) {
   mproc_seg *seg;
   void *p = mproc_slab_alloc(size, &seg);
-  if (p == NULL) luaL_error(L, "cannot create shared object: %s", strerror(errno));
+  if (p == NULL) mproc_raise_errno(L, -1, errno, "cannot create shared object");
   u->seg = seg;
   u->obj = p;
   return p;
@@ -181,27 +181,11 @@ bad:
 /* The slow path: returns what the object's Lua method _block(step,
  * timeout) returns (the step's results, or false when the timeout ran
  * out).  The object is at index 1. */
-static int block_k(lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  return lua_gettop(L) - (int)base;
-}
-
-static int handover(lua_State *L, const char *method, int nargs, lua_KFunction k) {
-  int base = lua_gettop(L) - nargs;
-  if (lua_getfield(L, 1, method) != LUA_TFUNCTION)
-    return luaL_error(L, "mproc.sync is not loaded");
-  lua_insert(L, base + 1);
-  lua_pushvalue(L, 1);
-  lua_insert(L, base + 2);
-  lua_callk(L, nargs + 1, LUA_MULTRET, base, k);
-  return k(L, LUA_OK, base);
-}
-
 static int block(lua_State *L, lua_CFunction step, double timeout) {
   lua_pushcfunction(L, step);
   if (timeout < 0) lua_pushnil(L);
   else lua_pushnumber(L, timeout);
-  return handover(L, "_block", 2, block_k);
+  return mproc_handover(L, 1, "_block", 2);
 }
 
 /* }====================================================================== */
@@ -226,7 +210,7 @@ static int lock_new(lua_State *L, int recursive) {
                      recursive ? "mproc.RLock" : "mproc.Lock", 1);
   mproc_lock *l = (mproc_lock *)alloc_obj(L, u, sizeof(mproc_lock));
   int rc = mproc_lock_init(l, recursive);
-  if (rc) return luaL_error(L, "cannot create lock: %s", strerror(rc));
+  if (rc) return mproc_raise_errno(L, -1, rc, "cannot create lock");
   return 1;
 }
 
@@ -290,11 +274,12 @@ static int l_rlock_acquire(lua_State *L) {
   return lock_acquire_u(L, CHECK(L, 1, M_RLOCK, "mproc.RLock"));
 }
 
-static void lock_release_u(lua_State *L, sync_ud *u) {
+/* The lock u is the object at index idx. */
+static void lock_release_u(lua_State *L, int idx, sync_ud *u) {
   mproc_lock *l = (mproc_lock *)u->obj;
   int rc = mproc_lock_release(l);
   if (rc == 0) return;
-  if (rc != EPERM) luaL_error(L, "cannot release lock: %s", strerror(rc));
+  if (rc != EPERM) mproc_raise_errno(L, idx, rc, "cannot release lock");
   if (__atomic_load_n(&l->owner, __ATOMIC_RELAXED) == 0)
     luaL_error(L, "cannot release un-acquired lock");
   luaL_error(L, "cannot release a lock held by another process");
@@ -302,13 +287,13 @@ static void lock_release_u(lua_State *L, sync_ud *u) {
 
 static int l_lock_release(lua_State *L) {
   sync_ud *u_;
-  lock_release_u(L, CHECK(L, 1, M_LOCK, "mproc.Lock"));
+  lock_release_u(L, 1, CHECK(L, 1, M_LOCK, "mproc.Lock"));
   return 0;
 }
 
 static int l_rlock_release(lua_State *L) {
   sync_ud *u_;
-  lock_release_u(L, CHECK(L, 1, M_RLOCK, "mproc.RLock"));
+  lock_release_u(L, 1, CHECK(L, 1, M_RLOCK, "mproc.RLock"));
   return 0;
 }
 
@@ -368,7 +353,7 @@ static int push_guard(lua_State *L, sync_ud *u) {
  * (raising Timeout) and returns the guard. */
 static int guard_slow(lua_State *L) {
   lua_settop(L, 2);
-  return handover(L, "_guard_slow", 1, block_k);
+  return mproc_handover(L, 1, "_guard_slow", 1);
 }
 
 static int l_lock_guard(lua_State *L) {
@@ -403,7 +388,8 @@ static int l_guard_close(lua_State *L) {
     if (mproc_sem_release((mproc_sem *)u->obj, 1) != 0)
       luaL_error(L, "semaphore or lock released too many times");
   } else {
-    lock_release_u(L, u);
+    lua_getiuservalue(L, 1, 1);          /* the lock */
+    lock_release_u(L, -1, u);
   }
   return 0;
 }
@@ -561,7 +547,7 @@ static int l_Condition(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   c = (mproc_cond *)alloc_obj(L, u, sizeof(mproc_cond));
   rc = mproc_cond_init(c);
-  if (rc) return luaL_error(L, "cannot create condition: %s", strerror(rc));
+  if (rc) return mproc_raise_errno(L, -1, rc, "cannot create condition");
   return 1;
 }
 
@@ -579,7 +565,7 @@ static sync_ud *to_lock(lua_State *L) {
 }
 
 static int l_cond_acquire(lua_State *L) { return lock_acquire_u(L, to_lock(L)); }
-static int l_cond_release(lua_State *L) { lock_release_u(L, to_lock(L)); return 0; }
+static int l_cond_release(lua_State *L) { lock_release_u(L, 1, to_lock(L)); return 0; }
 static int l_cond_guard(lua_State *L) { to_lock(L); return l_lock_guard(L); }
 
 static int l_cond_lock(lua_State *L) {
@@ -682,7 +668,7 @@ static int l_Barrier(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   rc = mproc_barrier_init((mproc_barrier *)alloc_obj(L, u, sizeof(mproc_barrier)),
                           (uint32_t)parties, t);
-  if (rc) return luaL_error(L, "cannot create barrier: %s", strerror(rc));
+  if (rc) return mproc_raise_errno(L, -1, rc, "cannot create barrier");
   return 1;
 }
 

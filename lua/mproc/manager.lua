@@ -553,7 +553,9 @@ local function auth_step(srv, cs, msg)
     send_raw(srv, cs, core.hmac_sha256(srv.key, msg))
   elseif cs.state == "auth3" then
     if msg ~= WELCOME then return drop(srv, cs) end
-    if not pcall(cs.conn._secure, cs.conn, srv.key, cs.challenge, cs.cchallenge, "server") then
+    local ok, secured = pcall(cs.conn._secure, cs.conn, srv.key, cs.challenge, cs.cchallenge,
+                              "server")
+    if not (ok and secured) then
       return drop(srv, cs)                         -- libcrypto failed: not this peer's fault
     end
     cs.state, cs.auth_deadline, cs.challenge, cs.cchallenge = "ready", nil, nil, nil
@@ -684,7 +686,7 @@ local function client_auth(c, key, deadline)
     raise("AuthenticationError", "digest received was wrong (wrong authkey)")
   end
   send_frame(c, WELCOME, deadline)
-  c:_secure(key, sch, ch, "client")      -- every frame from now on is sealed
+  check(c:_secure(key, sch, ch, "client"))  -- every frame from now on is sealed
 end
 
 local function open_conn(addr, key)

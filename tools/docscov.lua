@@ -36,7 +36,9 @@ local CLASSES = {
   ["lua/mproc/pool.lua:Pool"] = { doc = "pool.md", vars = { "pool" } },
   -- the cluster pool has the local pool's API, documented once
   ["lua/mproc/cluster.lua:Pool"] = { doc = "pool.md", vars = { "pool" } },
-  ["lua/mproc/pool.lua:WorkerInfo"] = { doc = "pool.md", section = "## How it works" },
+  -- the parent side's methods of Pool (all "_" today: sched's source interface)
+  ["lua/mproc/pool/dispatch.lua:Pool"] = { doc = "pool.md", vars = { "pool" } },
+  ["lua/mproc/pool/dispatch.lua:WorkerInfo"] = { doc = "pool.md", section = "## How it works" },
   ["lua/mproc/result.lua:AsyncResult"] = { doc = "result.md", vars = { "r" } },
   ["lua/mproc/process.lua:Process"] = { doc = "process.md", vars = { "p", "mp.Process" } },
   ["lua/mproc/progress.lua:Bar"] = { doc = "coroutines.md", vars = { "bar" } },

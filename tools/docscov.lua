@@ -36,7 +36,9 @@ local CLASSES = {
   ["lua/mproc/pool.lua:Pool"] = { doc = "pool.md", vars = { "pool" } },
   -- the cluster pool has the local pool's API, documented once
   ["lua/mproc/cluster.lua:Pool"] = { doc = "pool.md", vars = { "pool" } },
-  ["lua/mproc/pool.lua:WorkerInfo"] = { doc = "pool.md", section = "## How it works" },
+  -- the parent side's methods of Pool (all "_" today: sched's source interface)
+  ["lua/mproc/pool/dispatch.lua:Pool"] = { doc = "pool.md", vars = { "pool" } },
+  ["lua/mproc/pool/dispatch.lua:WorkerInfo"] = { doc = "pool.md", section = "## How it works" },
   ["lua/mproc/result.lua:AsyncResult"] = { doc = "result.md", vars = { "r" } },
   ["lua/mproc/process.lua:Process"] = { doc = "process.md", vars = { "p", "mp.Process" } },
   ["lua/mproc/progress.lua:Bar"] = { doc = "coroutines.md", vars = { "bar" } },
@@ -47,14 +49,15 @@ local CLASSES = {
   ["lua/mproc/sync.lua:Cond"] = { doc = "sync.md", vars = { "cond" } },
   ["lua/mproc/manager.lua:BaseManager"] = { doc = "managers.md", vars = { "m" } },
   ["lua/mproc/manager.lua:Manager"] = { doc = "managers.md", vars = { "m" } },
-  ["lua/mproc/manager.lua:SDict"] = { doc = "managers.md", section = "### m:dict(" },
-  ["lua/mproc/manager.lua:SList"] = { doc = "managers.md", section = "### m:list(" },
-  ["lua/mproc/manager.lua:SNamespace"] = { doc = "managers.md", section = "### m:Namespace(" },
-  ["lua/mproc/manager.lua:SQueue"] = { doc = "managers.md", section = "### m:Queue(",
+  ["lua/mproc/manager/objects.lua:SDict"] = { doc = "managers.md", section = "### m:dict(" },
+  ["lua/mproc/manager/objects.lua:SList"] = { doc = "managers.md", section = "### m:list(" },
+  ["lua/mproc/manager/objects.lua:SNamespace"] = { doc = "managers.md",
+    section = "### m:Namespace(" },
+  ["lua/mproc/manager/objects.lua:SQueue"] = { doc = "managers.md", section = "### m:Queue(",
     also = "### m:JoinableQueue(" },
-  ["lua/mproc/manager.lua:SLock"] = { doc = "managers.md", section = "### m:Lock(" },
-  ["lua/mproc/manager.lua:SEvent"] = { doc = "managers.md", section = "### m:Event(" },
-  ["lua/mproc/manager.lua:SValue"] = { doc = "managers.md", section = "### m:Value(" },
+  ["lua/mproc/manager/objects.lua:SLock"] = { doc = "managers.md", section = "### m:Lock(" },
+  ["lua/mproc/manager/objects.lua:SEvent"] = { doc = "managers.md", section = "### m:Event(" },
+  ["lua/mproc/manager/objects.lua:SValue"] = { doc = "managers.md", section = "### m:Value(" },
 }
 -- Not classes users hold: module function tables (checked as mp.* names
 -- at run time), metamethod tables, and internal handles (all "_" methods,

@@ -366,7 +366,7 @@ function M.run_task(d)
   end
   if t.k == "c" then
     local out, errs = {}, nil
-    local function handler(e) return { e, errs_mod.traceback(e, 2) } end
+    local handler = errs_mod.catch
     local items = t.i
     for i = 1, t.n do
       local it = items[i]
@@ -420,7 +420,7 @@ function M.run_batch(ds)
   local errs_mod = require "mproc.errors"
   local clock = require("mproc.core").now
   local run = cl.run_task
-  local function catch(e) return { e, errs_mod.traceback(e, 2) } end
+  local catch = errs_mod.catch
   local t0 = clock()
   local out = { n = #ds }
   for i = 1, #ds do

@@ -56,6 +56,20 @@ function M.register_reftype(name, fn, seen)
   core.register_reftype(name, fn, seen)
 end
 
+-- The by-reference transfer of a class of the bindings, both directions in
+-- one place: decode(handle, functions) rebuilds an object sent from another
+-- process (functions: whether its message may carry functions); encode(obj)
+-- -> typename, handle, when given, replaces the binding's own encoder (its
+-- C one is passed as the second argument, to build on).
+function M.reftype(tname, decode, encode)
+  if encode then
+    local _, mt = core.class(tname)
+    local c_encode = mt.__mproc_encode
+    mt.__mproc_encode = function(obj) return encode(obj, c_encode) end
+  end
+  core.register_reftype(tname, decode)
+end
+
 -- pool.lua sets this: a name registered while a pool runs would be
 -- unknown to its workers, forked before.
 M.before_register = nil

@@ -44,6 +44,13 @@ local function check(ok, ...)
   return fail(...)
 end
 
+-- The classes of the bindings get this as their `_fail` method (through
+-- core.class): a C method hands a runtime failure over to it as
+-- obj:_fail(kind, message [, errno]).
+local function method_fail(_, kind, message, err)
+  return fail(kind, message, err)
+end
+
 -- lua.c's SIGINT handler sets a hook that raises the string "interrupted!"
 -- at the next call or return: for a blocking C wait, its return.  A wait
 -- wrapped here reports that as an Interrupted error (API.md) instead.
@@ -78,8 +85,15 @@ local function traceback(e, level)
   return tb
 end
 
+-- The xpcall handler for code run on a user's behalf whose error travels
+-- (a pool task, a manager call): keeps the value and its traceback, {e, tb}.
+local function catch(e)
+  return { e, traceback(e, 3) }
+end
+
 return {
   Error = Error, new = new, raise = raise, is_error = is_error, check = check,
   interruptible = interruptible, error_text = error_text, traceback = traceback,
+  catch = catch, method_fail = method_fail,
   exports = { Error = Error, is_error = is_error },
 }

@@ -33,20 +33,21 @@ local function intarg(v, n, fname, default)
     or ("number expected, got " .. typename(v)), 3)
 end
 
--- Finishes a send: the C step returned `nil, in_flight, fd` when it must
--- wait for the socket (in_flight false: an older interrupted frame was
--- still in the way and `retry` must be called again).
+-- Finishes a send: a C step returns `true, done, fd, again` (the shape of
+-- both Conn bindings) and must wait for the socket unless done; `again`:
+-- an older interrupted frame was still in the way and `retry` must be
+-- called again.
 local function finish(self, ok, a, b, c, retry, ...)
-  while ok == nil do
+  while ok and not a do
     wait_fd(b, "w", nil)
-    if a then ok, a, b, c = flush(self) else ok, a, b, c = retry(self, ...) end
+    if c then ok, a, b, c = retry(self, ...) else ok, a, b, c = flush(self) end
   end
   if not ok then fail(a, b, c) end
 end
 
 function Conn:send(v)
   local ok, a, b, c = send(self, v)
-  if ok then return end
+  if ok and a then return end
   finish(self, ok, a, b, c, send, v)
 end
 
@@ -61,17 +62,17 @@ function Conn:send_bytes(s, offset, size)
   size = intarg(size, 3, "send_bytes", len - offset)
   if size < 0 or size > len - offset then argerror(3, "send_bytes", "size out of range") end
   local ok, a, b, c = send_bytes(self, s, offset, size)
-  if ok then return end
+  if ok and a then return end
   finish(self, ok, a, b, c, send_bytes, s, offset, size)
 end
 
 local function receive(self, raw, maxlen)
   local ok, a, b, c = recv(self, raw, maxlen)
-  while ok == nil do  -- nothing yet: a is the descriptor to wait for
-    wait_fd(a, "r", nil)
+  while ok and not a do  -- nothing yet: b is the descriptor to wait for
+    wait_fd(b, "r", nil)
     ok, a, b, c = recv(self, raw, maxlen)
   end
-  if ok then return a end
+  if ok then return b end
   return fail(a, b, c)
 end
 

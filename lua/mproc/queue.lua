@@ -1,9 +1,12 @@
 -- Queue, JoinableQueue, SimpleQueue: shared-memory rings (src/core/queue.c).
 -- The methods are C functions (src/lua/queue.c) so the common put/get costs
--- no Lua frame; when a call would block, C calls the slow paths below,
--- which wait in short slices (SIGINT gets through between slices) via
--- `block`, the one place a scheduler hooks in.
+-- no Lua frame; when a call would block, C hands over to the slow paths
+-- below, methods of the classes added through core.class, which wait
+-- through sched.wait_shared (short slices in C, so SIGINT gets through;
+-- inside mp.run only the calling task waits).  Failures reach `fail` as
+-- a status and are raised from there.
 local core = require "mproc.core"
+local codec = require "mproc.codec"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
@@ -11,20 +14,22 @@ local util = require "mproc.util"
 local raise, check = errors.raise, errors.check
 local deadline_of, remaining = sched.deadline, sched.remaining
 
-local SLICE = 0.05      -- longest blocking wait in C between returns to Lua
-
 -- Waits until the queue may be ready for `what` ("get", "put", "join") or
--- the deadline passes.  A scheduler (mp.run) installs
--- sched.hooks.wait_shared(probe, deadline); probe(seconds) waits in C at
--- most that long and returns true when the queue looks ready.
+-- the deadline passes, through the one waiting point (sched.wait_shared:
+-- q:_wait blocks in C for one slice at a time).
 local function block(q, what, deadline)
-  local hook = sched.hooks.wait_shared
-  if hook then
-    return hook(function(s) return q:_wait(what, s) end, deadline)
-  end
-  local left = remaining(deadline)
-  if left == nil or left > SLICE then left = SLICE end
-  return q:_wait(what, left)
+  return sched.wait_shared(function(s)
+    local ok, ready, msg, errno = q:_wait(what, s)
+    if not ok then return false, ready, msg, errno end
+    if ready then return true end
+  end, deadline)
+end
+
+-- The failures of the C methods come here as a status: raised as mp.Error.
+-- pushed: how many items of a put_many went in before the queue was full.
+local function fail(_, kind, msg, errno, pushed)
+  if pushed then raise(kind, msg, { put = pushed }) end
+  check(false, kind, msg, errno)
 end
 
 -- put/put_many that found the queue full: `frames` holds the encoded rest.
@@ -32,7 +37,7 @@ local function slow_put(q, frames, timeout, pushed)
   local deadline = deadline_of(timeout)
   local pos, n, done = 1
   while true do
-    pos, n, done = q:_put_frames(frames, pos)
+    pos, n, done = check(q:_put_frames(frames, pos))
     pushed = pushed + n
     if done then return end
     if remaining(deadline) == 0 then
@@ -46,8 +51,9 @@ end
 local function slow_get(q, timeout, max)
   local deadline = deadline_of(timeout)
   while true do
-    local ok, v = q:_try_get(max)
+    local ok, v, msg, errno = q:_try_get(max)
     if ok then return v end
+    if v then check(false, v, msg, errno) end
     if remaining(deadline) == 0 then raise("Empty", "queue is empty") end
     block(q, "get", deadline)
   end
@@ -62,16 +68,16 @@ local function slow_join(q, timeout)
   return true
 end
 
--- A SIGINT anywhere in a slow path (in a slice, or between two) raises
--- Interrupted: the whole loop is protected, not only the waits.
+-- The slow paths the C methods hand over to (src/lua/queue.c).  A SIGINT
+-- anywhere in one (in a slice, or between two) raises Interrupted: the
+-- whole loop is protected, not only the waits.
 local interruptible = errors.interruptible
-core.queue_hooks {
-  raise = raise,
-  raise_errno = function(msg, errno) raise("OSError", msg, { errno = errno }) end,
-  raise_full = function(pushed) raise("Full", "queue is full", { put = pushed }) end,
-  slow_put = interruptible(slow_put), slow_get = interruptible(slow_get),
-  slow_join = interruptible(slow_join),
-}
+for _, tname in ipairs { "mproc.Queue", "mproc.JoinableQueue", "mproc.SimpleQueue" } do
+  local methods = core.class(tname)
+  methods._fail = fail
+  methods._slow_put, methods._slow_get = interruptible(slow_put), interruptible(slow_get)
+  methods._slow_join = interruptible(slow_join)
+end
 
 -- maxsize: nil or an integer; <= 0 means unbounded (as in Python).
 local function check_opts(fname, maxsize, opts)
@@ -110,11 +116,9 @@ end
 
 -- Queues travel by reference: the codec sends the ring's name and the
 -- receiver attaches it.
-if core.register_reftype then
-  local function attach(handle) return check(core.queue_attach(handle)) end
-  for _, tname in ipairs { "mproc.Queue", "mproc.JoinableQueue", "mproc.SimpleQueue" } do
-    core.register_reftype(tname, attach)
-  end
+local function attach(handle) return check(core.queue_attach(handle)) end
+for _, tname in ipairs { "mproc.Queue", "mproc.JoinableQueue", "mproc.SimpleQueue" } do
+  codec.reftype(tname, attach)
 end
 
 return {

@@ -3,7 +3,8 @@
 -- Every blocking call of the Lua layer waits here: for a descriptor
 -- (wait_fd), a deadline (sleep), a condition that other parts of mproc make
 -- true (wait_event: pool results, coroutine tasks), or a shared-memory
--- object that has no descriptor (wait_until: locks, events, queues).
+-- object that has no descriptor (wait_shared: locks, events, queues, the
+-- pool worker's task ring), with one slice policy (SLICE).
 --
 -- Outside mp.run these block the process (in the C core).  Inside mp.run a
 -- call made by one of its tasks yields that task's coroutine only; the
@@ -28,6 +29,13 @@ local create, status = coroutine.create, coroutine.status
 local pack, unpack = table.pack, table.unpack
 
 local M = { hooks = {}, dispatchers = {} }
+
+-- The one slice policy: a wait on shared memory blocks in C for at most
+-- SLICE seconds, then comes back to Lua (so SIGINT gets through) and waits
+-- again; a probe that cannot block in C is retried after a nap that grows
+-- from NAP_MIN to NAP_MAX (inside mp.run every probe is such a one).
+M.SLICE = 0.05
+local SLICE, NAP_MIN, NAP_MAX = M.SLICE, 0.0005, 0.02
 
 -- {=====================================================================
 -- Deadlines
@@ -176,7 +184,6 @@ end
 -- ======================================================================
 
 local sched = nil      -- the running scheduler's state, nil outside mp.run
-local wait_shared      -- hooks.wait_shared while mp.run runs (see below)
 local TOKEN = {}       -- marks our yields
 local MANY_TICK = 0.01 -- polling period of wait_many conditions without a descriptor
 
@@ -269,11 +276,11 @@ local function wake_waiters(s, ready_fd)
         if not ok then make_ready(s, t, nil, v)
         elseif v then make_ready(s, t, true) end
       elseif kind == "poll" and t_now >= t.next_try then
-        local ok, v = pcall(t.a)
+        local ok, v = pcall(t.a, t.b)
         if not ok then make_ready(s, t, nil, v)
         elseif v then make_ready(s, t, true)
         else
-          t.backoff = min(t.backoff * 2, 0.02)
+          t.backoff = min(t.backoff * 2, NAP_MAX)
           t.next_try = t_now + t.backoff
         end
       end
@@ -377,10 +384,7 @@ function M.run(fn, ...)
   local s = { by_co = {}, ready = {}, count = 0, seq = 0 }
   local main = spawn_record(s, fn, pack(...), nil, true)
   sched = s
-  local had_hook = M.hooks.wait_shared
-  M.hooks.wait_shared = had_hook or wait_shared
   local ok, err = pcall(loop, s)
-  M.hooks.wait_shared = had_hook
   sched = nil
   if next(s.by_co) then close_tasks(s) end
   if not ok then error(err, 0) end
@@ -505,76 +509,62 @@ function M.wait_many(collect, pred, deadline)
   end
 end
 
--- Waits for a shared-memory object that has no descriptor.  try() makes
--- one non-blocking attempt and returns true on success.  Outside mp.run,
--- block(deadline) (when given) is the caller's own blocking wait in C and
--- its result is returned; inside mp.run only the task waits, polling try()
--- from the scheduler loop with a short backoff (0.5 ms up to 20 ms).
--- Returns true, or false when the deadline passed.
-function M.wait_until(try, deadline, block)
+-- Waits for a shared-memory object, which has no descriptor (locks,
+-- events, queues, a pool's task ring, a child that is not ours).
+-- probe(slice) makes one attempt that waits in C at most `slice` seconds
+-- and returns nothing (nil) when not done yet, `false, kind, message
+-- [, errno]` on a failure (raised here as an mp.Error), or its results.
+-- `polled`: the probe cannot wait in C (it is called with 0 and napped
+-- between).  Outside mp.run the process blocks here; inside, only the
+-- calling task waits: the scheduler loop retries probe(0).  A SIGINT
+-- raises Interrupted.  Returns the probe's results, or false when the
+-- deadline passed.
+local function wait_shared(probe, deadline, polled)
+  local res
+  local function try(slice)
+    local r = pack(probe(slice))
+    if r[1] == nil then return false end
+    res = r
+    return true
+  end
   local t = current()
-  if not t then
-    if block then return block(deadline) end
-    local nap = 0.0005
-    while true do
-      if try() then return true end
+  if t then
+    if not try(0) then
+      t.backoff = NAP_MIN
+      t.next_try = now() + NAP_MIN
+      local ok, err = suspend(t, "poll", try, 0, deadline)
+      if err ~= nil then error(err, 0) end
+      if not ok then return false end
+    end
+  elseif polled then
+    local nap = NAP_MIN
+    while not try(0) do
       if deadline and now() >= deadline then return false end
       local until_t = now() + nap
       if deadline and deadline < until_t then until_t = deadline end
       if #sources > 0 then step(nil, nil, until_t) else csleep(until_t - now()) end
-      nap = min(nap * 2, 0.02)
+      nap = min(nap * 2, NAP_MAX)
     end
-  end
-  if try() then return true end
-  t.backoff = 0.0005
-  t.next_try = now() + t.backoff
-  local ok, err = suspend(t, "poll", try, nil, deadline)
-  if err ~= nil then error(err, 0) end
-  return ok
-end
-
--- sched.hooks.wait_shared, installed while mp.run runs: the queue and sync
--- modules wait on shared memory through it.  Two call shapes exist today:
---   queue: hook(probe, deadline); probe(s) waits up to s seconds in C and
---          returns true when the queue looks ready;
---   sync:  hook(step, obj, timeout, ...); step(obj, s, ...) returns nothing
---          when its slice ran out, false, kind, msg on failure, else done.
--- Inside a task both poll with a zero slice from the scheduler loop.
-local SLICE = 0.05
-function wait_shared(fn, b, ...)  -- luacheck: ignore 111 (the local declared above)
-  local t = current()
-  if type(b) ~= "userdata" then  -- queue shape
-    local deadline = b
-    if not t then
-      local left = M.remaining(deadline)
-      return fn((left == nil or left > SLICE) and SLICE or left)
-    end
-    return M.wait_until(function() return fn(0) end, deadline)
-  end
-  local obj, timeout = b, ...
-  local rest = pack(select(2, ...))
-  local deadline = M.deadline(timeout)
-  local res
-  local function try(slice)
-    local r = pack(fn(obj, slice, unpack(rest, 1, rest.n)))
-    if r[1] ~= nil then res = r return true end
-    return false
-  end
-  if t then
-    if not M.wait_until(function() return try(0) end, deadline) then return false end
   else
-    repeat
+    while true do
       local left = M.remaining(deadline)
       if try((left == nil or left > SLICE) and SLICE or left) then break end
-    until deadline and now() >= deadline
-    if not res then return false end
+      if deadline and now() >= deadline then return false end
+    end
   end
-  if res[1] == false then
-    require("mproc.errors").check(false, res[2], res[3], res[4])
-  end
+  if res[1] == false then errors.check(false, res[2], res[3], res[4]) end
   return unpack(res, 1, res.n)
 end
-M.wait_shared = wait_shared
+M.wait_shared = interruptible(wait_shared)
+
+-- wait_until(try, deadline [, block]): try() makes one non-blocking
+-- attempt and returns true on success; outside mp.run block(deadline),
+-- when given, is the caller's own blocking wait and its result is
+-- returned.  Returns true, or false when the deadline passed.
+function M.wait_until(try, deadline, block)
+  if block and not current() then return block(deadline) end
+  return M.wait_shared(function() if try() then return true end end, deadline, true)
+end
 
 -- Gives the other tasks a turn (no-op outside mp.run).
 function M.yield()

@@ -2,50 +2,31 @@
 -- their fast paths are C (src/lua/sync.c, methods straight in the metatables);
 -- this module adds what waits in Lua: `M.block`, the waiting point for
 -- shared objects, and the methods that orchestrate several C steps
--- (Condition:wait, wait_for, Barrier:wait), plus the by-reference decoders.
+-- (Condition:wait, wait_for, Barrier:wait), plus the by-reference transfer.
 local core = require "mproc.core"
+local codec = require "mproc.codec"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 
 local check, raise = errors.check, errors.raise
 local check_timeout = util.check_timeout
-local now = core.now
-local registry = debug.getregistry()
 
 local M = {}
 
--- A wait on a shared object cannot be a poll on a descriptor: C waits in
--- slices this long, then returns here, so that SIGINT reaches Lua and a
--- scheduler (sched.hooks.wait_shared) can interleave other work.
-M.SLICE = 0.05
+-- A wait on a shared object blocks in C for one slice at a time (the
+-- slice of sched, the one waiting point).
+M.SLICE = sched.SLICE
 
--- Calls step(obj, slice, ...) until it reports something or the timeout
--- (seconds, nil: forever) runs out.  A step returns nothing when its slice
--- ran out, `false, kind, message` on failure (raised here) and anything
--- else when done.  Returns the step's results, or false after the timeout.
--- A SIGINT anywhere in here (in a slice, or between two) raises
--- Interrupted.
-local function block(step, obj, timeout, ...)
-  local hook = sched.hooks.wait_shared
-  if hook then return hook(step, obj, timeout, ...) end
-  local deadline = timeout and now() + timeout
-  local slice = M.SLICE
-  while true do
-    local s = slice
-    if deadline then
-      local left = deadline - now()
-      if left < s then s = left > 0 and left or 0 end
-    end
-    local ok, a, b, c = step(obj, s, ...)
-    if ok ~= nil then
-      if ok == false then return check(false, a, b, c) end
-      return ok, a, b
-    end
-    if deadline and now() >= deadline then return false end
-  end
+-- Calls step(obj, slice, arg) through sched.wait_shared until it reports
+-- something or the timeout (seconds, nil: forever) runs out.  A step
+-- returns nothing when its slice ran out, `false, kind, message` on
+-- failure (raised) and anything else when done.  Returns the step's
+-- results, or false after the timeout.  A SIGINT raises Interrupted.
+function M.block(step, obj, timeout, arg)
+  return sched.wait_shared(function(s) return step(obj, s, arg) end,
+                           sched.deadline(timeout))
 end
-M.block = errors.interruptible(block)
 
 -- The slow path of x:guard([timeout]): acquire or raise Timeout.
 local function guard_slow(obj, timeout)
@@ -56,14 +37,21 @@ local function guard_slow(obj, timeout)
   return obj:_guard()
 end
 
-core.sync_hooks(function(step, obj, timeout) return M.block(step, obj, timeout) end,
-                guard_slow)
+-- The slow paths the C methods hand over to (src/lua/sync.c): a wait that
+-- would block, or failed, and a guard that could not be taken at once.
+local function slow_block(obj, step, timeout) return M.block(step, obj, timeout) end
+for _, tname in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Event",
+                         "mproc.Condition", "mproc.Barrier" } do
+  local methods = core.class(tname)
+  methods._block, methods._guard_slow = slow_block, guard_slow
+  methods._fail = errors.method_fail
+end
 
 -- {=====================================================================
 -- Condition
 -- ======================================================================
 
-local Cond = registry["mproc.Condition"].__methods
+local Cond = core.class("mproc.Condition")
 
 -- wait([timeout]) -> true when notified, false on timeout.  Releases the
 -- lock (every level of an RLock) while waiting and takes it back after.
@@ -78,7 +66,7 @@ function Cond.wait(self, timeout)
     if ok and late then got = true end
   end
   -- take the lock back whatever happened (as Python does), then report
-  while not lock:acquire(M.SLICE) do end
+  while not lock:acquire(sched.SLICE) do end
   lock:_restore(depth)
   if not ok then error(got, 0) end
   return got == true
@@ -111,7 +99,7 @@ end
 -- Barrier
 -- ======================================================================
 
-local Bar = registry["mproc.Barrier"].__methods
+local Bar = core.class("mproc.Barrier")
 
 -- wait([timeout]) -> arrival index 1..parties.  The last to arrive runs
 -- the action (an error there breaks the barrier and is re-raised).  A
@@ -146,66 +134,45 @@ end
 -- By reference through the codec
 -- ======================================================================
 
-local function codec_fn(name)
-  local ok, codec = pcall(require, "mproc.codec")
-  return ok and type(codec) == "table" and codec.exports and codec.exports[name]
-end
-
 local function attach(tname)
   return function(handle)
     return check(core.sync_attach(tname, handle))
   end
 end
 
--- Condition: its own handle, then its lock's ("|" never occurs in one).
-local cond_encode = registry["mproc.Condition"].__mproc_encode
-registry["mproc.Condition"].__mproc_encode = function(c)
-  local tname, h = cond_encode(c)
-  local ltname, lh = getmetatable(c:_lock()).__mproc_encode(c:_lock())
-  return tname, h .. "|" .. ltname .. "|" .. lh
+for _, tname in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Event" } do
+  codec.reftype(tname, attach(tname))
 end
 
-local function decode_condition(handle)
+-- Condition: its own handle, then its lock's ("|" never occurs in one).
+codec.reftype("mproc.Condition", function(handle)
   local h, ltname, lh = handle:match("^([^|]*)|([^|]*)|(.*)$")
   if not h then raise("SerializeError", "malformed Condition handle") end
   local lock = check(core.sync_attach(ltname, lh))
   return check(core.sync_attach("mproc.Condition", h, lock))
-end
+end, function(c, c_encode)
+  local tname, h = c_encode(c)
+  local lock = c:_lock()
+  local ltname, lh = getmetatable(lock).__mproc_encode(lock)
+  return tname, h .. "|" .. ltname .. "|" .. lh
+end)
 
--- Barrier: its handle, then its action encoded by the codec.
-registry["mproc.Barrier"].__mproc_encode = function(b)
-  local tname, h = b:_encode()
-  local action = b:_info()
-  if action ~= nil then
-    local dumps = codec_fn("dumps")
-    if dumps then return tname, h .. "\0" .. dumps(action) end
-  end
-  return tname, h
-end
-
--- functions: whether the message this handle came in may carry functions
--- (the codec says so: false under a plain mp.loads); the action is one.
-local function decode_barrier(handle, functions)
+-- Barrier: its handle, then its action encoded by the codec.  functions:
+-- whether the message this handle came in may carry functions (false
+-- under a plain mp.loads); the action is one.
+codec.reftype("mproc.Barrier", function(handle, functions)
   local h, act = handle:match("^([^%z]*)%z(.*)$")
   local b = check(core.sync_attach("mproc.Barrier", h or handle))
   if act and b:_info() == nil then
-    local loads = codec_fn("loads")
-    if loads then b:_set_action(loads(act, { functions = functions == true })) end
+    b:_set_action(codec.loads(act, { functions = functions == true }))
   end
   return b
-end
-
-M.decoders = {
-  ["mproc.Lock"] = attach("mproc.Lock"),
-  ["mproc.RLock"] = attach("mproc.RLock"),
-  ["mproc.Semaphore"] = attach("mproc.Semaphore"),
-  ["mproc.Event"] = attach("mproc.Event"),
-  ["mproc.Condition"] = decode_condition,
-  ["mproc.Barrier"] = decode_barrier,
-}
-if core.register_reftype then
-  for tname, fn in pairs(M.decoders) do core.register_reftype(tname, fn) end
-end
+end, function(b)
+  local tname, h = b:_encode()
+  local action = b:_info()
+  if action ~= nil then return tname, h .. "\0" .. codec.dumps(action) end
+  return tname, h
+end)
 
 -- }=====================================================================
 

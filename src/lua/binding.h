@@ -28,6 +28,15 @@ int mproc_open_pool(lua_State *L);
 int mproc_fail(lua_State *L, const char *kind, const char *fmt, ...);
 int mproc_fail_errno(lua_State *L, int err, const char *what);
 
+/* Hands over to the Lua side of a class (methods added with core.class):
+ * calls obj:method(args...) with the nargs values on the stack top and
+ * returns what it returns (yieldable).  A C method whose call would block
+ * hands over to its Lua slow path so; a runtime failure is handed, as
+ * kind, message [, errno], to the class's "_fail", which raises it. */
+int mproc_handover(lua_State *L, int obj, const char *method, int nargs);
+/* obj:_fail("OSError", "<what>: <strerror>", err): raises the OSError. */
+int mproc_raise_errno(lua_State *L, int obj, int err, const char *what);
+
 /* A wait mode argument "r", "w" or "rw" as MPROC_WAIT_* bits. */
 int mproc_checkmode(lua_State *L, int arg);
 

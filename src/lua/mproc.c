@@ -125,8 +125,57 @@ static int l_sleep(lua_State *L) {
   return 1;
 }
 
+static int handover_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return lua_gettop(L) - (int)base;
+}
+
+int mproc_handover(lua_State *L, int obj, const char *method, int nargs) {
+  int base;
+  obj = lua_absindex(L, obj);
+  base = lua_gettop(L) - nargs;
+  if (!lua_getmetatable(L, obj)) return luaL_error(L, "no class for %s", method);
+  if (lua_getfield(L, -1, "__methods") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "__index");
+  }
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, method) != LUA_TFUNCTION)
+    return luaL_error(L, "%s: the Lua side of %s is not loaded", method,
+                      luaL_typename(L, obj));
+  lua_replace(L, -3);
+  lua_pop(L, 1);                          /* method */
+  lua_insert(L, base + 1);
+  lua_pushvalue(L, obj);
+  lua_insert(L, base + 2);
+  lua_callk(L, nargs + 1, LUA_MULTRET, base, handover_k);
+  return handover_k(L, LUA_OK, base);
+}
+
+int mproc_raise_errno(lua_State *L, int obj, int err, const char *what) {
+  obj = lua_absindex(L, obj);
+  mproc_fail_errno(L, err, what);
+  lua_remove(L, -4);                      /* the status */
+  return mproc_handover(L, obj, "_fail", 3);
+}
+
+/* class(tname) -> methods, metatable: the one way the Lua layer extends a
+ * class of a binding (methods written in Lua, a by-reference encoder that
+ * codec.reftype sets), instead of reaching into the registry. */
+static int l_class(lua_State *L) {
+  const char *tname = luaL_checkstring(L, 1);
+  if (luaL_getmetatable(L, tname) != LUA_TTABLE)
+    return luaL_argerror(L, 1, lua_pushfstring(L, "no class '%s'", tname));
+  if (lua_getfield(L, -1, "__methods") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "__index");
+  }
+  lua_insert(L, -2);
+  return 2;
+}
+
 int mproc_open_wait(lua_State *L) {
   static const luaL_Reg funcs[] = {
+    {"class", l_class},
     {"poll_fd", l_poll_fd},
     {"now", l_now},
     {"sleep", l_sleep},

@@ -179,14 +179,17 @@ static int send_result(lua_State *L, netconn *nc, int r) {
   }
   lua_pushboolean(L, 1);
   lua_pushboolean(L, r == MPROC_CONN_DONE);
-  return 2;
+  if (r == MPROC_CONN_DONE) return 2;
+  lua_pushinteger(L, c->fd);
+  return 3;
 }
 
 /* Seals s[0..n) into nc->sbuf and starts sending it. */
 static int send_sealed(lua_State *L, netconn *nc, const char *s, size_t n) {
   unsigned char hdr[MPROC_FRAME_HDRMAX];
   size_t hl, need;
-  if (n > SIZE_MAX - MPROC_FRAME_HDRMAX - MPROC_AEAD_TAG) return luaL_error(L, "frame too long");
+  if (n > SIZE_MAX - MPROC_FRAME_HDRMAX - MPROC_AEAD_TAG)
+    return mproc_fail(L, "SerializeError", "frame too long");
   need = MPROC_FRAME_HDRMAX + n + MPROC_AEAD_TAG;
   if (need > nc->scap) {
     unsigned char *p = (unsigned char *)malloc(need);
@@ -196,14 +199,16 @@ static int send_sealed(lua_State *L, netconn *nc, const char *s, size_t n) {
     nc->scap = need;
   }
   if (mproc_aead_seal(&nc->tx, s, n, nc->sbuf + MPROC_FRAME_HDRMAX) < 0)
-    return luaL_error(L, "cannot seal a frame (libcrypto)");
+    return mproc_fail(L, "OSError", "cannot seal a frame (libcrypto)");
   hl = mproc_frame_header(hdr, (uint64_t)n + MPROC_AEAD_TAG);
   memcpy(nc->sbuf + MPROC_FRAME_HDRMAX - hl, hdr, hl);
   return send_result(L, nc, mproc_conn_send(&nc->c, (const char *)nc->sbuf + MPROC_FRAME_HDRMAX,
                                             n + MPROC_AEAD_TAG, hl));
 }
 
-/* _send(bytes) -> true, done | false, "Closed"/"OSError"/"AuthenticationError", ... */
+/* _send(bytes) -> true, true | true, false, fd (wait for fd, then _flush)
+ * | false, "Closed"/"OSError"/"AuthenticationError", msg [, errno]: the
+ * shape of the pipe's Conn (src/lua/pipe.c) */
 static int nc_send(lua_State *L) {
   netconn *nc = checknc(L);
   size_t n;
@@ -222,8 +227,8 @@ static int nc_flush(lua_State *L) {
   return send_result(L, nc, mproc_conn_flush(&nc->c));
 }
 
-/* _recv(maxlen, mode) -> true, true, value | true, false (nothing yet)
- *                      | false, kind, message
+/* _recv(maxlen, mode) -> true, true, value | true, false, fd (nothing yet)
+ *                      | false, kind, message [, errno]
  * mode: "raw" (the bytes), "value" (decoded, functions allowed: the peer
  * has authenticated), "data" (decoded, functions rejected). */
 static int nc_recv(lua_State *L) {
@@ -241,7 +246,8 @@ static int nc_recv(lua_State *L) {
     case MPROC_CONN_AGAIN:
       lua_pushboolean(L, 1);
       lua_pushboolean(L, 0);
-      return 2;
+      lua_pushinteger(L, c->fd);
+      return 3;
     case MPROC_CONN_EOF:
       return mproc_fail(L, "EOF", "the peer closed the connection");
     case MPROC_CONN_EOF_MID:
@@ -306,10 +312,11 @@ static int nc_secure(lua_State *L) {
   if (!ok) {
     mproc_aead_free(&nc->tx);
     mproc_aead_free(&nc->rx);
-    return luaL_error(L, "cannot set up the session keys (libcrypto)");
+    return mproc_fail(L, "OSError", "cannot set up the session keys (libcrypto)");
   }
   nc->secure = 1;
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int nc_fileno(lua_State *L) {

@@ -115,17 +115,20 @@ static int send_failed(lua_State *L) {
   return mproc_fail_errno(L, e, "send");
 }
 
-/* Result of a send step: true | nil, in_flight, fd | false, kind, msg. */
+/* Result of a send step, the shape of both Conn bindings (net.c too):
+ * true, true (sent) | true, false, fd (on its way: wait for fd, then
+ * _flush) | false, kind, msg [, errno]. */
 static int send_result(lua_State *L, mproc_conn *c, int r) {
   if (r == MPROC_CONN_DONE) {
     lua_pushnil(L);
     lua_setiuservalue(L, 1, 1);  /* drop the anchor of the sent bytes */
     lua_pushboolean(L, 1);
-    return 1;
+    lua_pushboolean(L, 1);
+    return 2;
   }
   if (r == MPROC_CONN_AGAIN) {
-    lua_pushnil(L);
     lua_pushboolean(L, 1);
+    lua_pushboolean(L, 0);
     lua_pushinteger(L, c->fd);
     return 3;
   }
@@ -144,10 +147,11 @@ static int clear_pending(lua_State *L, mproc_conn *c) {
     return 0;
   }
   if (r == MPROC_CONN_AGAIN) {  /* not our frame yet: wait, then retry */
-    lua_pushnil(L);
+    lua_pushboolean(L, 1);
     lua_pushboolean(L, 0);
     lua_pushinteger(L, c->fd);
-    return 3;
+    lua_pushboolean(L, 1);
+    return 4;
   }
   return send_failed(L);
 }
@@ -173,9 +177,10 @@ static int conn_close(lua_State *L) {
   return 0;
 }
 
-/* _send(c, v) -> true | nil, in_flight, fd | false, kind, msg [, errno]
- * in_flight false: an older frame still blocks the way, call again with v;
- * true: v is on its way, finish it with _flush. */
+/* _send(c, v) -> true, true | true, false, fd [, retry] | false, kind,
+ * msg [, errno].  retry: an older frame still blocked the way, v did not
+ * go: wait for fd, then call again with v; without it v is on its way,
+ * finish it with _flush. */
 static int conn_send(lua_State *L) {
   mproc_conn *c = checkwritable(L);
   mproc_buf *b;
@@ -241,7 +246,7 @@ static int conn_send_bytes(lua_State *L) {
   return send_result(L, c, mproc_conn_send(c, s + off, size, 0));
 }
 
-/* _flush(c) -> true | nil, true, fd | false, kind, msg */
+/* _flush(c) -> true, true | true, false, fd | false, kind, msg [, errno] */
 static int conn_flush(lua_State *L) {
   mproc_conn *c = checkwritable(L);
   int r = mproc_conn_flush(c);
@@ -256,7 +261,8 @@ static int conn_flush(lua_State *L) {
   return send_result(L, c, r);
 }
 
-/* _recv(c, raw [, maxlen]) -> true, value | nil, fd | false, kind, msg */
+/* _recv(c, raw [, maxlen]) -> true, true, value | true, false, fd
+ * (nothing yet) | false, kind, msg [, errno] */
 static int conn_recv(lua_State *L) {
   mproc_conn *c = checkreadable(L);
   int raw = lua_toboolean(L, 2);
@@ -280,6 +286,7 @@ static int conn_recv(lua_State *L) {
         }
       }
       lua_pushboolean(L, 1);
+      lua_pushboolean(L, 1);
       if (raw) lua_pushlstring(L, p, n);
       else ok = mproc_decode(L, p, n, 0);
       mproc_conn_recv_done(c);
@@ -297,12 +304,13 @@ static int conn_recv(lua_State *L) {
         lua_rotate(L, -3, 2);
         return 3;
       }
-      return 2;
+      return 3;
     }
     case MPROC_CONN_AGAIN:
-      lua_pushnil(L);
+      lua_pushboolean(L, 1);
+      lua_pushboolean(L, 0);
       lua_pushinteger(L, c->fd);
-      return 2;
+      return 3;
     case MPROC_CONN_EOF:
       return mproc_fail(L, "EOF", "peer closed the pipe");
     case MPROC_CONN_EOF_MID:

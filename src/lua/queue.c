@@ -4,10 +4,13 @@
  *
  * The common case runs in C only (put/get are methods in __index): encode
  * into a reusable buffer, lock, copy, publish, unlock.  When a call would
- * block, C hands over to the Lua slow path of lua/mproc/queue.lua (set with
- * core.queue_hooks), which waits in slices through the scheduler hook and
- * retries with the _put_frames/_try_get/_wait primitives.  Runtime failures
- * are raised as mp.Error through the hooks' `raise`.
+ * block, C hands over to the slow path of its class, a Lua method that
+ * lua/mproc/queue.lua adds through core.class (_slow_put, _slow_get,
+ * _slow_join): it waits through sched.wait_shared and retries with the
+ * _put_frames/_try_get/_wait primitives, which return their status
+ * (true, ... | false, kind, message [, errno]).  A runtime failure of a
+ * method is handed, as such a status, to the class's _fail, which raises
+ * it as an mp.Error (lua/mproc/errors.lua).
  *
  * Encoded batches use the ring's own frame layout (uint32 length, uint32
  * flags, payload padded to 8), so the slow path can carry them as a string.
@@ -25,7 +28,6 @@
 #define QUEUE_MT     "mproc.Queue"
 #define JQUEUE_MT    "mproc.JoinableQueue"
 #define SQUEUE_MT    "mproc.SimpleQueue"
-#define HOOKS_KEY    "mproc.queue.hooks"
 #define BYTES_MT     "mproc.queue.bytes"
 #define NAME_MAX_BIG (MPROC_RING_NAMELEN + 24)
 
@@ -70,34 +72,30 @@ static double opt_timeout(lua_State *L, int idx) {
   return t == HUGE_VAL ? -1 : t;
 }
 
-/* Pushes hooks[name]. */
-static void push_hook(lua_State *L, const char *name) {
-  if (lua_getfield(L, LUA_REGISTRYINDEX, HOOKS_KEY) != LUA_TTABLE)
-    luaL_error(L, "mproc.queue is not loaded");
-  lua_getfield(L, -1, name);
-  lua_remove(L, -2);
+static int handover(lua_State *L, const char *method, int nargs) {
+  return mproc_handover(L, 1, method, nargs);
 }
 
-/* Raises an mp.Error of `kind` with the message on the stack top. */
-static int raise_top(lua_State *L, const char *kind) {
-  push_hook(L, "raise");
+/* A runtime failure: self:_fail(kind, message [, errno [, pushed]])
+ * raises it.  The message is on the stack top. */
+static int fail_top(lua_State *L, const char *kind) {
   lua_pushstring(L, kind);
-  lua_rotate(L, -3, -1);              /* raise, kind, message */
-  lua_call(L, 2, 0);
-  return 0;
+  lua_insert(L, -2);
+  return handover(L, "_fail", 2);
 }
 
-static int raise_msg(lua_State *L, const char *kind, const char *msg) {
+static int fail_msg(lua_State *L, const char *kind, const char *msg) {
   lua_pushstring(L, msg);
-  return raise_top(L, kind);
+  return fail_top(L, kind);
 }
 
-static int raise_errno(lua_State *L, int err, const char *what) {
-  push_hook(L, "raise_errno");
-  lua_pushfstring(L, "%s: %s", what, strerror(err));
-  lua_pushinteger(L, err);
-  lua_call(L, 2, 0);
-  return 0;
+/* Pushes false, "OSError", "<what>: <strerror>", errno; returns 4. */
+static int push_errno(lua_State *L, int err, const char *what) {
+  return mproc_fail_errno(L, err, what);
+}
+
+static int fail_errno(lua_State *L, int err, const char *what) {
+  return mproc_raise_errno(L, 1, err, what);
 }
 
 /* A private byte buffer that survives errors: the queue's own when free,
@@ -250,7 +248,7 @@ static int decode_frame(lua_State *L, const char *f, const char **kind) {
 }
 
 /* Pops up to max frames under one lock into a buffer.  Returns the count
- * (0: empty) and the buffer; *boxed tells whether the buffer is a boxed
+ * (0: empty; -1: the lock failed, errno) and the buffer; *boxed tells whether the buffer is a boxed
  * one on the stack top. */
 static int pop_frames(lua_State *L, lqueue *q, lua_Integer max,
                       mproc_bytes **out, int *boxed) {
@@ -259,17 +257,17 @@ static int pop_frames(lua_State *L, lqueue *q, lua_Integer max,
   if (q->in_busy) { b = boxed_bytes(L); *boxed = 1; }
   else { b = &q->in; b->len = 0; *boxed = 0; }
   *out = b;
-  if (mproc_ring_lock(&q->ring) < 0) return raise_errno(L, errno, "queue lock");
+  if (mproc_ring_lock(&q->ring) < 0) return -1;
   while (got < max && (r = mproc_ring_pop(&q->ring, b)) == 1) got++;
   mproc_ring_unlock(&q->ring);
   if (r < 0) luaL_error(L, "not enough memory");
   return got;
 }
 
-/* Decodes `got` frames of b: one value, or a list with n when `list`. */
+/* Decodes `got` frames of b: one value, or a list with n when `list`.
+ * Returns 1, or 0 with the error kind in *kind and its message pushed. */
 static int push_popped(lua_State *L, lqueue *q, mproc_bytes *b, int boxed,
-                       int got, int list) {
-  const char *kind = NULL;
+                       int got, int list, const char **kind) {
   size_t pos = 0;
   int i, bad = 0;
   if (!boxed) q->in_busy = 1;
@@ -281,7 +279,7 @@ static int push_popped(lua_State *L, lqueue *q, mproc_bytes *b, int boxed,
       uint32_t fl;
       memcpy(&fl, b->data + pos + 4, 4);
       if (fl & MPROC_FRAME_BIG) mproc_ring_big_discard(b->data + pos + 8, len);
-    } else if (!decode_frame(L, b->data + pos, &kind)) {
+    } else if (!decode_frame(L, b->data + pos, kind)) {
       bad = lua_gettop(L);
     } else if (list) {
       lua_rawseti(L, -2, i);
@@ -291,7 +289,7 @@ static int push_popped(lua_State *L, lqueue *q, mproc_bytes *b, int boxed,
   if (!boxed) q->in_busy = 0;
   if (bad) {
     lua_settop(L, bad);
-    return raise_top(L, kind);
+    return 0;
   }
   if (list) {
     lua_pushinteger(L, got);
@@ -307,22 +305,6 @@ static int push_popped(lua_State *L, lqueue *q, mproc_bytes *b, int boxed,
  * ======================================================================= */
 
 static uint64_t locked_count(lua_State *L, lqueue *q, int unfinished);
-
-static int finishk(lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  return lua_gettop(L) - (int)base;
-}
-
-/* Hands over to hooks[name](q, args...) keeping whatever it returns. */
-static int slow_path(lua_State *L, const char *name, int nargs) {
-  int base = lua_gettop(L) - nargs;
-  push_hook(L, name);
-  lua_insert(L, base + 1);
-  lua_pushvalue(L, 1);
-  lua_insert(L, base + 2);
-  lua_callk(L, nargs + 1, LUA_MULTRET, base, finishk);
-  return finishk(L, LUA_OK, base);
-}
 
 /* Encodes the values (one, or a list) into frames and puts them; blocks
  * through the slow path when full. */
@@ -353,7 +335,7 @@ static int do_put(lua_State *L, lqueue *q, int many, double t) {
   if (r <= 0) {                       /* nothing was sent: drop big ones */
     mproc_conn_share_end(L, 0);
     discard_frames(b->data, b->len, 0);
-    return raise_top(L, r == 0 ? "SerializeError" : "OSError");
+    return fail_top(L, r == 0 ? "SerializeError" : "OSError");
   }
   r = push_frames(q, b->data, b->len, &pos, &pushed);
   if (r == 0 && t != 0 && mproc_ring_spin(&q->ring, MPROC_WAIT_PUT))
@@ -365,21 +347,20 @@ static int do_put(lua_State *L, lqueue *q, int many, double t) {
   if (r < 0 || t == 0) {
     int e = errno;
     discard_frames(b->data, b->len, pos);
-    if (r < 0) return raise_errno(L, e, "queue put");
-    if (many) {
-      push_hook(L, "raise_full");
-      lua_pushinteger(L, pushed);
-      lua_call(L, 1, 0);
-      return 0;
-    }
-    return raise_msg(L, "Full", "queue is full");
+    if (r < 0) return fail_errno(L, e, "queue put");
+    lua_pushliteral(L, "Full");
+    lua_pushliteral(L, "queue is full");
+    if (!many) return handover(L, "_fail", 2);
+    lua_pushnil(L);
+    lua_pushinteger(L, pushed);
+    return handover(L, "_fail", 4);
   }
   /* the slow path: rest of the frames as a string */
   lua_settop(L, 1);
   lua_pushlstring(L, b->data + pos, b->len - pos);
   if (t < 0) lua_pushnil(L); else lua_pushnumber(L, t);
   lua_pushinteger(L, pushed);
-  return slow_path(L, "slow_put", 3);
+  return handover(L, "_slow_put", 3);
 }
 
 /* q:put(v [, timeout]) */
@@ -407,7 +388,8 @@ static int q_put_many(lua_State *L) {
   return do_put(L, q, 1, t);
 }
 
-/* q:_put_frames(s [, pos]) -> next pos (1-based), frames pushed, done? */
+/* q:_put_frames(s [, pos]) -> true, next pos (1-based), frames pushed,
+ * done? | false, kind, message, errno */
 static int q_put_frames(lua_State *L) {
   lqueue *q = checkqueue(L);
   size_t len, pos;
@@ -420,12 +402,13 @@ static int q_put_frames(lua_State *L) {
   if (r < 0) {
     int e = errno;
     discard_frames(s, len, pos);
-    return raise_errno(L, e, "queue put");
+    return push_errno(L, e, "queue put");
   }
+  lua_pushboolean(L, 1);
   lua_pushinteger(L, (lua_Integer)pos + 1);
   lua_pushinteger(L, pushed);
   lua_pushboolean(L, r == 1);
-  return 3;
+  return 4;
 }
 
 /* q:_discard(s, pos): unlinks the big segments of unsent frames. */
@@ -441,17 +424,22 @@ static int q_discard(lua_State *L) {
 
 static int do_get(lua_State *L, lqueue *q, lua_Integer max, int list, double t) {
   mproc_bytes *b;
+  const char *kind = NULL;
   int boxed, got = pop_frames(L, q, max, &b, &boxed);
   if (got == 0 && t != 0 && mproc_ring_spin(&q->ring, MPROC_WAIT_GET)) {
     if (boxed) lua_pop(L, 1);
     got = pop_frames(L, q, max, &b, &boxed);
   }
-  if (got > 0) return push_popped(L, q, b, boxed, got, list);
-  if (t == 0) return raise_msg(L, "Empty", "queue is empty");
+  if (got < 0) return fail_errno(L, errno, "queue lock");
+  if (got > 0) {
+    if (push_popped(L, q, b, boxed, got, list, &kind)) return 1;
+    return fail_top(L, kind);
+  }
+  if (t == 0) return fail_msg(L, "Empty", "queue is empty");
   lua_settop(L, 1);
   if (t < 0) lua_pushnil(L); else lua_pushnumber(L, t);
   if (list) lua_pushinteger(L, max); else lua_pushnil(L);
-  return slow_path(L, "slow_get", 2);
+  return handover(L, "_slow_get", 2);
 }
 
 /* q:get([timeout]) */
@@ -474,15 +462,23 @@ static int q_get_many(lua_State *L) {
   return do_get(L, q, max, 1, t);
 }
 
-/* q:_try_get([max]) -> true, value | true, list | false (empty) */
+/* q:_try_get([max]) -> true, value | true, list | false (empty) |
+ * false, kind, message [, errno] */
 static int q_try_get(lua_State *L) {
   lqueue *q = checkqueue(L);
   lua_Integer max = luaL_optinteger(L, 2, 0);
   mproc_bytes *b;
+  const char *kind = NULL;
   int boxed, got;
   got = pop_frames(L, q, max > 0 ? max : 1, &b, &boxed);
+  if (got < 0) return push_errno(L, errno, "queue lock");
   if (got == 0) { lua_pushboolean(L, 0); return 1; }
-  push_popped(L, q, b, boxed, got, max > 0);
+  if (!push_popped(L, q, b, boxed, got, max > 0, &kind)) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, kind);
+    lua_rotate(L, -3, -1);            /* false, kind, message */
+    return 3;
+  }
   lua_pushboolean(L, 1);
   lua_insert(L, -2);
   return 2;
@@ -496,27 +492,29 @@ static int q_join(lua_State *L) {
   if (t == 0) { lua_pushboolean(L, 0); return 1; }
   lua_settop(L, 1);
   if (t < 0) lua_pushnil(L); else lua_pushnumber(L, t);
-  return slow_path(L, "slow_join", 1);
+  return handover(L, "_slow_join", 1);
 }
 
-/* q:_wait(what, seconds) -> true when ready. what: "get", "put", "join" */
+/* q:_wait(what, seconds) -> true, ready? | false, kind, message, errno.
+ * what: "get", "put", "join" */
 static int q_wait(lua_State *L) {
   static const char *const whats[] = { "get", "put", "join", NULL };
   lqueue *q = checkqueue(L);
   int what = luaL_checkoption(L, 2, NULL, whats);
   double s = luaL_checknumber(L, 3);
   int r;
-  if (mproc_ring_lock(&q->ring) < 0) return raise_errno(L, errno, "queue lock");
+  if (mproc_ring_lock(&q->ring) < 0) return push_errno(L, errno, "queue lock");
   r = mproc_ring_wait(&q->ring, what, NAME_MAX_BIG, s);
   mproc_ring_unlock(&q->ring);
-  if (r < 0) return raise_errno(L, errno, "queue wait");
+  if (r < 0) return push_errno(L, errno, "queue wait");
+  lua_pushboolean(L, 1);
   lua_pushboolean(L, r);
-  return 1;
+  return 2;
 }
 
 static uint64_t locked_count(lua_State *L, lqueue *q, int unfinished) {
   uint64_t n;
-  if (mproc_ring_lock(&q->ring) < 0) raise_errno(L, errno, "queue lock");
+  if (mproc_ring_lock(&q->ring) < 0) fail_errno(L, errno, "queue lock");
   n = unfinished ? mproc_ring_unfinished(&q->ring) : mproc_ring_count(&q->ring);
   mproc_ring_unlock(&q->ring);
   return n;
@@ -544,7 +542,7 @@ static int q_task_done(lua_State *L) {
   int r;
   if (mproc_ring_kind(&q->ring) != MPROC_RING_JOINABLE)
     return luaL_error(L, "task_done() needs a JoinableQueue");
-  if (mproc_ring_lock(&q->ring) < 0) return raise_errno(L, errno, "queue lock");
+  if (mproc_ring_lock(&q->ring) < 0) return fail_errno(L, errno, "queue lock");
   r = mproc_ring_task_done(&q->ring);
   mproc_ring_unlock(&q->ring);
   if (r) return luaL_error(L, "task_done() called too many times");
@@ -623,14 +621,6 @@ static int l_queue_attach(lua_State *L) {
   return 2;
 }
 
-/* queue_hooks(t): the Lua side (raise, slow_put, slow_get...) */
-static int l_queue_hooks(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, HOOKS_KEY);
-  return 0;
-}
-
 static const luaL_Reg queue_methods[] = {
   {"put", q_put}, {"get", q_get},
   {"put_nowait", q_put_nowait}, {"get_nowait", q_get_nowait},
@@ -678,7 +668,6 @@ static void newqueueclass(lua_State *L, const char *tname,
 int mproc_open_queue(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"queue_new", l_queue_new}, {"queue_attach", l_queue_attach},
-    {"queue_hooks", l_queue_hooks},
     {NULL, NULL}
   };
   newqueueclass(L, QUEUE_MT, queue_methods, NULL);

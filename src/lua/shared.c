@@ -216,7 +216,7 @@ static shv *shv_create(lua_State *L, shv_ud *u, int t, lua_Integer n, int lock, 
   mproc_seg *seg;
   size_t bytes = DATA_OFF + (size_t)n * types[t].size;
   shv *v = (shv *)mproc_slab_alloc(bytes, &seg);
-  if (v == NULL) luaL_error(L, "cannot create shared object: %s", strerror(errno));
+  if (v == NULL) mproc_raise_errno(L, -1, errno, "cannot create shared object");
   v->type = (uint32_t)t;
   v->n = (uint64_t)n;
   v->haslock = (uint32_t)lock;
@@ -224,7 +224,7 @@ static shv *shv_create(lua_State *L, shv_ud *u, int t, lua_Integer n, int lock, 
     int rc = mproc_lock_init(&v->lock, 1);
     if (rc) {
       mproc_seg_release(seg);
-      luaL_error(L, "cannot create lock: %s", strerror(rc));
+      mproc_raise_errno(L, -1, rc, "cannot create lock");
     }
   }
   mproc_obj_init(&v->h, kind, bytes);
@@ -615,7 +615,7 @@ static int l_shm_unlink(lua_State *L) {
   char full[80];
   if (u->seg != NULL) {
     if (mproc_seg_unlink(u->seg) != 0 && errno != ENOENT)
-      return luaL_error(L, "cannot unlink shared memory: %s", strerror(errno));
+      return mproc_raise_errno(L, 1, errno, "cannot unlink shared memory");
     return 0;
   }
   snprintf(full, sizeof full, "/%s", u->name);

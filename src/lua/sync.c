@@ -2,10 +2,12 @@
  * src/lua/sync.c: Lua bindings of sync.c: Lock, RLock, Semaphore (bounded or
  * not), Event, Condition, Barrier, and the guards of `lock:guard()`.
  *
- * Fast paths (an uncontended acquire) stay in C.  A call that must wait
- * hands over to the Lua function in the registry at "mproc.sync.block"
- * (lua/mproc/sync.lua): it calls a C `step` in short slices, so SIGINT
- * reaches Lua and a scheduler can replace the waiting.
+ * Fast paths (an uncontended acquire) stay in C, straight in __index.  A
+ * call that must wait, or that failed, hands over to the slow path of its
+ * class, `x:_block(step, timeout)`, a Lua method that lua/mproc/sync.lua
+ * adds through core.class: it waits through sched.wait_shared, calling the
+ * C `step` in slices; a step returns its status (true when done, nothing
+ * when the slice ran out, false, kind, message on failure).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,8 +27,6 @@
 #define M_COND    0x444e4f43u
 #define M_BARRIER 0x52524142u
 #define M_GUARD   0x44524147u
-
-#define SLICE 0.05
 
 typedef struct sync_ud {
   uint32_t magic;
@@ -95,12 +95,12 @@ static sync_ud *newud(lua_State *L, uint32_t magic, const char *tname, int nuv) 
   return u;
 }
 
-/* Creates the object in a slab; raises on failure (out of memory or
- * /dev/shm full are rare enough to be errors, like a failed malloc). */
+/* Creates the object (on the stack top) in a slab; /dev/shm full or out
+ * of memory raise OSError (through the class's _fail, sync.lua). */
 static void *alloc_obj(lua_State *L, sync_ud *u, size_t size) {
   mproc_seg *seg;
   void *p = mproc_slab_alloc(size, &seg);
-  if (p == NULL) luaL_error(L, "cannot create shared object: %s", strerror(errno));
+  if (p == NULL) mproc_raise_errno(L, -1, errno, "cannot create shared object");
   u->seg = seg;
   u->obj = p;
   return p;
@@ -178,48 +178,14 @@ bad:
   return NULL;
 }
 
-/* Waiting: calls the registry's block(step, obj, timeout), which returns
- * the step's results, or false when the timeout ran out. */
-static int block_k(lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  return lua_gettop(L) - (int)base;
-}
-
+/* The slow path: returns what the object's Lua method _block(step,
+ * timeout) returns (the step's results, or false when the timeout ran
+ * out).  The object is at index 1. */
 static int block(lua_State *L, lua_CFunction step, double timeout) {
-  int base = lua_gettop(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, "mproc.sync.block");
   lua_pushcfunction(L, step);
-  lua_pushvalue(L, 1);
   if (timeout < 0) lua_pushnil(L);
   else lua_pushnumber(L, timeout);
-  lua_callk(L, 3, LUA_MULTRET, base, block_k);
-  return block_k(L, LUA_OK, base);
-}
-
-/* The default block, used until lua/mproc/sync.lua installs its own. */
-static int default_block(lua_State *L) {
-  double t = lua_isnil(L, 3) ? -1 : lua_tonumber(L, 3);
-  double deadline = t < 0 ? -1 : mproc_now() + t;
-  int top = lua_gettop(L);
-  for (;;) {
-    double slice = SLICE, left;
-    int n;
-    if (deadline >= 0) {
-      left = deadline - mproc_now();
-      if (left < slice) slice = left > 0 ? left : 0;
-    }
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushnumber(L, slice);
-    lua_call(L, 2, LUA_MULTRET);
-    n = lua_gettop(L) - top;
-    if (n > 0 && !lua_isnil(L, top + 1)) return n;
-    lua_settop(L, top);
-    if (deadline >= 0 && mproc_now() >= deadline) {
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-  }
+  return mproc_handover(L, 1, "_block", 2);
 }
 
 /* }====================================================================== */
@@ -244,7 +210,7 @@ static int lock_new(lua_State *L, int recursive) {
                      recursive ? "mproc.RLock" : "mproc.Lock", 1);
   mproc_lock *l = (mproc_lock *)alloc_obj(L, u, sizeof(mproc_lock));
   int rc = mproc_lock_init(l, recursive);
-  if (rc) return luaL_error(L, "cannot create lock: %s", strerror(rc));
+  if (rc) return mproc_raise_errno(L, -1, rc, "cannot create lock");
   return 1;
 }
 
@@ -281,7 +247,10 @@ static int lock_acquire_u(lua_State *L, sync_ud *u) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (rc != ETIMEDOUT) return luaL_error(L, "cannot acquire lock: %s", strerror(rc));
+  if (rc != ETIMEDOUT) {                 /* the step reports it */
+    lua_settop(L, 2);
+    return block(L, lock_step, t);
+  }
   if (t == 0) {
     lua_pushboolean(L, 0);
     return 1;
@@ -305,11 +274,12 @@ static int l_rlock_acquire(lua_State *L) {
   return lock_acquire_u(L, CHECK(L, 1, M_RLOCK, "mproc.RLock"));
 }
 
-static void lock_release_u(lua_State *L, sync_ud *u) {
+/* The lock u is the object at index idx. */
+static void lock_release_u(lua_State *L, int idx, sync_ud *u) {
   mproc_lock *l = (mproc_lock *)u->obj;
   int rc = mproc_lock_release(l);
   if (rc == 0) return;
-  if (rc != EPERM) luaL_error(L, "cannot release lock: %s", strerror(rc));
+  if (rc != EPERM) mproc_raise_errno(L, idx, rc, "cannot release lock");
   if (__atomic_load_n(&l->owner, __ATOMIC_RELAXED) == 0)
     luaL_error(L, "cannot release un-acquired lock");
   luaL_error(L, "cannot release a lock held by another process");
@@ -317,13 +287,13 @@ static void lock_release_u(lua_State *L, sync_ud *u) {
 
 static int l_lock_release(lua_State *L) {
   sync_ud *u_;
-  lock_release_u(L, CHECK(L, 1, M_LOCK, "mproc.Lock"));
+  lock_release_u(L, 1, CHECK(L, 1, M_LOCK, "mproc.Lock"));
   return 0;
 }
 
 static int l_rlock_release(lua_State *L) {
   sync_ud *u_;
-  lock_release_u(L, CHECK(L, 1, M_RLOCK, "mproc.RLock"));
+  lock_release_u(L, 1, CHECK(L, 1, M_RLOCK, "mproc.RLock"));
   return 0;
 }
 
@@ -379,22 +349,11 @@ static int push_guard(lua_State *L, sync_ud *u) {
   return 1;
 }
 
-static int guard_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
-  (void)status;
-  (void)ctx;
-  return 1;
-}
-
-/* The slow path: "mproc.sync.guard"(obj, timeout) acquires (raising
- * Timeout) and returns obj:_guard(). */
+/* The slow path of guard: the Lua method _guard_slow(timeout) acquires
+ * (raising Timeout) and returns the guard. */
 static int guard_slow(lua_State *L) {
   lua_settop(L, 2);
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "mproc.sync.guard") != LUA_TFUNCTION)
-    return luaL_error(L, "mproc.sync is not loaded");
-  lua_insert(L, 1);
-  lua_callk(L, 2, 1, 0, guard_k);
-  return 1;
+  return mproc_handover(L, 1, "_guard_slow", 1);
 }
 
 static int l_lock_guard(lua_State *L) {
@@ -429,7 +388,8 @@ static int l_guard_close(lua_State *L) {
     if (mproc_sem_release((mproc_sem *)u->obj, 1) != 0)
       luaL_error(L, "semaphore or lock released too many times");
   } else {
-    lock_release_u(L, u);
+    lua_getiuservalue(L, 1, 1);          /* the lock */
+    lock_release_u(L, -1, u);
   }
   return 0;
 }
@@ -587,7 +547,7 @@ static int l_Condition(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   c = (mproc_cond *)alloc_obj(L, u, sizeof(mproc_cond));
   rc = mproc_cond_init(c);
-  if (rc) return luaL_error(L, "cannot create condition: %s", strerror(rc));
+  if (rc) return mproc_raise_errno(L, -1, rc, "cannot create condition");
   return 1;
 }
 
@@ -605,7 +565,7 @@ static sync_ud *to_lock(lua_State *L) {
 }
 
 static int l_cond_acquire(lua_State *L) { return lock_acquire_u(L, to_lock(L)); }
-static int l_cond_release(lua_State *L) { lock_release_u(L, to_lock(L)); return 0; }
+static int l_cond_release(lua_State *L) { lock_release_u(L, 1, to_lock(L)); return 0; }
 static int l_cond_guard(lua_State *L) { to_lock(L); return l_lock_guard(L); }
 
 static int l_cond_lock(lua_State *L) {
@@ -708,7 +668,7 @@ static int l_Barrier(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   rc = mproc_barrier_init((mproc_barrier *)alloc_obj(L, u, sizeof(mproc_barrier)),
                           (uint32_t)parties, t);
-  if (rc) return luaL_error(L, "cannot create barrier: %s", strerror(rc));
+  if (rc) return mproc_raise_errno(L, -1, rc, "cannot create barrier");
   return 1;
 }
 
@@ -854,18 +814,11 @@ static int l_sync_attach(lua_State *L) {
   return luaL_argerror(L, 1, "unknown shared type");
 }
 
-/* sync_hooks(block, guard): the Lua waiting functions (sync.lua) */
-static int l_sync_hooks(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
-  lua_setfield(L, LUA_REGISTRYINDEX, "mproc.sync.guard");
-  lua_setfield(L, LUA_REGISTRYINDEX, "mproc.sync.block");
-  return 0;
-}
-
 /* }====================================================================== */
 
+/* The metatable of a lock whose holder found the owner dead: the same
+ * metamethods, and methods that say owner_died = true and otherwise fall
+ * back to the class's (so methods added later from Lua are there too). */
 static void add_died_variant(lua_State *L, const char *tname) {
   luaL_getmetatable(L, tname);
   lua_newtable(L);                       /* the died metatable */
@@ -875,17 +828,13 @@ static void add_died_variant(lua_State *L, const char *tname) {
     lua_insert(L, -2);
     lua_rawset(L, -4);
   }
-  lua_newtable(L);                       /* its methods: a copy + owner_died */
-  lua_getfield(L, -3, "__index");
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -5);
-  }
-  lua_pop(L, 1);
+  lua_newtable(L);                       /* its methods */
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, "owner_died");
+  lua_createtable(L, 0, 1);
+  lua_getfield(L, -4, "__index");
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   lua_setfield(L, -2, "__index");
   lua_setfield(L, -2, "__died");
   lua_getfield(L, -1, "__index");
@@ -901,7 +850,7 @@ static void new_indexed_class(lua_State *L, const char *tname, const luaL_Reg *m
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");      /* for sync.lua to add Lua methods */
+  lua_setfield(L, -3, "__methods");      /* core.class: Lua adds methods */
   lua_pushcclosure(L, index, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
@@ -972,7 +921,6 @@ int mproc_open_sync(lua_State *L) {
     {"Lock", l_Lock}, {"RLock", l_RLock}, {"Semaphore", l_Semaphore},
     {"BoundedSemaphore", l_BoundedSemaphore}, {"Event", l_Event},
     {"Condition", l_Condition}, {"Barrier", l_Barrier}, {"sync_attach", l_sync_attach},
-    {"sync_hooks", l_sync_hooks},
     {NULL, NULL}
   };
   mproc_newclass(L, "mproc.Lock", lock_m, lock_mt);
@@ -984,8 +932,6 @@ int mproc_open_sync(lua_State *L) {
   new_indexed_class(L, "mproc.Condition", cond_m, cond_mt, l_cond_index);
   new_indexed_class(L, "mproc.Barrier", barrier_m, barrier_mt, l_barrier_index);
   mproc_newclass(L, "mproc.Guard", NULL, guard_mt);
-  lua_pushcfunction(L, default_block);
-  lua_setfield(L, LUA_REGISTRYINDEX, "mproc.sync.block");
   /* handle -> object, weak: what this process encoded */
   if (lua_getfield(L, LUA_REGISTRYINDEX, "mproc.sync.objects") != LUA_TTABLE) {
     lua_pop(L, 1);

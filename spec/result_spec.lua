@@ -268,7 +268,7 @@ describe("mp.wait() and mp.as_completed() on other objects (issue 13)", function
       local a, b = mp.Pipe()
       local p = mp.Process(function() csleep(0.3) end)
       p:start()
-      local sp = mp.subprocess.Popen({ "sleep", "0.45" })
+      local sp = mp.subprocess.Popen({ "sleep", "1.0" })   -- well after p on a busy machine
       local t = mp.spawn(function() mp.sleep(0.15); b:send("hi") end)
       local ticks = 0
       mp.spawn(function()   -- the scheduler runs other tasks meanwhile

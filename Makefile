@@ -19,7 +19,7 @@ HAVE_HIREDIS := $(shell [ -f /usr/include/hiredis/hiredis.h ] && echo yes)
 REDIS_SO := $(if $(HAVE_HIREDIS),build/mproc/redis.so)
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
-.PHONY: all build hosts demo test test-asan test-core specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
+.PHONY: all build hosts demo test test-asan test-core test-methods specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
 
 all: build
 build: build/mproc/core.so $(REDIS_SO)
@@ -68,6 +68,13 @@ test-core:
 
 specs: build hosts
 	@sh tools/run-specs.sh build $(SPEC)
+
+# The whole spec suite again under the other start methods (issue 16);
+# specs about fork itself use mp.get_context("fork") explicitly.
+test-methods: deps-test
+	@$(MAKE) --no-print-directory build hosts
+	@MPROC_START_METHOD=spawn sh tools/run-specs.sh build
+	@MPROC_START_METHOD=forkserver sh tools/run-specs.sh build
 
 # All specs against an AddressSanitizer + UBSan build of the C module.
 test-asan: deps-test build-asan/mproc/core.so $(REDIS_SO:build/%=build-asan/%)

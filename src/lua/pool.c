@@ -9,24 +9,18 @@
  * Nothing here blocks but a worker's wait for its next task; the parent
  * waits through sched.
  *
- * "mproc.Poller": a set of descriptors with one descriptor of its own that
- * is readable while any member is ready (epoll on Linux), so a foreign
+ * "mproc.PoolPoller": the poller of src/core/poll.c over the pool's
+ * descriptors (its notify socket, the workers' sentinels), so a foreign
  * event loop can watch a whole pool through pool:fileno().
- *
- * poll_many: the scheduler's wait for many descriptors at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
-#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/time.h>
-#ifdef __linux__
-#include <sys/epoll.h>
-#endif
 
 #include "binding.h"
 
@@ -794,7 +788,7 @@ static int board_tostring(lua_State *L) {
  * ======================================================================= */
 
 typedef struct poller {
-  int fd;   /* epoll descriptor; -1 closed or not available */
+  mproc_poller set;   /* src/core/poll.c */
   int open;
 } poller;
 
@@ -806,138 +800,61 @@ static poller *checkpoller(lua_State *L) {
 
 static int poller_gc(lua_State *L) {
   poller *p = (poller *)luaL_checkudata(L, 1, POLLER_T);
-  if (p->fd >= 0) close(p->fd);
-  p->fd = -1;
+  if (p->open) mproc_poller_close(&p->set);
   p->open = 0;
   return 0;
 }
 
-/* poller() -> true, p | false, "OSError", ... ; p:fileno() is nil where
- * there is no epoll (the pool then waits on its members one by one). */
+/* pool_poller() -> true, p | false, "OSError", ... ; p:_fileno() is nil
+ * where there is no epoll (the pool then waits on its members one by
+ * one). */
 static int l_poller(lua_State *L) {
   poller *p = (poller *)lua_newuserdatauv(L, sizeof *p, 0);
-  p->fd = -1;
   p->open = 0;
   luaL_setmetatable(L, POLLER_T);
-#ifdef __linux__
-  p->fd = epoll_create1(EPOLL_CLOEXEC);
-  if (p->fd < 0) return mproc_fail_errno(L, errno, "epoll_create1");
-#endif
+  if (mproc_poller_init(&p->set) < 0) return mproc_fail_errno(L, errno, "epoll_create1");
   p->open = 1;
   lua_pushboolean(L, 1);
   lua_rotate(L, -2, 1);
   return 2;
 }
 
-/* p:ctl(op, fd [, mode]) with op "add", "mod" or "del" -> true | false... */
+/* p:_ctl(op, fd [, mode]) with op "add", "mod" or "del" -> true | false...
+ * (removing a descriptor that is not there, or closed, is not an error) */
 static int poller_ctl(lua_State *L) {
   poller *p = checkpoller(L);
   static const char *const ops[] = {"add", "mod", "del", NULL};
+  static const int cops[] = {MPROC_POLLER_ADD, MPROC_POLLER_MOD, MPROC_POLLER_DEL};
   int op = luaL_checkoption(L, 2, NULL, ops);
   int fd = (int)luaL_checkinteger(L, 3);
   int ev = op == 2 ? 0 : mproc_checkmode(L, 4);
-#ifdef __linux__
-  {
-    struct epoll_event e;
-    static const int eops[] = {EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL};
-    memset(&e, 0, sizeof e);
-    e.events = ((ev & MPROC_WAIT_READ) ? EPOLLIN : 0) |
-               ((ev & MPROC_WAIT_WRITE) ? EPOLLOUT : 0);
-    e.data.fd = fd;
-    if (epoll_ctl(p->fd, eops[op], fd, &e) < 0) {
-      if (!(op == 2 && (errno == ENOENT || errno == EBADF)))
-        return mproc_fail_errno(L, errno, "epoll_ctl");
-    }
-  }
-#else
-  (void)p; (void)op; (void)fd; (void)ev;
-#endif
+  if (mproc_poller_ctl(&p->set, cops[op], fd, ev) < 0 &&
+      !(op == 2 && (errno == ENOENT || errno == EBADF)))
+    return mproc_fail_errno(L, errno, "epoll_ctl");
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* p:_ready(t) -> n: fills t[fd] = true for each member ready now (no
- * wait) and returns how many; -1 where there is no epoll (then every
- * member must be checked). */
+ * wait) and returns how many. */
 static int poller_ready(lua_State *L) {
   poller *p = checkpoller(L);
+  int out[64], i, n;
   luaL_checktype(L, 2, LUA_TTABLE);
-#ifdef __linux__
-  {
-    struct epoll_event ev[64];
-    int i, n;
-    do n = epoll_wait(p->fd, ev, 64, 0); while (n < 0 && errno == EINTR);
-    if (n < 0) return luaL_error(L, "epoll_wait: %s", strerror(errno));
-    for (i = 0; i < n; i++) {
-      lua_pushboolean(L, 1);
-      lua_rawseti(L, 2, ev[i].data.fd);
-    }
-    lua_pushinteger(L, n);
+  n = mproc_poller_ready(&p->set, out, 64);
+  if (n < 0) return luaL_error(L, "epoll_wait: %s", strerror(errno));
+  for (i = 0; i < n; i++) {
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, 2, out[i]);
   }
-#else
-  (void)p;
-  lua_pushinteger(L, -1);
-#endif
+  lua_pushinteger(L, n);
   return 1;
 }
 
 static int poller_fileno(lua_State *L) {
-  poller *p = checkpoller(L);
-  if (p->fd < 0) lua_pushnil(L);
-  else lua_pushinteger(L, p->fd);
-  return 1;
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
- * poll_many
- * ======================================================================= */
-
-/* poll_many(fds, modes, n [, timeout]) -> ready (a list of booleans,
- * ready[i] for fds[i]; hang-up and errors count as ready), or false when
- * the timeout passed or a signal came (the caller re-checks). */
-static int l_poll_many(lua_State *L) {
-  lua_Integer i, n = luaL_checkinteger(L, 3);
-  double timeout = luaL_optnumber(L, 4, -1);
-  struct pollfd stack[16], *pf = stack;
-  int ms, r;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_argcheck(L, n >= 0 && n <= INT_MAX / (int)sizeof *pf, 3, "out of range");
-  if (n > 16) pf = (struct pollfd *)lua_newuserdatauv(L, (size_t)n * sizeof *pf, 0);
-  for (i = 0; i < n; i++) {
-    const char *m;
-    lua_rawgeti(L, 1, i + 1);
-    pf[i].fd = (int)luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
-    lua_rawgeti(L, 2, i + 1);
-    m = lua_tostring(L, -1);
-    pf[i].events = 0;
-    if (m != NULL) {
-      if (strchr(m, 'r')) pf[i].events |= POLLIN;
-      if (strchr(m, 'w')) pf[i].events |= POLLOUT;
-    }
-    lua_pop(L, 1);
-    pf[i].revents = 0;
-  }
-  if (timeout < 0 || timeout > 2e6) ms = -1;
-  else {
-    double t = timeout * 1000.0;
-    ms = (int)t;
-    if ((double)ms < t) ms++;
-  }
-  r = poll(pf, (nfds_t)n, ms);
-  if (r < 0 && errno != EINTR) return luaL_error(L, "poll: %s", strerror(errno));
-  if (r <= 0) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  lua_createtable(L, (int)n, 0);
-  for (i = 0; i < n; i++) {
-    lua_pushboolean(L, pf[i].revents != 0);
-    lua_rawseti(L, -2, i + 1);
-  }
+  int fd = mproc_poller_fileno(&checkpoller(L)->set);
+  if (fd < 0) lua_pushnil(L);
+  else lua_pushinteger(L, fd);
   return 1;
 }
 
@@ -991,7 +908,6 @@ int mproc_open_pool(lua_State *L) {
     {"pool_board_attach", l_board_attach},
     {"alarm", l_alarm},
     {"pool_poller", l_poller},
-    {"poll_many", l_poll_many},
     {"new_list", l_new_list},
     {"packed_acc", l_packed_acc},
     {"acc_pos", l_acc_pos},

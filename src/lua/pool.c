@@ -28,48 +28,35 @@
 #define POLLER_T "mproc.PoolPoller"
 
 /* {======================================================================
- * Packed numbers: the items of a map chunk and its results, when they are
- * all numbers, travel as 9-byte records (a type byte, then the 8 bytes of
- * the integer or the float as is).  They are written from the Lua table
- * straight into the task frame and read from the result frame straight
- * into the result list: no value-by-value encoding, and no Lua
+ * Packed numbers (records: src/core/pool.h).  They are written from the
+ * Lua table straight into the task frame and read from the result frame
+ * straight into the result list: no value-by-value encoding, and no Lua
  * string in between for the parent's collector to deal with.
  * ======================================================================= */
 
-#define PACK_REC 9
+#define PACK_REC MPROC_PACK_REC
 #define PACK_GROUP 64
+
+typedef char pack_int_is_int64[sizeof(lua_Integer) == 8 && sizeof(lua_Number) == 8 ? 1 : -1];
 
 /* 0 (nothing written) when the value is not a number; integers are
  * tested first, the common case, so they cost one call less */
 static int put_rec(char *p, lua_State *L, int idx) {
-  if (lua_isinteger(L, idx)) {
-    lua_Integer v = lua_tointeger(L, idx);
-    p[0] = 'i';
-    memcpy(p + 1, &v, 8);
-  } else if (lua_type(L, idx) == LUA_TNUMBER) {
-    lua_Number v = lua_tonumber(L, idx);
-    p[0] = 'f';
-    memcpy(p + 1, &v, 8);
-  } else {
-    return 0;
-  }
+  if (lua_isinteger(L, idx)) mproc_pack_int(p, (int64_t)lua_tointeger(L, idx));
+  else if (lua_type(L, idx) == LUA_TNUMBER) mproc_pack_float(p, (double)lua_tonumber(L, idx));
+  else return 0;
   return 1;
 }
 
 /* 0 for a malformed record */
 static int push_rec(lua_State *L, const char *s) {
-  if (s[0] == 'i') {
-    lua_Integer v;
-    memcpy(&v, s + 1, 8);
-    lua_pushinteger(L, v);
-  } else if (s[0] == 'f') {
-    lua_Number v;
-    memcpy(&v, s + 1, 8);
-    lua_pushnumber(L, v);
-  } else {
-    return 0;
+  int64_t i;
+  double d;
+  switch (mproc_unpack(s, &i, &d)) {
+    case 'i': lua_pushinteger(L, (lua_Integer)i); return 1;
+    case 'f': lua_pushnumber(L, (lua_Number)d); return 1;
+    default: return 0;
   }
-  return 1;
 }
 
 /* Writes t[first..first+count-1] (t at absolute index t) as records at p;
@@ -124,44 +111,35 @@ static int l_new_list(lua_State *L) {
 
 #define ACC_T "mproc.PackedAcc"
 
-typedef struct packacc {
-  size_t n;        /* records in use */
-  size_t cap;      /* records there is room for */
-  size_t pos;      /* 1-based item being run (after an error: the culprit) */
-  int mixed;       /* some result is not a number (kept in the uservalue) */
-  char rec[1];     /* records; type 0: no value, 'x': in the uservalue */
-} packacc;
-
-static packacc *checkacc(lua_State *L, int idx) {
-  return (packacc *)luaL_checkudata(L, idx, ACC_T);
+/* The accumulator (mproc_packacc) is a userdata; its results that are not
+ * numbers are kept in its uservalue, a table. */
+static mproc_packacc *checkacc(lua_State *L, int idx) {
+  return (mproc_packacc *)luaL_checkudata(L, idx, ACC_T);
 }
 
 /* packed_acc(n [, acc]) -> an empty accumulator for n results: acc itself
  * when it has room, else a new one */
 static int l_packed_acc(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
-  packacc *a = (packacc *)luaL_testudata(L, 2, ACC_T);
-  luaL_argcheck(L, n >= 0 && (uint64_t)n < ((size_t)-1 >> 1) / PACK_REC, 1, "bad count");
+  mproc_packacc *a = (mproc_packacc *)luaL_testudata(L, 2, ACC_T);
+  luaL_argcheck(L, n >= 0 && (uint64_t)n < MPROC_PACKACC_MAX, 1, "bad count");
   if (a == NULL || a->cap < (size_t)n) {
-    a = (packacc *)lua_newuserdatauv(L, offsetof(packacc, rec) + (size_t)n * PACK_REC + 1, 1);
-    a->cap = (size_t)n;
+    a = (mproc_packacc *)lua_newuserdatauv(L, mproc_packacc_size((size_t)n), 1);
     luaL_setmetatable(L, ACC_T);
+    mproc_packacc_reset(a, (size_t)n, (size_t)n);
   } else {
     lua_settop(L, 2);
     lua_pushnil(L);
     lua_setiuservalue(L, 2, 1);
+    mproc_packacc_reset(a, (size_t)n, 0);
   }
-  a->n = (size_t)n;
-  a->pos = 0;
-  a->mixed = 0;
-  memset(a->rec, 0, (size_t)n * PACK_REC + 1);
   return 1;
 }
 
 /* acc[k] = fn(k-th of the n records at s) for k from `from` on; fn, the
  * accumulator and a scratch slot are at fi, ai and ai + 1 */
-static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, lua_Integer from,
-                       uint64_t *progress) {
+static int run_records(lua_State *L, int fi, const char *s, mproc_packacc *a, int ai,
+                       lua_Integer from, uint64_t *progress) {
   size_t k;
   int res = ai + 1;
   lua_settop(L, ai);
@@ -172,13 +150,11 @@ static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, 
     lua_pushvalue(L, fi);
     if (!push_rec(L, s + k * PACK_REC)) return luaL_error(L, "malformed packed numbers");
     lua_call(L, 1, 1);
-    if (!put_rec(a->rec + k * PACK_REC, L, res)) {
-      if (!a->mixed) {
-        a->mixed = 1;
+    if (!put_rec(mproc_packacc_rec(a, k), L, res)) {
+      if (mproc_packacc_other(a, k)) {
         lua_newtable(L);
         lua_setiuservalue(L, ai, 1);
       }
-      a->rec[k * PACK_REC] = 'x';
       lua_getiuservalue(L, ai, 1);
       lua_pushvalue(L, res);
       lua_rawseti(L, -2, (lua_Integer)k + 1);
@@ -194,18 +170,9 @@ static int l_acc_pos(lua_State *L) {
   return 1;
 }
 
-/* Whether every result is a number (put_numbers can send them as is). */
-static int acc_complete(const packacc *a) {
-  size_t k;
-  if (a->mixed) return 0;
-  for (k = 0; k < a->n; k++)
-    if (a->rec[k * PACK_REC] == 0) return 0;
-  return 1;
-}
-
 /* acc_result(acc) -> the results as a list with n (missing ones nil) */
 static int l_acc_result(lua_State *L) {
-  packacc *a = checkacc(L, 1);
+  mproc_packacc *a = checkacc(L, 1);
   size_t k;
   lua_settop(L, 1);
   lua_getiuservalue(L, 1, 1);
@@ -213,7 +180,7 @@ static int l_acc_result(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)a->n);
   lua_setfield(L, 3, "n");
   for (k = 0; k < a->n; k++) {
-    const char *r = a->rec + k * PACK_REC;
+    const char *r = mproc_packacc_rec(a, k);
     if (r[0] == 'x') lua_rawgeti(L, 2, (lua_Integer)k + 1);
     else if (!push_rec(L, r)) continue;
     lua_rawseti(L, 3, (lua_Integer)k + 1);
@@ -439,20 +406,12 @@ static int board_cancel(lua_State *L) {
   return 1;
 }
 
-/* Next frame of the input buffer: its payload and flags, or NULL. */
+/* Next frame of the input buffer: its payload and flags, or NULL (the
+ * buffer is then emptied). */
 static const char *next_frame(board *b, size_t *len, unsigned *flags) {
-  uint32_t hd[2];
-  const char *f;
-  if (b->inpos + 8 > b->in.len) {
-    b->in.len = b->inpos = 0;
-    return NULL;
-  }
-  f = b->in.data + b->inpos;
-  memcpy(hd, f, 8);
-  b->inpos += 8 + ((hd[0] + 7) & ~(size_t)7);
-  *len = hd[0];
-  *flags = hd[1];
-  return f + 8;
+  const char *f = mproc_pool_next_frame(&b->in, &b->inpos, len, flags);
+  if (f == NULL) b->in.len = b->inpos = 0;
+  return f;
 }
 
 static int decode_into(lua_State *L, const char *p, size_t n) {
@@ -467,9 +426,10 @@ static int board_get(lua_State *L) {
   board *b = checkboard(L);
   static const char *const kinds[] = {"?", "ok", "err", "batch", "packed"};
   mproc_result_hdr h;
-  const char *p;
-  size_t len;
+  const char *p, *body;
+  size_t len, blen;
   unsigned flags;
+  int r;
   drop_view(b);
   p = next_frame(b, &len, &flags);
   if (p == NULL) {
@@ -486,20 +446,16 @@ static int board_get(lua_State *L) {
     lua_pushfstring(L, "cannot receive the result: %s", strerror(errno ? errno : EINVAL));
     return 3;
   }
-  memcpy(&h, b->view.p, sizeof h);
+  r = mproc_result_parse(b->view.p, b->view.n, &h, &body, &blen);
   lua_pushinteger(L, (lua_Integer)h.tid);
-  if (h.kind < MPROC_RESULT_OK || h.kind > MPROC_RESULT_PACKED) {
+  if (r < 0) {
     lua_pushliteral(L, "bad");
-    lua_pushliteral(L, "malformed result frame");
+    if (h.kind == MPROC_RESULT_PACKED) lua_pushliteral(L, "malformed packed results");
+    else lua_pushliteral(L, "malformed result frame");
     return 3;
   }
   if (h.kind == MPROC_RESULT_PACKED) {
-    if ((b->view.n - sizeof h) / PACK_REC != h.count) {
-      lua_pushliteral(L, "bad");
-      lua_pushliteral(L, "malformed packed results");
-      return 3;
-    }
-    b->pend = b->view.p + sizeof h;
+    b->pend = body;
     b->pendn = h.count;
     b->haspend = 1;
     lua_pushliteral(L, "packed");
@@ -507,7 +463,7 @@ static int board_get(lua_State *L) {
     return 3;
   }
   lua_pushstring(L, kinds[h.kind]);
-  if (!decode_into(L, b->view.p + sizeof h, b->view.n - sizeof h)) {
+  if (!decode_into(L, body, blen)) {
     lua_pushliteral(L, "bad");
     lua_replace(L, -3);
   }
@@ -629,7 +585,7 @@ static int board_next(lua_State *L) {
   static const char *const ops[] = {"none", "apply", "batch", "star", "packed", "stop"};
   double timeout = luaL_optnumber(L, 2, -1);
   mproc_task_hdr h;
-  const char *p, *body;
+  const char *p, *fn, *body;
   size_t len, blen;
   unsigned flags;
   int r;
@@ -649,24 +605,19 @@ static int board_next(lua_State *L) {
     lua_pushliteral(L, "cannot receive the task: its frame is damaged or gone");
     return 3;
   }
-  memcpy(&h, b->view.p, sizeof h);
-  body = b->view.p + sizeof h + h.fnlen;
-  if (h.op > MPROC_TASK_STOP || b->view.n - sizeof h < h.fnlen) {
+  if (mproc_task_parse(b->view.p, b->view.n, &h, &fn, &body, &blen) < 0) {
     lua_pushliteral(L, "error");
     lua_pushinteger(L, (lua_Integer)h.tid);
-    lua_pushliteral(L, "cannot receive the task: malformed frame");
+    if (h.op == MPROC_TASK_PACKED && b->view.n - sizeof h >= h.fnlen)
+      lua_pushliteral(L, "malformed packed items");
+    else lua_pushliteral(L, "cannot receive the task: malformed frame");
     return 3;
   }
-  blen = b->view.n - sizeof h - h.fnlen;
   lua_pushstring(L, ops[h.op]);
   lua_pushinteger(L, (lua_Integer)h.tid);
   if (h.op == MPROC_TASK_NONE || h.op == MPROC_TASK_STOP) return 2;
-  if (!push_fn(L, 3, &h, b->view.p + sizeof h)) goto bad;
+  if (!push_fn(L, 3, &h, fn)) goto bad;
   if (h.op == MPROC_TASK_PACKED) {
-    if (blen % PACK_REC != 0) {
-      lua_pushliteral(L, "malformed packed items");
-      goto bad;
-    }
     b->pend = body;
     b->pendn = blen / PACK_REC;
     b->haspend = 1;
@@ -717,24 +668,14 @@ static int board_post(lua_State *L) {
  * number (nothing posted) */
 static int board_post_numbers(lua_State *L) {
   board *b = checkworker(L);
-  mproc_result_hdr h;
-  packacc *a = checkacc(L, 3);
-  mproc_buf *f;
-  h.tid = checktid(L, 2);
-  h.kind = MPROC_RESULT_PACKED;
-  h.count = (uint32_t)a->n;
-  if (!acc_complete(a)) {
+  mproc_packacc *a = checkacc(L, 3);
+  uint64_t tid = checktid(L, 2);
+  if (!mproc_packacc_complete(a)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  f = mproc_buf_box(L);
-  mproc_buf_reserve(L, f, sizeof h + a->n * PACK_REC);
-  memcpy(f->data, &h, sizeof h);
-  memcpy(f->data + sizeof h, a->rec, a->n * PACK_REC);
-  f->len = sizeof h + a->n * PACK_REC;
-  if (mproc_pool_post(&b->pool, b->slot, f->data, f->len) < 0)
+  if (mproc_pool_post_packed(&b->pool, b->slot, tid, a) < 0)
     return luaL_error(L, "pool: %s", strerror(errno));
-  mproc_buf_free(f);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -743,7 +684,7 @@ static int board_post_numbers(lua_State *L) {
  * (see run_records) */
 static int board_run_pending(lua_State *L) {
   board *b = checkworker(L);
-  packacc *a = checkacc(L, 3);
+  mproc_packacc *a = checkacc(L, 3);
   lua_Integer from = luaL_optinteger(L, 4, 1);
   const char *s = pending(L, b, (lua_Integer)a->n);
   luaL_checkany(L, 2);

@@ -188,8 +188,8 @@ static void pm_put(lua_State *L, ptrmap *m, const void *p, int kind, uint64_t v)
 
 typedef struct scratch {
   ptrmap seen;       /* address -> back-reference index */
-  mproc_buf out;     /* core.dumps output */
-  mproc_buf dump;    /* lua_dump output */
+  mproc_bytes out;     /* core.dumps output */
+  mproc_bytes dump;    /* lua_dump output */
 } scratch;
 
 /* The decoder's cache of short strings: pushing one from the cache (an
@@ -209,7 +209,7 @@ typedef struct cstate {
   int enc_busy;            /* sc in use: a nested encode (an
                               __mproc_encode that calls dumps) gets its own */
   ptrmap names;            /* address -> offset in blob of a name's bytes */
-  mproc_buf blob;
+  mproc_bytes blob;
   int names_ok;
   size_t loaded_n;         /* package.loaded when names was built */
   uintptr_t loaded_sum;
@@ -228,8 +228,8 @@ static const char STATE_KEY = 'c';
 
 static void scratch_free(scratch *sc) {
   pm_free(&sc->seen);
-  mproc_buf_free(&sc->out);
-  mproc_buf_free(&sc->dump);
+  mproc_bytes_free(&sc->out);
+  mproc_bytes_free(&sc->dump);
 }
 
 static int scratch_gc(lua_State *L) {
@@ -241,7 +241,7 @@ static int state_gc(lua_State *L) {
   cstate *S = (cstate *)lua_touserdata(L, 1);
   scratch_free(&S->sc);
   pm_free(&S->names);
-  mproc_buf_free(&S->blob);
+  mproc_bytes_free(&S->blob);
   return 0;
 }
 
@@ -299,14 +299,14 @@ static scratch *new_scratch(lua_State *L) {
  * Byte output
  * ======================================================================= */
 
-static void put_bytes(lua_State *L, mproc_buf *b, const void *p, size_t n) {
-  if (b->cap - b->len < n) mproc_buf_reserve(L, b, n);
+static void put_bytes(lua_State *L, mproc_bytes *b, const void *p, size_t n) {
+  if (b->cap - b->len < n) mproc_reserve(L, b, n);
   memcpy(b->data + b->len, p, n);
   b->len += n;
 }
 
-static void put_byte(lua_State *L, mproc_buf *b, unsigned c) {
-  if (b->cap == b->len) mproc_buf_reserve(L, b, 1);
+static void put_byte(lua_State *L, mproc_bytes *b, unsigned c) {
+  if (b->cap == b->len) mproc_reserve(L, b, 1);
   b->data[b->len++] = (char)c;
 }
 
@@ -324,14 +324,14 @@ static void varint_write(unsigned char *dst, uint64_t v, int w) {
   dst[w - 1] = (unsigned char)(v & 0x7F);
 }
 
-static void put_varint(lua_State *L, mproc_buf *b, uint64_t v) {
+static void put_varint(lua_State *L, mproc_bytes *b, uint64_t v) {
   int w = varint_len(v);
-  if (b->cap - b->len < (size_t)w) mproc_buf_reserve(L, b, (size_t)w);
+  if (b->cap - b->len < (size_t)w) mproc_reserve(L, b, (size_t)w);
   varint_write((unsigned char *)b->data + b->len, v, w);
   b->len += (size_t)w;
 }
 
-static void put_le(lua_State *L, mproc_buf *b, unsigned tag, uint64_t v, int n) {
+static void put_le(lua_State *L, mproc_bytes *b, unsigned tag, uint64_t v, int n) {
   unsigned char t[9];
   int i;
   t[0] = (unsigned char)tag;
@@ -339,7 +339,7 @@ static void put_le(lua_State *L, mproc_buf *b, unsigned tag, uint64_t v, int n) 
   put_bytes(L, b, t, (size_t)n + 1);
 }
 
-static void put_integer(lua_State *L, mproc_buf *b, lua_Integer i) {
+static void put_integer(lua_State *L, mproc_bytes *b, lua_Integer i) {
   if (i >= 0 && i <= 127) put_byte(L, b, (unsigned)i);
   else if (i >= -32 && i < 0) put_byte(L, b, (unsigned)(0xE0 + (i + 32)));
   else if (i >= INT8_MIN && i <= INT8_MAX) put_le(L, b, T_INT8, (uint64_t)i, 1);
@@ -348,9 +348,9 @@ static void put_integer(lua_State *L, mproc_buf *b, lua_Integer i) {
   else put_le(L, b, T_INT64, (uint64_t)i, 8);
 }
 
-static void put_string(lua_State *L, mproc_buf *b, const char *s, size_t n) {
+static void put_string(lua_State *L, mproc_bytes *b, const char *s, size_t n) {
   if (n <= FIXSTR_MAX) {
-    if (b->cap - b->len < n + 1) mproc_buf_reserve(L, b, n + 1);
+    if (b->cap - b->len < n + 1) mproc_reserve(L, b, n + 1);
     char *d = b->data + b->len;
     *d++ = (char)(0x80 + n);
     if (n <= 16) { size_t i; for (i = 0; i < n; i++) d[i] = s[i]; }  /* no call */
@@ -392,7 +392,7 @@ static void names_add(lua_State *L, cstate *S, int idx, int keep,
 }
 
 /* Wire bytes of a name (tag, then one or two strings) into tmp. */
-static void name_bytes(lua_State *L, mproc_buf *tmp, unsigned tag,
+static void name_bytes(lua_State *L, mproc_bytes *tmp, unsigned tag,
                        const char *a, size_t na, const char *k, size_t nk) {
   tmp->len = 0;
   put_byte(L, tmp, tag);
@@ -419,7 +419,7 @@ static void loaded_sig(lua_State *L, int loaded, size_t *n, uintptr_t *sum) {
 /* Rebuilds the names map.  sidx: the state userdata. */
 static void names_build(lua_State *L, cstate *S, int sidx) {
   int top = lua_gettop(L), loaded, keep;
-  mproc_buf *tmp = &S->sc.dump;   /* never in use here: lua_dump runs no Lua */
+  mproc_bytes *tmp = &S->sc.dump;   /* never in use here: lua_dump runs no Lua */
   pm_newgen(&S->names);
   S->blob.len = 0;
   lua_newtable(L);
@@ -504,7 +504,7 @@ typedef struct Enc {
   lua_State *L;
   cstate *S;
   scratch *sc;
-  mproc_buf *b;
+  mproc_bytes *b;
   size_t base;           /* offset of the version byte in b */
   const char *root;
   const void *globals;
@@ -822,7 +822,7 @@ static int enc_meta(Enc *E, int idx, int *done, int *hasmt) {
 
 static int enc_table(Enc *E, int idx) {
   lua_State *L = E->L;
-  mproc_buf *b = E->b;
+  mproc_bytes *b = E->b;
   const void *p = lua_topointer(L, idx);
   lua_Unsigned narr, i, nhash = 0;
   size_t at, hat;
@@ -836,7 +836,7 @@ static int enc_table(Enc *E, int idx) {
   if (hasmt) mt = lua_gettop(L);
   narr = (lua_Unsigned)lua_rawlen(L, idx);
   w = varint_len(narr);
-  if (b->cap - b->len < (size_t)w + 2) mproc_buf_reserve(L, b, (size_t)w + 2);
+  if (b->cap - b->len < (size_t)w + 2) mproc_reserve(L, b, (size_t)w + 2);
   b->data[b->len++] = (char)(hasmt ? T_TABLEMT : T_TABLE);
   at = b->len;
   b->len += (size_t)w;   /* narr, rewritten (same width) below */
@@ -902,7 +902,7 @@ static int enc_table(Enc *E, int idx) {
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
-  put_bytes(L, (mproc_buf *)ud, p, n);
+  put_bytes(L, (mproc_bytes *)ud, p, n);
   return 0;
 }
 
@@ -912,14 +912,14 @@ static void push_bytecode(Enc *E, int idx) {
   lua_getiuservalue(L, E->sidx, UV_DUMPS);
   lua_pushvalue(L, idx);
   if (lua_rawget(L, -2) != LUA_TSTRING) {
-    mproc_buf *d = &E->sc->dump;
+    mproc_bytes *d = &E->sc->dump;
     lua_pop(L, 1);
     d->len = 0;
     lua_pushvalue(L, idx);
     lua_dump(L, dump_writer, d, 0);    /* keep debug info: line numbers */
     lua_pop(L, 1);
     lua_pushlstring(L, d->data, d->len);
-    if (d->cap > 65536) mproc_buf_free(d);
+    if (d->cap > 65536) mproc_bytes_free(d);
     else d->len = 0;
     lua_pushvalue(L, idx);
     lua_pushvalue(L, -2);
@@ -930,7 +930,7 @@ static void push_bytecode(Enc *E, int idx) {
 
 static int enc_function(Enc *E, int idx) {
   lua_State *L = E->L;
-  mproc_buf *b = E->b;
+  mproc_bytes *b = E->b;
   const void *p = lua_topointer(L, idx);
   uint64_t self;
   size_t n;
@@ -1021,7 +1021,7 @@ static int enc_typed(Enc *E, int idx, int t) {
 
 /* mproc_encode with the state userdata S at sidx. */
 static int encode(lua_State *L, cstate *S, int sidx, int idx, const char *root,
-                  mproc_buf *b) {
+                  mproc_bytes *b) {
   Enc E;
   scratch *sc;
   size_t len0 = b->len;
@@ -1055,7 +1055,7 @@ static int encode(lua_State *L, cstate *S, int sidx, int idx, const char *root,
   return 1;
 }
 
-int mproc_encode(lua_State *L, int idx, const char *root, mproc_buf *b) {
+int mproc_encode(lua_State *L, int idx, const char *root, mproc_bytes *b) {
   cstate *S;
   int top, ok;
   idx = lua_absindex(L, idx);
@@ -1625,14 +1625,14 @@ static int l_dumps(lua_State *L) {
   const char *root = lua_isnoneornil(L, 2) ? "value" : luaL_checkstring(L, 2);
   int noref = lua_toboolean(L, 3), ok, check = lua_isfunction(L, 4);
   cstate *S;
-  mproc_buf *b;
+  mproc_bytes *b;
   int own, saved;
   lua_settop(L, 4);
   if (!check) { lua_pushnil(L); lua_replace(L, 4); }
   S = get_state(L);   /* at 5 */
   own = !S->enc_busy;
   if (own) { b = &S->sc.out; b->len = 0; }
-  else b = mproc_buf_box(L);
+  else b = mproc_bytes_box(L);
   S->noref = noref;
   saved = S->namecheck;
   S->namecheck = check ? 4 : 0;
@@ -1640,12 +1640,12 @@ static int l_dumps(lua_State *L) {
   S->namecheck = saved;
   S->noref = 0;
   if (!ok) {
-    if (own && b->cap > (1 << 20)) mproc_buf_free(b);
+    if (own && b->cap > (1 << 20)) mproc_bytes_free(b);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
   lua_pushboolean(L, 1);
   lua_pushlstring(L, b->data, b->len);
-  if (own && b->cap > (1 << 20)) mproc_buf_free(b);   /* keep no 100 MiB around */
+  if (own && b->cap > (1 << 20)) mproc_bytes_free(b);   /* keep no 100 MiB around */
   return 2;
 }
 
@@ -1670,18 +1670,18 @@ static const char *arg_typename(lua_State *L, int arg) {
 /* mp.dumps(v) -> string; upvalues: raise, state */
 static int l_pub_dumps(lua_State *L) {
   cstate *S = (cstate *)lua_touserdata(L, lua_upvalueindex(2));
-  mproc_buf *b;
+  mproc_bytes *b;
   int own = !S->enc_busy;
   lua_settop(L, 1);
   luaL_checkstack(L, 12, "mproc codec");
   if (own) { b = &S->sc.out; b->len = 0; }
-  else b = mproc_buf_box(L);
+  else b = mproc_bytes_box(L);
   if (!encode(L, S, lua_upvalueindex(2), 1, "value", b)) {
-    if (own && b->cap > (1 << 20)) mproc_buf_free(b);
+    if (own && b->cap > (1 << 20)) mproc_bytes_free(b);
     return raise_serialize(L);
   }
   lua_pushlstring(L, b->data, b->len);
-  if (own && b->cap > (1 << 20)) mproc_buf_free(b);
+  if (own && b->cap > (1 << 20)) mproc_bytes_free(b);
   return 1;
 }
 

@@ -50,33 +50,19 @@ void mproc_newclass(lua_State *L, const char *tname,
   lua_pop(L, 1);
 }
 
-void mproc_buf_reserve(lua_State *L, mproc_buf *b, size_t extra) {
-  size_t need, cap;
-  char *p;
+void mproc_reserve(lua_State *L, mproc_bytes *b, size_t extra) {
   if (b->cap - b->len >= extra) return;
-  if (extra > ((size_t)-1) / 2 - b->len) luaL_error(L, "not enough memory");
-  need = b->len + extra;
-  cap = b->cap ? b->cap : 256;
-  while (cap < need) cap *= 2;
-  p = realloc(b->data, cap);
-  if (p == NULL) luaL_error(L, "not enough memory");
-  b->data = p;
-  b->cap = cap;
-}
-
-void mproc_buf_free(mproc_buf *b) {
-  free(b->data);
-  b->data = NULL;
-  b->len = b->cap = 0;
+  if (extra > ((size_t)-1) / 2 - b->len || mproc_bytes_reserve(b, b->len + extra) < 0)
+    luaL_error(L, "not enough memory");
 }
 
 static int buf_gc(lua_State *L) {
-  mproc_buf_free((mproc_buf *)luaL_checkudata(L, 1, "mproc.buf"));
+  mproc_bytes_free((mproc_bytes *)luaL_checkudata(L, 1, "mproc.buf"));
   return 0;
 }
 
-mproc_buf *mproc_buf_box(lua_State *L) {
-  mproc_buf *b = (mproc_buf *)lua_newuserdatauv(L, sizeof *b, 0);
+mproc_bytes *mproc_bytes_box(lua_State *L) {
+  mproc_bytes *b = (mproc_bytes *)lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
   if (luaL_newmetatable(L, "mproc.buf")) {
     lua_pushcfunction(L, buf_gc);

@@ -283,9 +283,9 @@ static int board_names(lua_State *L) {
 
 /* A task frame: the header, the function's bytes, then the body; built in
  * a boxed buffer (freed by the collector if an error unwinds). */
-static mproc_buf *frame_start(lua_State *L, uint64_t tid, uint32_t op, int fnarg,
+static mproc_bytes *frame_start(lua_State *L, uint64_t tid, uint32_t op, int fnarg,
                               double timeout, uint32_t cs) {
-  mproc_buf *f = mproc_buf_box(L);
+  mproc_bytes *f = mproc_bytes_box(L);
   mproc_task_hdr h;
   size_t fnlen = 0;
   const char *fn = lua_isnoneornil(L, fnarg + 1) ? "" : luaL_checklstring(L, fnarg + 1, &fnlen);
@@ -297,17 +297,17 @@ static mproc_buf *frame_start(lua_State *L, uint64_t tid, uint32_t op, int fnarg
   h.fnlen = (uint32_t)fnlen;
   h.cs = cs;
   luaL_argcheck(L, fnlen <= 0xffffffffu, fnarg + 1, "function too large");
-  mproc_buf_reserve(L, f, sizeof h + fnlen);
+  mproc_reserve(L, f, sizeof h + fnlen);
   memcpy(f->data, &h, sizeof h);
   memcpy(f->data + sizeof h, fn, fnlen);
   f->len = sizeof h + fnlen;
   return f;
 }
 
-static int submit(lua_State *L, board *b, mproc_buf *f) {
+static int submit(lua_State *L, board *b, mproc_bytes *f) {
   if (mproc_pool_submit(&b->pool, f->data, f->len) < 0)
     return mproc_fail_errno(L, errno, "pool submit");
-  mproc_buf_free(f);
+  mproc_bytes_free(f);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -323,13 +323,13 @@ static int board_apply(lua_State *L) {
   board *b = checkboard(L);
   uint64_t tid = checktid(L, 2);
   double timeout = luaL_optnumber(L, 6, 0);
-  mproc_buf *f;
+  mproc_bytes *f;
   luaL_checktype(L, 5, LUA_TTABLE);
   f = frame_start(L, tid, MPROC_TASK_APPLY, 3, timeout, 0);
   mproc_conn_share_begin(L);   /* Pipe ends: workers started before them */
   if (!mproc_encode(L, 5, "args", f)) {
     mproc_conn_share_end(L, 0);
-    mproc_buf_free(f);
+    mproc_bytes_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
   mproc_conn_share_end(L, 1);
@@ -345,7 +345,7 @@ static int board_batch(lua_State *L) {
   lua_Integer cs = luaL_checkinteger(L, 6);
   lua_Integer first = luaL_checkinteger(L, 8), count = luaL_checkinteger(L, 9), i;
   double timeout = luaL_optnumber(L, 10, 0);
-  mproc_buf *f;
+  mproc_bytes *f;
   size_t base;
   luaL_checktype(L, 7, LUA_TTABLE);
   luaL_argcheck(L, cs >= 1 && cs <= 0x7fffffff, 6, "bad chunk size");
@@ -354,7 +354,7 @@ static int board_batch(lua_State *L) {
                   (uint32_t)cs);
   base = f->len;
   if (!star) {
-    mproc_buf_reserve(L, f, (size_t)count * PACK_REC);
+    mproc_reserve(L, f, (size_t)count * PACK_REC);
     if (pack_table(L, 7, first, count, f->data + base)) {
       f->len = base + (size_t)count * PACK_REC;
       return submit(L, b, f);
@@ -371,7 +371,7 @@ static int board_batch(lua_State *L) {
   mproc_conn_share_begin(L);
   if (!mproc_encode(L, lua_gettop(L), "items", f)) {
     mproc_conn_share_end(L, 0);
-    mproc_buf_free(f);
+    mproc_bytes_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
   mproc_conn_share_end(L, 1);
@@ -641,25 +641,25 @@ static int board_post(lua_State *L) {
   board *b = checkworker(L);
   static const char *const kinds[] = {"ok", "err", "batch", NULL};
   mproc_result_hdr h;
-  mproc_buf *f;
+  mproc_bytes *f;
   h.tid = checktid(L, 2);
   h.kind = (uint32_t)luaL_checkoption(L, 3, NULL, kinds) + MPROC_RESULT_OK;
   h.count = 0;
   lua_settop(L, 4);
-  f = mproc_buf_box(L);
-  mproc_buf_reserve(L, f, sizeof h);
+  f = mproc_bytes_box(L);
+  mproc_reserve(L, f, sizeof h);
   memcpy(f->data, &h, sizeof h);
   f->len = sizeof h;
   mproc_conn_share_begin(L);   /* a Pipe end made by the task */
   if (!mproc_encode(L, 4, "result", f)) {
     mproc_conn_share_end(L, 0);
-    mproc_buf_free(f);
+    mproc_bytes_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
   mproc_conn_share_end(L, 1);
   if (mproc_pool_post(&b->pool, b->slot, f->data, f->len) < 0)
     return luaL_error(L, "pool: %s", strerror(errno));
-  mproc_buf_free(f);
+  mproc_bytes_free(f);
   lua_pushboolean(L, 1);
   return 1;
 }

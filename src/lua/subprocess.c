@@ -36,7 +36,7 @@ typedef struct spawn_ud {
   int epfd;                 /* Linux: epoll over the open pipes */
   const char *in;           /* input (user value 1), NULL: none */
   size_t inlen, inpos;
-  mproc_buf out[2];         /* stdout, stderr */
+  mproc_bytes out[2];         /* stdout, stderr */
 } spawn_ud;
 
 #define toud(L) ((spawn_ud *)luaL_checkudata(L, 1, LUA_POPEN))
@@ -304,10 +304,10 @@ static int pump_once(lua_State *L, spawn_ud *u) {
     }
   }
   for (i = 1; i <= 2; i++) {
-    mproc_buf *b = &u->out[i - 1];
+    mproc_bytes *b = &u->out[i - 1];
     ssize_t r;
     if (u->pipes[i] < 0) continue;
-    mproc_buf_reserve(L, b, CHUNK);
+    mproc_reserve(L, b, CHUNK);
     do r = read(u->pipes[i], b->data + b->len, b->cap - b->len);
     while (r < 0 && errno == EINTR);
     if (r > 0) {
@@ -357,7 +357,7 @@ static int p_result(lua_State *L) {
     if (u->out[i].data) lua_pushlstring(L, u->out[i].data, u->out[i].len);
     else lua_pushnil(L);
   }
-  for (i = 0; i < 2; i++) mproc_buf_free(&u->out[i]);
+  for (i = 0; i < 2; i++) mproc_bytes_free(&u->out[i]);
   close_fd(&u->epfd);
   u->in = NULL;
   lua_pushnil(L);
@@ -374,7 +374,7 @@ static int p_gc(lua_State *L) {
   int i;
   if (u == NULL) return 0;
   for (i = 0; i < 3; i++) close_fd(&u->pipes[i]);
-  for (i = 0; i < 2; i++) mproc_buf_free(&u->out[i]);
+  for (i = 0; i < 2; i++) mproc_bytes_free(&u->out[i]);
   close_fd(&u->epfd);
   close_fd(&u->pidfd);
   if (u->pid > 0 && !u->reaped) {

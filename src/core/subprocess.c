@@ -209,3 +209,114 @@ ssize_t mproc_write_nosigpipe(int fd, const void *p, size_t n) {
   errno = e;
   return w;
 }
+
+/* {======================================================================
+ * communicate
+ * ======================================================================= */
+
+#define COMM_CHUNK 65536
+#define COMM_SLICE 0.01
+
+/* A pipe is done: out of the poller first (poll() would see it closed). */
+static void comm_close(mproc_comm *c, int i) {
+  if (c->polled) mproc_poller_del(&c->set, c->pipes[i]);
+  close_fd(&c->pipes[i]);
+}
+
+void mproc_comm_start(mproc_comm *c, int pipes[3], const char *in, size_t n) {
+  int i;
+  memset(c, 0, sizeof *c);
+  c->pipes = pipes;
+  c->in = in;
+  c->inlen = in ? n : 0;
+  if (c->inlen == 0) close_fd(&pipes[0]);
+  c->polled = mproc_poller_init(&c->set) == 0;
+  for (i = 0; i < 3 && c->polled; i++) {
+    if (pipes[i] < 0) continue;
+    if (mproc_poller_ctl(&c->set, MPROC_POLLER_ADD, pipes[i],
+                         i == 0 ? MPROC_WAIT_WRITE : MPROC_WAIT_READ) < 0) {
+      mproc_poller_close(&c->set);
+      c->polled = 0;
+    }
+  }
+}
+
+/* One pass over the pipes; 1 when something moved, 0 when every pipe
+ * would block, -1 on an error (errno). */
+static int comm_once(mproc_comm *c) {
+  int moved = 0, i;
+  if (c->pipes[0] >= 0) {
+    size_t left = c->inlen - c->inpos;
+    ssize_t w = mproc_write_nosigpipe(c->pipes[0], c->in + c->inpos,
+                                      left > COMM_CHUNK ? COMM_CHUNK : left);
+    if (w > 0) {
+      c->inpos += (size_t)w;
+      moved = 1;
+      if (c->inpos >= c->inlen) comm_close(c, 0);
+    } else if (w < 0 && errno == EPIPE) {
+      comm_close(c, 0);   /* the program does not read its input */
+      moved = 1;
+    } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      return -1;
+    }
+  }
+  for (i = 1; i <= 2; i++) {
+    mproc_bytes *b = &c->out[i - 1];
+    ssize_t r;
+    if (c->pipes[i] < 0) continue;
+    if (b->cap - b->len < COMM_CHUNK && mproc_bytes_reserve(b, b->len + COMM_CHUNK) < 0)
+      return -1;
+    do r = read(c->pipes[i], b->data + b->len, b->cap - b->len);
+    while (r < 0 && errno == EINTR);
+    if (r > 0) {
+      b->len += (size_t)r;
+      moved = 1;
+    } else if (r == 0) {
+      comm_close(c, i);
+      moved = 1;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      return -1;
+    }
+  }
+  return moved;
+}
+
+int mproc_comm_step(mproc_comm *c, int *waitfd, int *slice) {
+  int r, i;
+  while ((r = comm_once(c)) > 0) {}
+  if (r < 0) return -1;
+  *waitfd = -1;
+  *slice = 0;
+  for (i = 0; i < 3 && *waitfd < 0; i++)
+    if (c->pipes[i] >= 0) *waitfd = c->pipes[i];
+  if (*waitfd < 0) return 1;
+  if (c->polled && mproc_poller_fileno(&c->set) >= 0) *waitfd = mproc_poller_fileno(&c->set);
+  else *slice = 1;
+  return 0;
+}
+
+int mproc_comm_run(mproc_comm *c, double timeout) {
+  double deadline = timeout < 0 ? -1 : mproc_now() + timeout;
+  for (;;) {
+    int fd, slice, r = mproc_comm_step(c, &fd, &slice), out[8];
+    double left = deadline < 0 ? -1 : deadline - mproc_now();
+    if (r != 0) return r;
+    if (deadline >= 0 && left <= 0) return 0;
+    if (c->polled) {   /* every pipe at once, poll() fallback included */
+      if (mproc_poller_wait(&c->set, out, 8, left) < 0) return -1;
+    } else {
+      if (slice && (left < 0 || left > COMM_SLICE)) left = COMM_SLICE;
+      if (mproc_wait_fd(fd, MPROC_WAIT_READ, left) < 0) return -1;
+    }
+  }
+}
+
+void mproc_comm_end(mproc_comm *c) {
+  int i;
+  for (i = 0; i < 2; i++) mproc_bytes_free(&c->out[i]);
+  if (c->polled) mproc_poller_close(&c->set);
+  c->polled = 0;
+  c->in = NULL;
+}
+
+/* }====================================================================== */

@@ -34,7 +34,7 @@ static void spawn_runs_programs_with_pipes(void) {
   CHECK_EQ(n, 7);
   if (n > 0) { buf[n] = 0; CHECK(strcmp(buf, "got hi\n") == 0); }
   close(pipes[1]);
-  CHECK_EQ(mproc_spawn_reap(pid, 1, &status), 1);
+  CHECK_EQ(mproc_child_status(pid, 1, &status), 1);
   CHECK_EQ(mproc_exitcode(status), 3);
 }
 
@@ -60,7 +60,7 @@ static void spawn_new_session_gets_its_own_group(void) {
   CHECK_EQ(mproc_spawn(&o, &pid, pipes), 0);
   CHECK_EQ(getpgid(pid), pid);
   CHECK_EQ(kill(-pid, SIGTERM), 0);          /* the whole group */
-  CHECK_EQ(mproc_spawn_reap(pid, 1, &status), 1);
+  CHECK_EQ(mproc_child_status(pid, 1, &status), 1);
   CHECK_EQ(mproc_exitcode(status), -SIGTERM);
 }
 
@@ -97,7 +97,7 @@ static void communicate_feeds_and_drains_at_once(void) {
   CHECK_EQ(c.out[1].len, 5);
   CHECK(c.out[1].len == 5 && memcmp(c.out[1].data, "done\n", 5) == 0);
   mproc_comm_end(&c);
-  CHECK_EQ(mproc_spawn_reap(pid, 1, &status), 1);
+  CHECK_EQ(mproc_child_status(pid, 1, &status), 1);
   CHECK_EQ(mproc_exitcode(status), 0);
   free(in);
 }
@@ -120,7 +120,7 @@ static void communicate_step_names_what_to_wait_for(void) {
   CHECK(c.out[0].len == 3 && memcmp(c.out[0].data, "<>\n", 3) == 0);
   CHECK(c.out[1].data == NULL);        /* stderr was not a pipe */
   mproc_comm_end(&c);
-  CHECK_EQ(mproc_spawn_reap(pid, 1, &status), 1);
+  CHECK_EQ(mproc_child_status(pid, 1, &status), 1);
 }
 
 /* A deadline passes, nothing is lost, and a later run goes on. */
@@ -136,7 +136,7 @@ static void communicate_times_out_and_resumes(void) {
   CHECK_EQ(mproc_comm_run(&c, 5), 1);
   CHECK(c.out[0].len == 11 && memcmp(c.out[0].data, "early\nlate\n", 11) == 0);
   mproc_comm_end(&c);
-  CHECK_EQ(mproc_spawn_reap(pid, 1, &status), 1);
+  CHECK_EQ(mproc_child_status(pid, 1, &status), 1);
 }
 
 /* A program that never reads its input: EPIPE ends the feeding, no
@@ -153,8 +153,54 @@ static void communicate_survives_a_program_ignoring_stdin(void) {
   CHECK(c.inpos < n);
   CHECK(c.out[0].len == 4 && memcmp(c.out[0].data, "bye\n", 4) == 0);
   mproc_comm_end(&c);
-  CHECK_EQ(mproc_spawn_reap(pid, 1, &status), 1);
+  CHECK_EQ(mproc_child_status(pid, 1, &status), 1);
   free(in);
+}
+
+/* One child table: a program's end is seen through a pidfd (Linux), a
+ * forgotten one is reaped by the SIGCHLD handler (no zombie), and none is
+ * joined at our exit (Python leaves its Popen children running). */
+static void programs_are_children_of_the_table(void) {
+  char *argv[] = { "/bin/sleep", "0.1", NULL };
+  char *longer[] = { "/bin/sleep", "5", NULL };
+  mproc_spawn_opts o;
+  int pipes[3], status = 0, fd, i, fds[2];
+  pid_t pid, helper, sleeper = 0;
+  double t0;
+  memset(&o, 0, sizeof o);
+  o.argv = argv;
+  CHECK_EQ(mproc_spawn(&o, &pid, pipes), 0);
+  CHECK_EQ(mproc_child_running(pid), 1);
+  fd = mproc_child_pidfd(pid);
+  if (fd >= 0) {
+    CHECK_EQ(mproc_wait_fd(fd, MPROC_WAIT_READ, 5), 1);
+    close(fd);
+  }
+  CHECK_EQ(mproc_child_status(pid, 1, &status), 1);
+  CHECK_EQ(mproc_exitcode(status), 0);
+  CHECK_EQ(mproc_child_pidfd(pid), -1);            /* gone from the table */
+
+  CHECK_EQ(mproc_spawn(&o, &pid, pipes), 0);
+  mproc_child_release(pid);
+  for (i = 0; i < 100 && kill(pid, 0) == 0; i++) check_sleep(0.02);
+  CHECK(kill(pid, 0) < 0 && errno == ESRCH);       /* reaped, not a zombie */
+
+  CHECK_EQ(pipe(fds), 0);
+  helper = fork();
+  if (helper == 0) {
+    pid_t p;
+    o.argv = longer;
+    if (mproc_spawn(&o, &p, pipes) < 0) _exit(2);
+    if (write(fds[1], &p, sizeof p) != sizeof p) _exit(3);
+    mproc_exit(0);                                 /* the exit path */
+  }
+  t0 = mproc_now();
+  CHECK_EQ(check_wait(helper), 0);
+  CHECK(mproc_now() - t0 < 3);                     /* did not wait for sleep 5 */
+  CHECK_EQ(read(fds[0], &sleeper, sizeof sleeper), (long)sizeof sleeper);
+  if (sleeper > 0) kill(sleeper, SIGKILL);
+  close(fds[0]);
+  close(fds[1]);
 }
 
 int main(void) {
@@ -162,6 +208,7 @@ int main(void) {
   RUN(spawn_runs_programs_with_pipes);
   RUN(spawn_reports_a_missing_program);
   RUN(spawn_new_session_gets_its_own_group);
+  RUN(programs_are_children_of_the_table);
   RUN(communicate_feeds_and_drains_at_once);
   RUN(communicate_step_names_what_to_wait_for);
   RUN(communicate_times_out_and_resumes);

@@ -1,6 +1,7 @@
 /*
- * src/core/subprocess.c: posix_spawn with pipes, reaping by pid, writes that cannot
- * raise SIGPIPE.  The idea of reporting exec failures to the parent comes
+ * src/core/subprocess.c: posix_spawn with pipes (the children go into
+ * src/core/process.c's child table), writes that cannot raise SIGPIPE, and
+ * communicate's pump.  The idea of reporting exec failures to the parent comes
  * from libuv (src/unix/process.c); glibc's posix_spawn already does it.
  */
 #define _GNU_SOURCE
@@ -14,9 +15,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef __linux__
-#include <sys/syscall.h>
-#endif
 
 #include "mproc.h"
 #include "subprocess.h"
@@ -28,33 +26,6 @@ static void close_fd(int *fd) {
   if (*fd >= 0) close(*fd);
   *fd = -1;
 }
-
-/* {======================================================================
- * Abandoned children: reaped without blocking whenever we pass by
- * ======================================================================= */
-
-#define MAX_ABANDONED 256
-static pid_t abandoned[MAX_ABANDONED];
-static int n_abandoned;
-
-static void reap_abandoned(void) {
-  int i, st;
-  for (i = 0; i < n_abandoned;) {
-    pid_t r = waitpid(abandoned[i], &st, WNOHANG);
-    if (r == 0) { i++; continue; }
-    abandoned[i] = abandoned[--n_abandoned];  /* ended, or not ours */
-  }
-}
-
-void mproc_spawn_abandon(pid_t pid) {
-  int st;
-  if (waitpid(pid, &st, WNOHANG) != 0) return;
-  reap_abandoned();
-  if (n_abandoned < MAX_ABANDONED) abandoned[n_abandoned++] = pid;
-  /* a full list: the child is reaped by init once we exit */
-}
-
-/* }====================================================================== */
 
 /* The signals that the child gets back to their default action: exec
  * keeps ignored signals ignored, and Lua hosts often ignore SIGPIPE. */
@@ -71,13 +42,33 @@ static void default_signals(sigset_t *set) {
 #endif
 }
 
+typedef struct spawn_call {
+  const mproc_spawn_opts *o;
+  posix_spawn_file_actions_t *fa;
+  posix_spawnattr_t *at;
+  char *const *env;
+  pid_t pid;
+} spawn_call;
+
+/* mproc_child_start's start: the pid, or -1 with errno. */
+static pid_t spawn_start(void *arg) {
+  spawn_call *c = (spawn_call *)arg;
+  const char *file = c->o->argv[0];
+  int e = strchr(file, '/') ? posix_spawn(&c->pid, file, c->fa, c->at, c->o->argv, c->env)
+                            : posix_spawnp(&c->pid, file, c->fa, c->at, c->o->argv, c->env);
+  if (e != 0) {
+    errno = e;
+    return -1;
+  }
+  return c->pid;
+}
+
 int mproc_spawn(const mproc_spawn_opts *o, pid_t *pid, int pipes[3]) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
   sigset_t set;
   int child_end[3] = {-1, -1, -1}, p[2], i, err = 0, devnull = -1;
   char *const *env = o->envp ? o->envp : environ;
-  reap_abandoned();
   for (i = 0; i < 3; i++) pipes[i] = -1;
   for (i = 0; i < 3 && !err; i++) {
     if (o->mode[i] == MPROC_STDIO_PIPE) {
@@ -144,11 +135,15 @@ int mproc_spawn(const mproc_spawn_opts *o, pid_t *pid, int pipes[3]) {
     if (!err) err = posix_spawnattr_setflags(&at, flags);
   }
   if (!err) {
-    const char *file = o->argv[0];
-    if (strchr(file, '/'))
-      err = posix_spawn(pid, file, &fa, &at, o->argv, env);
-    else
-      err = posix_spawnp(pid, file, &fa, &at, o->argv, env);
+    spawn_call sc;
+    sc.o = o;
+    sc.fa = &fa;
+    sc.at = &at;
+    sc.env = env;
+    /* in the child table (DETACHED: not joined at our exit, as Python
+     * leaves its Popen children): the SIGCHLD handler reaps it */
+    if (mproc_child_start(MPROC_FORK_DETACHED, spawn_start, &sc) < 0) err = errno;
+    else *pid = sc.pid;
   }
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
@@ -163,26 +158,6 @@ done:
     return -1;
   }
   return 0;
-}
-
-int mproc_spawn_reap(pid_t pid, int block, int *status) {
-  pid_t r;
-  do r = waitpid(pid, status, block ? 0 : WNOHANG);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) return -1;
-  return r == pid;
-}
-
-int mproc_spawn_pidfd(pid_t pid) {
-#if defined(__linux__) && defined(SYS_pidfd_open)
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (fd >= 0) mproc_set_cloexec(fd, 1);
-  return fd;
-#else
-  (void)pid;
-  errno = ENOSYS;
-  return -1;
-#endif
 }
 
 ssize_t mproc_write_nosigpipe(int fd, const void *p, size_t n) {

@@ -6,8 +6,10 @@
  * working directory and an environment.  Errors of the exec itself (a
  * missing program: ENOENT, EACCES...) are returned, not turned into an exit
  * code 127, because glibc's posix_spawn reports them to the parent.
- * These children are NOT in src/core/process.c's child table: their caller reaps them
- * with mproc_spawn_reap (waitpid on that one pid). */
+ * The children are in src/core/process.c's child table (DETACHED: not
+ * joined at our exit): the SIGCHLD handler reaps them; ask with
+ * mproc_child_status, wait with mproc_child_pidfd, signal with
+ * mproc_child_signal, forget with mproc_child_release. */
 #ifndef MPROC_SPAWN_H
 #define MPROC_SPAWN_H
 
@@ -34,19 +36,6 @@ typedef struct mproc_spawn_opts {
  * end (non-blocking, close-on-exec) of each PIPE stream, -1 otherwise; or
  * -1 with errno (nothing is left behind then). */
 int mproc_spawn(const mproc_spawn_opts *o, pid_t *pid, int pipes[3]);
-
-/* Reaps pid.  Returns 1 when it ended (*status: the raw wait status), 0
- * while it runs (block == 0), -1 with errno. */
-int mproc_spawn_reap(pid_t pid, int block, int *status);
-
-/* A descriptor readable when pid has ended (Linux pidfd), or -1 when the
- * system has none (the caller then polls with mproc_spawn_reap). */
-int mproc_spawn_pidfd(pid_t pid);
-
-/* Hands a child that may still run to a list reaped later (at the next
- * spawn and the next reap of a zombie list), so an object collected before
- * its child ended leaves no zombie.  Never blocks. */
-void mproc_spawn_abandon(pid_t pid);
 
 /* Writes without raising SIGPIPE: returns bytes written, or -1 with errno
  * (EPIPE when the reader is gone, EAGAIN when the pipe is full). */

@@ -128,7 +128,7 @@ static int p_poll(lua_State *L) {
   spawn_ud *u = toud(L);
   int st, r;
   if (!u->reaped && u->pid > 0) {
-    r = mproc_spawn_reap(u->pid, lua_toboolean(L, 2), &st);
+    r = mproc_child_status(u->pid, lua_toboolean(L, 2), &st);
     if (r < 0) return mproc_fail_errno(L, errno, "waitpid");
     if (r == 1) set_status(u, st);
   }
@@ -142,7 +142,7 @@ static int p_poll(lua_State *L) {
 static int p_waitfd(lua_State *L) {
   spawn_ud *u = toud(L);
   if (u->reaped || u->pid <= 0) return 0;
-  if (u->pidfd < 0) u->pidfd = mproc_spawn_pidfd(u->pid);
+  if (u->pidfd < 0) u->pidfd = mproc_child_pidfd(u->pid);
   if (u->pidfd < 0) return 0;
   lua_pushinteger(L, u->pidfd);
   return 1;
@@ -153,7 +153,7 @@ static int p_waitfd(lua_State *L) {
 static int p_signal(lua_State *L) {
   spawn_ud *u = toud(L);
   int sig = (int)luaL_checkinteger(L, 2);
-  if (!u->reaped && u->pid > 0 && kill(u->pid, sig) < 0 && errno != ESRCH)
+  if (!u->reaped && u->pid > 0 && mproc_child_signal(u->pid, sig) < 0 && errno != ESRCH)
     return mproc_fail_errno(L, errno, "kill");
   lua_pushboolean(L, 1);
   return 1;
@@ -298,8 +298,8 @@ static int p_result(lua_State *L) {
 
 /* }====================================================================== */
 
-/* Closes the pipes and, if the child was not reaped, hands it to the
- * abandoned list so it never stays a zombie.  Never blocks. */
+/* Closes the pipes and, if the child was not reaped, leaves it to the
+ * child table (reaped when it ends, no zombie).  Never blocks. */
 static int p_gc(lua_State *L) {
   spawn_ud *u = (spawn_ud *)luaL_testudata(L, 1, LUA_POPEN);
   int i;
@@ -309,8 +309,8 @@ static int p_gc(lua_State *L) {
   close_fd(&u->pidfd);
   if (u->pid > 0 && !u->reaped) {
     int st;
-    if (mproc_spawn_reap(u->pid, 0, &st) == 1) set_status(u, st);
-    else mproc_spawn_abandon(u->pid);
+    if (mproc_child_status(u->pid, 0, &st) == 1) set_status(u, st);
+    else mproc_child_release(u->pid);   /* the SIGCHLD handler reaps it */
     u->reaped = 1;   /* not ours any more */
   }
   return 0;

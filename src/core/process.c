@@ -515,8 +515,7 @@ pid_t mproc_child_start(int flags, pid_t (*start)(void *), void *arg) {
     errno = e;
     return -1;
   }
-  forked_by = getpid();
-  s->pid = pid;
+  s->pid = pid;   /* not forked_by: a program is not an mproc process */
   s->flags = flags & ~MPROC_FORK_PLAIN;
   s->seq = ++seq_counter;
   s->owned = 1;

@@ -19,7 +19,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
-static mproc_buf buf;
+static mproc_bytes buf;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (L == NULL) {
@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     buf.len = 0;
     if (!mproc_encode(L, -1, "value", &buf)) abort();
     if (!mproc_decode(L, buf.data, buf.len, MPROC_DECODE_NOFUNCS)) abort();
-    if (buf.cap > (1 << 20)) mproc_buf_free(&buf);
+    if (buf.cap > (1 << 20)) mproc_bytes_free(&buf);
   }
   lua_settop(L, 0);
   return 0;

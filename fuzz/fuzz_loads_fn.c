@@ -57,7 +57,7 @@ static const char *const CHUNKS[] = {
 #define NCODE (NCHUNKS + 1)   /* and g, the closure inside CHUNKS[4] */
 
 static lua_State *L;
-static mproc_buf buf;
+static mproc_bytes buf;
 static struct { char *p; size_t n; } code[NCODE];
 
 typedef struct reader { const char *p; size_t n; } reader;
@@ -72,8 +72,8 @@ static const char *read_once(lua_State *l, void *ud, size_t *sz) {
 }
 
 static int keep_dump(lua_State *l, const void *p, size_t n, void *ud) {
-  mproc_buf *b = (mproc_buf *)ud;
-  if (b->cap - b->len < n) mproc_buf_reserve(l, b, n);
+  mproc_bytes *b = (mproc_bytes *)ud;
+  if (b->cap - b->len < n) mproc_reserve(l, b, n);
   memcpy(b->data + b->len, p, n);
   b->len += n;
   return 0;
@@ -99,7 +99,7 @@ static int safe_load(lua_State *l, const char *p, size_t n) {
 }
 
 static void dump_top(size_t k) {
-  mproc_buf b = {0};
+  mproc_bytes b = {0};
   if (lua_dump(L, keep_dump, &b, 0) != 0) abort();
   code[k].p = b.data;
   code[k].n = b.len;
@@ -153,7 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     buf.len = 0;
     if (!mproc_encode(L, -1, "value", &buf)) abort();
     if (!mproc_decode(L, buf.data, buf.len, 0)) abort();
-    if (buf.cap > (1 << 20)) mproc_buf_free(&buf);
+    if (buf.cap > (1 << 20)) mproc_bytes_free(&buf);
   }
   lua_settop(L, 0);
   return 0;

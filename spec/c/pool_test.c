@@ -1,8 +1,9 @@
 /* The pool's transport (src/core/pool.c) from plain C: workers take tasks
  * without the parent, results wait in shared memory until collected, big
- * frames go through their own segment, and the claim board names the task
- * a killed worker held. */
+ * frames go through their own segment, the claim board names the task
+ * a killed worker held, and all-number chunks travel as packed records. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <poll.h>
 #include "check.h"
 #include "mproc.h"
@@ -154,10 +155,142 @@ static void big_task_frames_go_through_a_segment(void) {
   free(frame);
 }
 
+static void packed_records_round_trip(void) {
+  char rec[3 * MPROC_PACK_REC];
+  int64_t i = 0;
+  double d = 0;
+  mproc_pack_int(rec, INT64_MIN);
+  mproc_pack_float(rec + MPROC_PACK_REC, -0.5);
+  memset(rec + 2 * MPROC_PACK_REC, 'z', MPROC_PACK_REC);
+  CHECK_EQ(mproc_unpack(rec, &i, &d), 'i');
+  CHECK(i == INT64_MIN);
+  CHECK_EQ(mproc_unpack(rec + MPROC_PACK_REC, &i, &d), 'f');
+  CHECK(d == -0.5);
+  CHECK_EQ(mproc_unpack(rec + 2 * MPROC_PACK_REC, &i, &d), 0);   /* not a record */
+}
+
+static void accumulator_knows_when_it_can_travel_packed(void) {
+  mproc_packacc *a = malloc(mproc_packacc_size(3));
+  CHECK(a != NULL);
+  mproc_packacc_reset(a, 3, 3);
+  CHECK_EQ(a->cap, 3);
+  CHECK(!mproc_packacc_complete(a));                 /* nothing set yet */
+  mproc_pack_int(mproc_packacc_rec(a, 0), 1);
+  mproc_pack_int(mproc_packacc_rec(a, 1), 2);
+  CHECK(!mproc_packacc_complete(a));
+  mproc_pack_float(mproc_packacc_rec(a, 2), 3.5);
+  CHECK(mproc_packacc_complete(a));
+  CHECK_EQ(mproc_packacc_other(a, 1), 1);            /* a string came back */
+  CHECK_EQ(mproc_packacc_other(a, 2), 0);
+  CHECK(!mproc_packacc_complete(a));
+  CHECK_EQ(mproc_packacc_rec(a, 1)[0], 'x');
+  mproc_packacc_reset(a, 2, 0);                      /* reused, smaller */
+  CHECK_EQ(a->cap, 3);
+  CHECK_EQ(a->n, 2);
+  CHECK(!a->mixed);
+  CHECK_EQ(mproc_packacc_rec(a, 1)[0], 0);
+  mproc_packacc_reset(a, 0, 0);
+  CHECK(mproc_packacc_complete(a));                  /* an empty chunk */
+  free(a);
+}
+
+static void frames_are_parsed_or_refused(void) {
+  char f[sizeof(mproc_task_hdr) + 3 + 2 * MPROC_PACK_REC];
+  mproc_task_hdr h, got;
+  mproc_result_hdr rh, rgot;
+  char rf[sizeof rh + MPROC_PACK_REC];
+  const char *fn, *body;
+  size_t blen;
+  memset(&h, 0, sizeof h);
+  h.tid = 9;
+  h.op = MPROC_TASK_PACKED;
+  h.fnlen = 3;
+  memcpy(f, &h, sizeof h);
+  memcpy(f + sizeof h, "abc", 3);
+  mproc_pack_int(f + sizeof h + 3, 1);
+  mproc_pack_int(f + sizeof h + 3 + MPROC_PACK_REC, 2);
+  CHECK_EQ(mproc_task_parse(f, sizeof f, &got, &fn, &body, &blen), 0);
+  CHECK_EQ(got.tid, 9);
+  CHECK(fn == f + sizeof h && memcmp(fn, "abc", 3) == 0);
+  CHECK_EQ(blen, 2 * MPROC_PACK_REC);
+  CHECK_EQ(mproc_task_parse(f, sizeof f - 1, &got, &fn, &body, &blen), -1);  /* half a record */
+  CHECK_EQ(mproc_task_parse(f, sizeof h - 1, &got, &fn, &body, &blen), -1);
+  h.fnlen = 1000;                                    /* longer than the frame */
+  memcpy(f, &h, sizeof h);
+  CHECK_EQ(mproc_task_parse(f, sizeof f, &got, &fn, &body, &blen), -1);
+  h.fnlen = 3;
+  h.op = 77;
+  memcpy(f, &h, sizeof h);
+  CHECK_EQ(mproc_task_parse(f, sizeof f, &got, &fn, &body, &blen), -1);
+
+  memset(&rh, 0, sizeof rh);
+  rh.tid = 4;
+  rh.kind = MPROC_RESULT_PACKED;
+  rh.count = 1;
+  memcpy(rf, &rh, sizeof rh);
+  mproc_pack_float(rf + sizeof rh, 2.0);
+  CHECK_EQ(mproc_result_parse(rf, sizeof rf, &rgot, &body, &blen), 0);
+  CHECK(body == rf + sizeof rh);
+  rh.count = 2;                                      /* records missing */
+  memcpy(rf, &rh, sizeof rh);
+  CHECK_EQ(mproc_result_parse(rf, sizeof rf, &rgot, &body, &blen), -1);
+  CHECK_EQ(rgot.tid, 4);                             /* still named */
+  rh.kind = 0;
+  memcpy(rf, &rh, sizeof rh);
+  CHECK_EQ(mproc_result_parse(rf, sizeof rf, &rgot, &body, &blen), -1);
+}
+
+/* A worker posts a packed chunk; the parent walks the collected frames. */
+static void packed_results_arrive_whole(void) {
+  mproc_pool p;
+  mproc_bytes b = { 0 };
+  mproc_packacc *a = malloc(mproc_packacc_size(4));
+  size_t pos = 0, len, blen, k;
+  unsigned flags;
+  const char *f, *body;
+  mproc_result_hdr h;
+  pid_t w;
+  int i, n = 0;
+  CHECK(a != NULL);
+  CHECK_EQ(mproc_pool_create(&p), 0);
+  w = fork();
+  if (w == 0) {
+    mproc_pool_worker(&p);
+    mproc_packacc_reset(a, 4, 4);
+    if (mproc_pool_post_packed(&p, 0, 11, a) != -1 || errno != EINVAL) _exit(1);
+    for (k = 0; k < 4; k++) mproc_pack_int(mproc_packacc_rec(a, k), (int64_t)k * 10);
+    _exit(mproc_pool_post_packed(&p, 0, 12, a) == 0 ? 0 : 2);
+  }
+  CHECK_EQ(check_wait(w), 0);
+  CHECK_EQ(mproc_pool_collect(&p, &b), 1);
+  while ((f = mproc_pool_next_frame(&b, &pos, &len, &flags)) != NULL) {
+    int64_t v = 0;
+    double d;
+    n++;
+    CHECK_EQ(flags & MPROC_FRAME_BIG, 0);
+    CHECK_EQ(mproc_result_parse(f, len, &h, &body, &blen), 0);
+    CHECK_EQ(h.tid, 12);
+    CHECK_EQ(h.count, 4);
+    for (i = 0; i < 4; i++) {
+      CHECK_EQ(mproc_unpack(body + (size_t)i * MPROC_PACK_REC, &v, &d), 'i');
+      CHECK_EQ(v, i * 10);
+    }
+  }
+  CHECK_EQ(n, 1);
+  CHECK_EQ(pos, b.len);
+  mproc_bytes_free(&b);
+  mproc_pool_close(&p);
+  free(a);
+}
+
 int main(void) {
   RUN(workers_run_tasks_without_the_parent);
   RUN(cancelled_tasks_never_run);
   RUN(claim_board_names_a_killed_workers_task);
   RUN(big_task_frames_go_through_a_segment);
+  RUN(packed_records_round_trip);
+  RUN(accumulator_knows_when_it_can_travel_packed);
+  RUN(frames_are_parsed_or_refused);
+  RUN(packed_results_arrive_whole);
   return check_report("pool");
 }

@@ -13,35 +13,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* {======================================================================
- * src/core/poll.c: time and readiness
- * ======================================================================= */
-
-/* Seconds on CLOCK_MONOTONIC. */
-double mproc_now(void);
-
-#define MPROC_WAIT_READ  1
-#define MPROC_WAIT_WRITE 2
-
-/* Waits until fd is ready for `events` (or hung up / in error).
- * Returns 1 ready, 0 timeout or interrupted by a signal (EINTR: the caller
- * re-checks its deadline so Lua's own SIGINT hook can run), -1 on error
- * (EBADF for a closed descriptor, POLLNVAL included). */
-int mproc_wait_fd(int fd, int events, double timeout);
-
-/* Sleeps up to `seconds`; returns early (0) on EINTR, 1 when it slept. */
-int mproc_sleep(double seconds);
-
-/* Sets or clears O_NONBLOCK / FD_CLOEXEC. */
-int mproc_set_nonblock(int fd, int on);
-int mproc_set_cloexec(int fd, int on);
-
-/* pipe() with both ends close-on-exec. */
-int mproc_cloexec_pipe(int fds[2]);
-
-/* }====================================================================== */
-
 /* One header per concept of the core. */
+#include "poll.h"
 #include "process.h"
 #include "pipe.h"
 #include "shared.h"

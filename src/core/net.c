@@ -1,5 +1,5 @@
 /*
- * src/core/net.c: TCP and Unix stream sockets, a readiness poller, and the crypto of
+ * src/core/net.c: TCP and Unix stream sockets and the crypto of
  * manager connections from OpenSSL's libcrypto (never hand-made crypto):
  * HMAC-SHA256 for the authkey challenge, then HKDF-SHA256 session keys and
  * AES-256-GCM for every frame after it.
@@ -17,9 +17,6 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-#ifdef __linux__
-#include <sys/epoll.h>
-#endif
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -322,100 +319,3 @@ int mproc_aead_open(mproc_aead *a, const unsigned char *in, size_t n, unsigned c
 
 /* }====================================================================== */
 
-/* {======================================================================
- * Poller
- * ======================================================================= */
-
-int mproc_poller_init(mproc_poller *p) {
-  memset(p, 0, sizeof *p);
-  p->epfd = -1;
-#ifdef __linux__
-  p->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (p->epfd < 0) return -1;
-#endif
-  return 0;
-}
-
-void mproc_poller_close(mproc_poller *p) {
-  if (p->epfd >= 0) close(p->epfd);
-  p->epfd = -1;
-  free(p->fds);
-  p->fds = NULL;
-  p->n = p->cap = 0;
-}
-
-int mproc_poller_add(mproc_poller *p, int fd) {
-#ifdef __linux__
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
-  ev.data.fd = fd;
-  return epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
-#else
-  if (p->n == p->cap) {
-    size_t cap = p->cap ? p->cap * 2 : 16;
-    int *nf = realloc(p->fds, cap * sizeof *nf);
-    if (!nf) return -1;
-    p->fds = nf;
-    p->cap = cap;
-  }
-  p->fds[p->n++] = fd;
-  return 0;
-#endif
-}
-
-int mproc_poller_del(mproc_poller *p, int fd) {
-#ifdef __linux__
-  struct epoll_event ev;
-  return epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, &ev);
-#else
-  size_t i;
-  for (i = 0; i < p->n; i++) {
-    if (p->fds[i] == fd) {
-      p->fds[i] = p->fds[--p->n];
-      return 0;
-    }
-  }
-  errno = ENOENT;
-  return -1;
-#endif
-}
-
-static int ms_of(double timeout) {
-  if (timeout < 0) return -1;
-  if (timeout > 86400) return 86400000;
-  return (int)(timeout * 1000 + 0.999);
-}
-
-int mproc_poller_wait(mproc_poller *p, int *out, int max, double timeout) {
-#ifdef __linux__
-  struct epoll_event ev[64];
-  int r, i;
-  if (max > 64) max = 64;
-  r = epoll_wait(p->epfd, ev, max, ms_of(timeout));
-  if (r < 0) return errno == EINTR ? 0 : -1;
-  for (i = 0; i < r; i++) out[i] = ev[i].data.fd;
-  return r;
-#else
-  struct pollfd *pf;
-  size_t i;
-  int r, k = 0;
-  pf = calloc(p->n ? p->n : 1, sizeof *pf);
-  if (!pf) return -1;
-  for (i = 0; i < p->n; i++) {
-    pf[i].fd = p->fds[i];
-    pf[i].events = POLLIN;
-  }
-  r = poll(pf, (nfds_t)p->n, ms_of(timeout));
-  if (r < 0) {
-    free(pf);
-    return errno == EINTR ? 0 : -1;
-  }
-  for (i = 0; i < p->n && k < max; i++)
-    if (pf[i].revents) out[k++] = pf[i].fd;
-  free(pf);
-  return k;
-#endif
-}
-
-/* }====================================================================== */

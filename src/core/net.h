@@ -78,25 +78,4 @@ int mproc_aead_open(mproc_aead *a, const unsigned char *in, size_t n, unsigned c
 
 /* }====================================================================== */
 
-/* {======================================================================
- * Poller: readiness of many descriptors (epoll on Linux, poll elsewhere)
- * ======================================================================= */
-
-typedef struct mproc_poller {
-  int epfd;                   /* Linux: the epoll descriptor; else -1 */
-  int *fds;                   /* poll() fallback: the watched descriptors */
-  size_t n, cap;
-} mproc_poller;
-
-int mproc_poller_init(mproc_poller *p);
-void mproc_poller_close(mproc_poller *p);
-int mproc_poller_add(mproc_poller *p, int fd);      /* read interest */
-int mproc_poller_del(mproc_poller *p, int fd);
-/* Fills out[0..max) with ready descriptors, waiting up to timeout
- * (negative: forever; 0: never).  Returns how many, 0 on timeout or
- * EINTR, -1 with errno. */
-int mproc_poller_wait(mproc_poller *p, int *out, int max, double timeout);
-
-/* }====================================================================== */
-
 #endif

@@ -3,6 +3,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -278,3 +280,91 @@ void mproc_pool_view_close(mproc_pool_view *v) {
   if (v->map) mproc_ring_big_release(v->map, v->maplen);
   memset(v, 0, sizeof *v);
 }
+
+const char *mproc_pool_next_frame(const mproc_bytes *in, size_t *pos, size_t *len,
+                                  unsigned *flags) {
+  uint32_t hd[2];
+  const char *f;
+  if (*pos + 8 > in->len) return NULL;
+  f = in->data + *pos;
+  memcpy(hd, f, 8);
+  *pos += 8 + ((hd[0] + 7) & ~(size_t)7);
+  *len = hd[0];
+  *flags = hd[1];
+  return f + 8;
+}
+
+int mproc_task_parse(const char *p, size_t n, mproc_task_hdr *h, const char **fn,
+                     const char **body, size_t *blen) {
+  if (n < sizeof *h) return -1;
+  memcpy(h, p, sizeof *h);
+  if (h->op > MPROC_TASK_STOP || n - sizeof *h < h->fnlen) return -1;
+  *fn = p + sizeof *h;
+  *body = *fn + h->fnlen;
+  *blen = n - sizeof *h - h->fnlen;
+  if (h->op == MPROC_TASK_PACKED && *blen % MPROC_PACK_REC != 0) return -1;
+  return 0;
+}
+
+int mproc_result_parse(const char *p, size_t n, mproc_result_hdr *h, const char **body,
+                       size_t *blen) {
+  if (n < sizeof *h) return -1;
+  memcpy(h, p, sizeof *h);
+  if (h->kind < MPROC_RESULT_OK || h->kind > MPROC_RESULT_PACKED) return -1;
+  *body = p + sizeof *h;
+  *blen = n - sizeof *h;
+  if (h->kind == MPROC_RESULT_PACKED && *blen / MPROC_PACK_REC != h->count) return -1;
+  return 0;
+}
+
+/* {======================================================================
+ * Packed numbers
+ * ======================================================================= */
+
+size_t mproc_packacc_size(size_t n) {
+  return offsetof(mproc_packacc, rec) + n * MPROC_PACK_REC + 1;
+}
+
+void mproc_packacc_reset(mproc_packacc *a, size_t n, size_t cap) {
+  if (cap) a->cap = cap;
+  a->n = n;
+  a->pos = 0;
+  a->mixed = 0;
+  memset(a->rec, 0, n * MPROC_PACK_REC + 1);
+}
+
+int mproc_packacc_other(mproc_packacc *a, size_t k) {
+  int first = !a->mixed;
+  a->mixed = 1;
+  a->rec[k * MPROC_PACK_REC] = 'x';
+  return first;
+}
+
+int mproc_packacc_complete(const mproc_packacc *a) {
+  size_t k;
+  if (a->mixed) return 0;
+  for (k = 0; k < a->n; k++)
+    if (a->rec[k * MPROC_PACK_REC] == 0) return 0;
+  return 1;
+}
+
+int mproc_pool_post_packed(mproc_pool *p, int slot, uint64_t tid, const mproc_packacc *a) {
+  mproc_result_hdr h;
+  char *f;
+  size_t n = sizeof h + a->n * MPROC_PACK_REC;
+  int r;
+  if (!mproc_packacc_complete(a) || a->n > 0xffffffffu) { errno = EINVAL; return -1; }
+  memset(&h, 0, sizeof h);
+  h.tid = tid;
+  h.kind = MPROC_RESULT_PACKED;
+  h.count = (uint32_t)a->n;
+  f = malloc(n);
+  if (f == NULL) return -1;
+  memcpy(f, &h, sizeof h);
+  memcpy(f + sizeof h, a->rec, a->n * MPROC_PACK_REC);
+  r = mproc_pool_post(p, slot, f, n);
+  free(f);
+  return r;
+}
+
+/* }====================================================================== */

@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include "queue.h"
 
@@ -98,5 +99,82 @@ int mproc_pool_post(mproc_pool *p, int slot, const void *frame, size_t n);
 /* The payload of a frame popped into a buffer (flags from its header). */
 int mproc_pool_view_open(mproc_pool_view *v, const char *payload, size_t len, unsigned flags);
 void mproc_pool_view_close(mproc_pool_view *v);
+
+/* The next frame of a buffer filled by mproc_pool_collect or
+ * mproc_pool_take, from *pos on: its payload (len bytes, flags), with *pos
+ * moved past it; NULL when none is left. */
+const char *mproc_pool_next_frame(const mproc_bytes *in, size_t *pos, size_t *len,
+                                  unsigned *flags);
+
+/* A task frame's parts (fn: the function's h->fnlen bytes; body: the rest,
+ * blen bytes).  0, or -1 when the frame is malformed (too short, unknown
+ * op, function longer than the frame, packed body not whole records). */
+int mproc_task_parse(const char *p, size_t n, mproc_task_hdr *h, const char **fn,
+                     const char **body, size_t *blen);
+/* A result frame's parts.  0, or -1 when its kind is unknown or a packed
+ * body does not hold h->count records (the header is read whenever n
+ * holds one, so the caller can name the task). */
+int mproc_result_parse(const char *p, size_t n, mproc_result_hdr *h, const char **body,
+                       size_t *blen);
+
+/* {======================================================================
+ * Packed numbers: the items of a map chunk and its results, when they are
+ * all numbers, travel as records of MPROC_PACK_REC bytes: a type byte ('i'
+ * a 64-bit integer, 'f' a double), then the 8 bytes of the value as is
+ * (sender and receiver are the same machine).  Task: MPROC_TASK_PACKED,
+ * records after the function bytes.  Result: MPROC_RESULT_PACKED, count
+ * records after the header.
+ * ======================================================================= */
+
+#define MPROC_PACK_REC 9
+
+static inline void mproc_pack_int(char *rec, int64_t v) {
+  rec[0] = 'i';
+  memcpy(rec + 1, &v, 8);
+}
+
+static inline void mproc_pack_float(char *rec, double v) {
+  rec[0] = 'f';
+  memcpy(rec + 1, &v, 8);
+}
+
+/* The record's type, 'i' (value in *i) or 'f' (in *d); anything else (0)
+ * is not a number record. */
+static inline int mproc_unpack(const char *rec, int64_t *i, double *d) {
+  if (rec[0] == 'i') memcpy(i, rec + 1, 8);
+  else if (rec[0] == 'f') memcpy(d, rec + 1, 8);
+  else return 0;
+  return rec[0];
+}
+
+/* A worker's results of a packed chunk, as records: type 0 not set yet,
+ * 'x' a value that is not a number (the binding keeps it elsewhere). */
+typedef struct mproc_packacc {
+  size_t n;        /* records in use */
+  size_t cap;      /* records there is room for */
+  size_t pos;      /* 1-based item being run (after an error: the culprit) */
+  int mixed;       /* some result is not a number */
+  char rec[1];     /* n records (+1 byte, so that n may be 0) */
+} mproc_packacc;
+
+/* Largest n an accumulator may hold. */
+#define MPROC_PACKACC_MAX ((((size_t)-1) >> 1) / MPROC_PACK_REC)
+/* Bytes of an accumulator with room for n records. */
+size_t mproc_packacc_size(size_t n);
+/* Room for n results (cap is set when the memory is new), none set. */
+void mproc_packacc_reset(mproc_packacc *a, size_t n, size_t cap);
+/* Record k (0-based). */
+static inline char *mproc_packacc_rec(mproc_packacc *a, size_t k) {
+  return a->rec + k * MPROC_PACK_REC;
+}
+/* Marks result k as not a number; 1 when it is the first such. */
+int mproc_packacc_other(mproc_packacc *a, size_t k);
+/* 1 when every result is set and a number (the chunk can travel packed). */
+int mproc_packacc_complete(const mproc_packacc *a);
+/* Posts the results as a packed frame for task tid (mproc_pool_post).
+ * 0, or -1 (errno; EINVAL: some result is missing or not a number). */
+int mproc_pool_post_packed(mproc_pool *p, int slot, uint64_t tid, const mproc_packacc *a);
+
+/* }====================================================================== */
 
 #endif

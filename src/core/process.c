@@ -26,6 +26,7 @@
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #endif
 
 #include "mproc.h"
@@ -489,6 +490,69 @@ pid_t mproc_fork(int flags, int *sentinel) {
   restore_mask(&old);
   return pid;
 }
+
+/* {------ children started elsewhere (src/core/subprocess.c) ------ */
+
+pid_t mproc_child_start(int flags, pid_t (*start)(void *), void *arg) {
+  sigset_t all, old;
+  slot *s;
+  pid_t pid;
+  int e;
+  if (ensure_init() < 0) return -1;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  s = slot_alloc();
+  if (!s) {
+    restore_mask(&old);
+    errno = ENOMEM;
+    return -1;
+  }
+  pid = start(arg);
+  if (pid <= 0) {
+    e = pid < 0 ? errno : EINVAL;
+    s->state = SLOT_FREE;
+    restore_mask(&old);
+    errno = e;
+    return -1;
+  }
+  s->pid = pid;   /* not forked_by: a program is not an mproc process */
+  s->flags = flags & ~MPROC_FORK_PLAIN;
+  s->seq = ++seq_counter;
+  s->owned = 1;
+  s->lost = 0;
+  s->state = SLOT_RUNNING;  /* last: now the handler may reap it */
+  restore_mask(&old);
+  return pid;
+}
+
+int mproc_child_pidfd(pid_t pid) {
+#if defined(__linux__) && defined(SYS_pidfd_open)
+  sigset_t old;
+  slot *s;
+  int fd = -1;
+  block_chld(&old);
+  s = slot_find(pid);
+  /* RUNNING before and after the open: no reaper took the pid in between
+   * (it moves a slot to REAPING first), so fd is this child's */
+  if (s && s->state == SLOT_RUNNING) {
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0 && (s->state != SLOT_RUNNING || s->pid != pid)) {
+      close(fd);
+      fd = -1;
+    }
+  }
+  restore_mask(&old);
+  if (fd >= 0) mproc_set_cloexec(fd, 1);
+  else errno = ECHILD;
+  return fd;
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+/* }------ */
 
 /* }====================================================================== */
 

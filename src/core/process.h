@@ -79,6 +79,18 @@ int mproc_child_signal(pid_t pid, int sig);
  * or -1 with errno ECHILD. */
 int mproc_fork_sentinel(pid_t pid);
 
+/* A child started by other means (src/core/subprocess.c's posix_spawn):
+ * start(arg) runs with every signal blocked and returns the pid (or -1
+ * with errno); the child then is in the table like mproc_fork's (flags
+ * DETACHED and DAEMON apply: a DETACHED one is neither joined nor
+ * terminated at our exit).  Returns the pid, or -1 with errno. */
+pid_t mproc_child_start(int flags, pid_t (*start)(void *), void *arg);
+
+/* A descriptor readable once the child pid (in the table) has ended
+ * (Linux pidfd), or -1 (ECHILD: not running or being reaped now; ENOSYS:
+ * no pidfd here); the caller then polls mproc_child_status. */
+int mproc_child_pidfd(pid_t pid);
+
 /* exitcode of a raw wait status: the exit status, or -signum. */
 int mproc_exitcode(int status);
 

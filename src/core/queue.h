@@ -40,7 +40,9 @@ typedef struct mproc_ring {
   char name[MPROC_RING_NAMELEN];
 } mproc_ring;
 
-/* A growable private byte buffer (frames copied out of the ring). */
+/* The growable byte buffer of the core and of the bindings (frames copied
+ * out of a ring, encoded values, a child's output); grown to at least `need`
+ * bytes in all, doubling from 256.  0 or -1 (ENOMEM). */
 typedef struct mproc_bytes {
   char *data;
   size_t len, cap;

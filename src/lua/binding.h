@@ -63,29 +63,35 @@ int mproc_sync_push_rlock(lua_State *L, mproc_seg *seg, mproc_lock *l);
 double mproc_sync_opttimeout(lua_State *L, int arg);
 
 /* {======================================================================
- * codec.c: Lua values <-> bytes.  Encoding goes into an mproc_buf so that
- * callers (pipes, queues) can frame it without an extra copy.
+ * The one growable buffer is the core's mproc_bytes (src/core/queue.h);
+ * the bindings grow it through mproc_reserve, which raises instead of
+ * failing.
  * ======================================================================= */
 
-typedef struct mproc_buf {
-  char *data;
-  size_t len, cap;
-} mproc_buf;
-
 /* Grows b to hold at least `extra` more bytes; raises a memory error. */
-void mproc_buf_reserve(lua_State *L, mproc_buf *b, size_t extra);
-void mproc_buf_free(mproc_buf *b);
+void mproc_reserve(lua_State *L, mproc_bytes *b, size_t extra);
 
-/* Pushes a userdata holding an empty mproc_buf whose __gc frees it, so a
- * buffer is never leaked when an error unwinds the stack. */
-mproc_buf *mproc_buf_box(lua_State *L);
+/* Pushes a userdata holding an empty mproc_bytes whose __gc frees it, so
+ * a buffer is never leaked when an error unwinds the stack. */
+mproc_bytes *mproc_bytes_box(lua_State *L);
+
+/* The old name, for src/lua/queue.c until it drops it. */
+typedef mproc_bytes mproc_buf;
+
+/* }====================================================================== */
+
+/* {======================================================================
+ * codec.c: Lua values <-> bytes.  Encoding appends to an mproc_bytes so
+ * that callers (pipes, queues, the pool) can frame it without an extra
+ * copy.
+ * ======================================================================= */
 
 /* Appends the encoding of the value at `idx` to b (b->len grows).  On an
  * unsendable value returns 0 and pushes the SerializeError message (with
  * the path, starting at `root`, e.g. "args[2].config: cannot send a
  * userdata"); b->len is then restored.  Returns 1 on success, pushing
  * nothing.  May raise only memory errors (b stays valid, caller frees). */
-int mproc_encode(lua_State *L, int idx, const char *root, mproc_buf *b);
+int mproc_encode(lua_State *L, int idx, const char *root, mproc_bytes *b);
 
 #define MPROC_DECODE_NOFUNCS 1  /* reject function values (untrusted input) */
 #define MPROC_DECODE_REQUIRE 2  /* require a module met by name if not loaded */

@@ -6,7 +6,8 @@
  * entries stamped with a generation so nothing is cleared), so shared
  * references and cycles become back-references.  The decoder keeps the
  * objects it built in one reusable Lua table, cleared after each message.
- * Wire format: see docs/values.md ("Wire format").
+ * Wire format: see docs/values.md ("Wire format").  The Lua functions
+ * (core.dumps, mp.loads, register...) are in src/lua/codec_api.c.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "binding.h"
+#include "codec.h"
 
 #define CODEC_VERSION 1
 /* Deep enough for real data (lua-cjson's default).  The recursion is on
@@ -58,18 +60,6 @@ enum {
 /* kinds of keys in the encoder's address map */
 enum { K_OBJ = 1, K_UPVAL = 2 };
 
-/* user values of the state userdata */
-enum {
-  UV_REGISTERED = 1, /* mp.register: name -> value */
-  UV_KEEP,          /* strong refs to everything in the names map */
-  UV_REFTYPES,      /* typename -> decoder function */
-  UV_OBJID,         /* weak keys: object -> identity id */
-  UV_IDOBJ,         /* weak values: identity id -> object */
-  UV_DUMPS,         /* weak keys: Lua function -> bytecode string */
-  UV_STRINGS,       /* decoder's short string cache: slot -> string */
-  UV_REFSEEN,       /* typename -> fn(handle) for a handle of a known object */
-  UV_COUNT = UV_REFSEEN
-};
 
 /* }====================================================================== */
 
@@ -78,12 +68,6 @@ enum {
  * gen equals the map's gen, so starting a new message is `gen++`.
  * ======================================================================= */
 
-/* 16 bytes: the value (44 bits), the kind (4) and the generation (16)
- * share one word, to keep a big map in cache. */
-typedef struct pm_entry {
-  const void *p;
-  uint64_t meta;
-} pm_entry;
 
 #define PM_GENBITS 16
 #define PM_KINDBITS 4
@@ -94,11 +78,6 @@ typedef struct pm_entry {
 #define pm_live(m, e) (((e)->meta & PM_GENMASK) == (m)->gen)
 #define pm_value(e) ((e)->meta >> PM_VSHIFT)
 
-typedef struct ptrmap {
-  pm_entry *e;
-  size_t cap, n;     /* cap is a power of 2; n live entries */
-  unsigned gen;      /* 1..2^16-1 */
-} ptrmap;
 
 /* Objects allocated one after another get neighbouring slots (the low
  * bits dominate), which keeps a walk over a big structure cache-friendly;
@@ -183,53 +162,17 @@ static void pm_put(lua_State *L, ptrmap *m, const void *p, int kind, uint64_t v)
 /* }====================================================================== */
 
 /* {======================================================================
- * State: one userdata per Lua universe, in the registry
+ * State: one userdata per Lua universe, in the registry (its type, cstate,
+ * is in src/lua/codec.h: the Lua API in src/lua/codec_api.c uses it too)
  * ======================================================================= */
-
-typedef struct scratch {
-  ptrmap seen;       /* address -> back-reference index */
-  mproc_buf out;     /* core.dumps output */
-  mproc_buf dump;    /* lua_dump output */
-} scratch;
-
-/* The decoder's cache of short strings: pushing one from the cache (an
- * array read) is cheaper than interning it again with lua_pushlstring. */
-#define SC_SLOTS 256
-#define SC_MAXLEN 23
-
-typedef struct sc_slot {
-  unsigned char len;
-  char s[SC_MAXLEN];
-} sc_slot;
-
-typedef struct cstate {
-  scratch sc;
-  const void *globals;     /* the global table (never changes) */
-  sc_slot strc[SC_SLOTS];
-  int enc_busy;            /* sc in use: a nested encode (an
-                              __mproc_encode that calls dumps) gets its own */
-  ptrmap names;            /* address -> offset in blob of a name's bytes */
-  mproc_buf blob;
-  int names_ok;
-  size_t loaded_n;         /* package.loaded when names was built */
-  uintptr_t loaded_sum;
-  unsigned long ids;       /* identity counter */
-  int noref;               /* dumps(v, root, true): no mproc objects (they
-                              are bound to one machine: the cluster pool) */
-  int autoreq;             /* a spawned process: a module met by name that
-                              is not loaded is required (trusted frames) */
-  int namecheck;           /* dumps(v, root, noref, fn): stack index of fn,
-                              which says whether a name can be rebuilt by a
-                              fresh interpreter (the spawn start method) */
-} cstate;
 
 static const char STATE_KEY = 'c';
 #define SCRATCH_T "mproc.codec.scratch"
 
 static void scratch_free(scratch *sc) {
   pm_free(&sc->seen);
-  mproc_buf_free(&sc->out);
-  mproc_buf_free(&sc->dump);
+  mproc_bytes_free(&sc->out);
+  mproc_bytes_free(&sc->dump);
 }
 
 static int scratch_gc(lua_State *L) {
@@ -241,11 +184,11 @@ static int state_gc(lua_State *L) {
   cstate *S = (cstate *)lua_touserdata(L, 1);
   scratch_free(&S->sc);
   pm_free(&S->names);
-  mproc_buf_free(&S->blob);
+  mproc_bytes_free(&S->blob);
   return 0;
 }
 
-static void new_weak(lua_State *L, const char *mode) {
+void mproc_codec_new_weak(lua_State *L, const char *mode) {
   lua_newtable(L);
   lua_createtable(L, 0, 1);
   lua_pushstring(L, mode);
@@ -254,7 +197,7 @@ static void new_weak(lua_State *L, const char *mode) {
 }
 
 /* Pushes the state userdata and returns it. */
-static cstate *get_state(lua_State *L) {
+cstate *mproc_codec_state(lua_State *L) {
   cstate *S;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY) == LUA_TUSERDATA)
     return (cstate *)lua_touserdata(L, -1);
@@ -268,9 +211,9 @@ static cstate *get_state(lua_State *L) {
   lua_newtable(L); lua_setiuservalue(L, -2, UV_REGISTERED);
   lua_newtable(L); lua_setiuservalue(L, -2, UV_KEEP);
   lua_newtable(L); lua_setiuservalue(L, -2, UV_REFTYPES);
-  new_weak(L, "k"); lua_setiuservalue(L, -2, UV_OBJID);
-  new_weak(L, "v"); lua_setiuservalue(L, -2, UV_IDOBJ);
-  new_weak(L, "k"); lua_setiuservalue(L, -2, UV_DUMPS);
+  mproc_codec_new_weak(L, "k"); lua_setiuservalue(L, -2, UV_OBJID);
+  mproc_codec_new_weak(L, "v"); lua_setiuservalue(L, -2, UV_IDOBJ);
+  mproc_codec_new_weak(L, "k"); lua_setiuservalue(L, -2, UV_DUMPS);
   lua_createtable(L, SC_SLOTS, 0); lua_setiuservalue(L, -2, UV_STRINGS);
   lua_newtable(L); lua_setiuservalue(L, -2, UV_REFSEEN);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
@@ -299,14 +242,14 @@ static scratch *new_scratch(lua_State *L) {
  * Byte output
  * ======================================================================= */
 
-static void put_bytes(lua_State *L, mproc_buf *b, const void *p, size_t n) {
-  if (b->cap - b->len < n) mproc_buf_reserve(L, b, n);
+static void put_bytes(lua_State *L, mproc_bytes *b, const void *p, size_t n) {
+  if (b->cap - b->len < n) mproc_reserve(L, b, n);
   memcpy(b->data + b->len, p, n);
   b->len += n;
 }
 
-static void put_byte(lua_State *L, mproc_buf *b, unsigned c) {
-  if (b->cap == b->len) mproc_buf_reserve(L, b, 1);
+static void put_byte(lua_State *L, mproc_bytes *b, unsigned c) {
+  if (b->cap == b->len) mproc_reserve(L, b, 1);
   b->data[b->len++] = (char)c;
 }
 
@@ -324,14 +267,14 @@ static void varint_write(unsigned char *dst, uint64_t v, int w) {
   dst[w - 1] = (unsigned char)(v & 0x7F);
 }
 
-static void put_varint(lua_State *L, mproc_buf *b, uint64_t v) {
+static void put_varint(lua_State *L, mproc_bytes *b, uint64_t v) {
   int w = varint_len(v);
-  if (b->cap - b->len < (size_t)w) mproc_buf_reserve(L, b, (size_t)w);
+  if (b->cap - b->len < (size_t)w) mproc_reserve(L, b, (size_t)w);
   varint_write((unsigned char *)b->data + b->len, v, w);
   b->len += (size_t)w;
 }
 
-static void put_le(lua_State *L, mproc_buf *b, unsigned tag, uint64_t v, int n) {
+static void put_le(lua_State *L, mproc_bytes *b, unsigned tag, uint64_t v, int n) {
   unsigned char t[9];
   int i;
   t[0] = (unsigned char)tag;
@@ -339,7 +282,7 @@ static void put_le(lua_State *L, mproc_buf *b, unsigned tag, uint64_t v, int n) 
   put_bytes(L, b, t, (size_t)n + 1);
 }
 
-static void put_integer(lua_State *L, mproc_buf *b, lua_Integer i) {
+static void put_integer(lua_State *L, mproc_bytes *b, lua_Integer i) {
   if (i >= 0 && i <= 127) put_byte(L, b, (unsigned)i);
   else if (i >= -32 && i < 0) put_byte(L, b, (unsigned)(0xE0 + (i + 32)));
   else if (i >= INT8_MIN && i <= INT8_MAX) put_le(L, b, T_INT8, (uint64_t)i, 1);
@@ -348,9 +291,9 @@ static void put_integer(lua_State *L, mproc_buf *b, lua_Integer i) {
   else put_le(L, b, T_INT64, (uint64_t)i, 8);
 }
 
-static void put_string(lua_State *L, mproc_buf *b, const char *s, size_t n) {
+static void put_string(lua_State *L, mproc_bytes *b, const char *s, size_t n) {
   if (n <= FIXSTR_MAX) {
-    if (b->cap - b->len < n + 1) mproc_buf_reserve(L, b, n + 1);
+    if (b->cap - b->len < n + 1) mproc_reserve(L, b, n + 1);
     char *d = b->data + b->len;
     *d++ = (char)(0x80 + n);
     if (n <= 16) { size_t i; for (i = 0; i < n; i++) d[i] = s[i]; }  /* no call */
@@ -392,7 +335,7 @@ static void names_add(lua_State *L, cstate *S, int idx, int keep,
 }
 
 /* Wire bytes of a name (tag, then one or two strings) into tmp. */
-static void name_bytes(lua_State *L, mproc_buf *tmp, unsigned tag,
+static void name_bytes(lua_State *L, mproc_bytes *tmp, unsigned tag,
                        const char *a, size_t na, const char *k, size_t nk) {
   tmp->len = 0;
   put_byte(L, tmp, tag);
@@ -419,7 +362,7 @@ static void loaded_sig(lua_State *L, int loaded, size_t *n, uintptr_t *sum) {
 /* Rebuilds the names map.  sidx: the state userdata. */
 static void names_build(lua_State *L, cstate *S, int sidx) {
   int top = lua_gettop(L), loaded, keep;
-  mproc_buf *tmp = &S->sc.dump;   /* never in use here: lua_dump runs no Lua */
+  mproc_bytes *tmp = &S->sc.dump;   /* never in use here: lua_dump runs no Lua */
   pm_newgen(&S->names);
   S->blob.len = 0;
   lua_newtable(L);
@@ -504,7 +447,7 @@ typedef struct Enc {
   lua_State *L;
   cstate *S;
   scratch *sc;
-  mproc_buf *b;
+  mproc_bytes *b;
   size_t base;           /* offset of the version byte in b */
   const char *root;
   const void *globals;
@@ -822,7 +765,7 @@ static int enc_meta(Enc *E, int idx, int *done, int *hasmt) {
 
 static int enc_table(Enc *E, int idx) {
   lua_State *L = E->L;
-  mproc_buf *b = E->b;
+  mproc_bytes *b = E->b;
   const void *p = lua_topointer(L, idx);
   lua_Unsigned narr, i, nhash = 0;
   size_t at, hat;
@@ -836,7 +779,7 @@ static int enc_table(Enc *E, int idx) {
   if (hasmt) mt = lua_gettop(L);
   narr = (lua_Unsigned)lua_rawlen(L, idx);
   w = varint_len(narr);
-  if (b->cap - b->len < (size_t)w + 2) mproc_buf_reserve(L, b, (size_t)w + 2);
+  if (b->cap - b->len < (size_t)w + 2) mproc_reserve(L, b, (size_t)w + 2);
   b->data[b->len++] = (char)(hasmt ? T_TABLEMT : T_TABLE);
   at = b->len;
   b->len += (size_t)w;   /* narr, rewritten (same width) below */
@@ -902,7 +845,7 @@ static int enc_table(Enc *E, int idx) {
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
-  put_bytes(L, (mproc_buf *)ud, p, n);
+  put_bytes(L, (mproc_bytes *)ud, p, n);
   return 0;
 }
 
@@ -912,14 +855,14 @@ static void push_bytecode(Enc *E, int idx) {
   lua_getiuservalue(L, E->sidx, UV_DUMPS);
   lua_pushvalue(L, idx);
   if (lua_rawget(L, -2) != LUA_TSTRING) {
-    mproc_buf *d = &E->sc->dump;
+    mproc_bytes *d = &E->sc->dump;
     lua_pop(L, 1);
     d->len = 0;
     lua_pushvalue(L, idx);
     lua_dump(L, dump_writer, d, 0);    /* keep debug info: line numbers */
     lua_pop(L, 1);
     lua_pushlstring(L, d->data, d->len);
-    if (d->cap > 65536) mproc_buf_free(d);
+    if (d->cap > 65536) mproc_bytes_free(d);
     else d->len = 0;
     lua_pushvalue(L, idx);
     lua_pushvalue(L, -2);
@@ -930,7 +873,7 @@ static void push_bytecode(Enc *E, int idx) {
 
 static int enc_function(Enc *E, int idx) {
   lua_State *L = E->L;
-  mproc_buf *b = E->b;
+  mproc_bytes *b = E->b;
   const void *p = lua_topointer(L, idx);
   uint64_t self;
   size_t n;
@@ -1020,8 +963,8 @@ static int enc_typed(Enc *E, int idx, int t) {
 }
 
 /* mproc_encode with the state userdata S at sidx. */
-static int encode(lua_State *L, cstate *S, int sidx, int idx, const char *root,
-                  mproc_buf *b) {
+int mproc_codec_encode(lua_State *L, cstate *S, int sidx, int idx, const char *root,
+                  mproc_bytes *b) {
   Enc E;
   scratch *sc;
   size_t len0 = b->len;
@@ -1055,14 +998,14 @@ static int encode(lua_State *L, cstate *S, int sidx, int idx, const char *root,
   return 1;
 }
 
-int mproc_encode(lua_State *L, int idx, const char *root, mproc_buf *b) {
+int mproc_encode(lua_State *L, int idx, const char *root, mproc_bytes *b) {
   cstate *S;
   int top, ok;
   idx = lua_absindex(L, idx);
   luaL_checkstack(L, 12, "mproc codec");
   top = lua_gettop(L);
-  S = get_state(L);
-  ok = encode(L, S, top + 1, idx, root, b);
+  S = mproc_codec_state(L);
+  ok = mproc_codec_encode(L, S, top + 1, idx, root, b);
   lua_remove(L, top + 1);
   return ok;
 }
@@ -1526,7 +1469,7 @@ static int dec_value(Dec *D) {
 
 /* mproc_decode with the state S at sidx and its string cache at strc
  * (stack or upvalue indices). */
-static int decode(lua_State *L, cstate *S, int sidx, int strc,
+int mproc_codec_decode(lua_State *L, cstate *S, int sidx, int strc,
                   const char *p, size_t n, int flags) {
   Dec D;
   int top = lua_gettop(L), ok;
@@ -1565,9 +1508,9 @@ int mproc_decode(lua_State *L, const char *p, size_t n, int flags) {
   int top, ok;
   luaL_checkstack(L, 12, "mproc codec");
   top = lua_gettop(L);
-  S = get_state(L);
+  S = mproc_codec_state(L);
   lua_getiuservalue(L, top + 1, UV_STRINGS);
-  ok = decode(L, S, top + 1, top + 2, p, n, flags);
+  ok = mproc_codec_decode(L, S, top + 1, top + 2, p, n, flags);
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
   return ok;
@@ -1607,223 +1550,6 @@ static int enc_check_name(Enc *E, const unsigned char *p, size_t n) {
   }
   lua_settop(L, top);
   return 1;
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
- * Lua functions
- * ======================================================================= */
-
-/* dumps(v [, root [, noref [, namecheck]]]) -> true, s
- * | false, "SerializeError", msg.
- * noref: mproc objects (sent by reference between processes) are refused.
- * namecheck(kind, name, key) -> nil | reason: for each value that travels
- * by name ("module" name[.key], "registered" name), whether the receiver
- * can rebuild it (a spawned interpreter must require the module). */
-static int l_dumps(lua_State *L) {
-  const char *root = lua_isnoneornil(L, 2) ? "value" : luaL_checkstring(L, 2);
-  int noref = lua_toboolean(L, 3), ok, check = lua_isfunction(L, 4);
-  cstate *S;
-  mproc_buf *b;
-  int own, saved;
-  lua_settop(L, 4);
-  if (!check) { lua_pushnil(L); lua_replace(L, 4); }
-  S = get_state(L);   /* at 5 */
-  own = !S->enc_busy;
-  if (own) { b = &S->sc.out; b->len = 0; }
-  else b = mproc_buf_box(L);
-  S->noref = noref;
-  saved = S->namecheck;
-  S->namecheck = check ? 4 : 0;
-  ok = encode(L, S, 5, 1, root, b);
-  S->namecheck = saved;
-  S->noref = 0;
-  if (!ok) {
-    if (own && b->cap > (1 << 20)) mproc_buf_free(b);
-    return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
-  }
-  lua_pushboolean(L, 1);
-  lua_pushlstring(L, b->data, b->len);
-  if (own && b->cap > (1 << 20)) mproc_buf_free(b);   /* keep no 100 MiB around */
-  return 2;
-}
-
-/* The public mp.dumps / mp.loads: the same work without a Lua wrapper
- * around it (it costs a tenth of a small round trip).  They still leave
- * making the mp.Error to Lua: a failure calls the raise function given to
- * codec_functions (errors.raise) with "SerializeError", msg. */
-static int raise_serialize(lua_State *L) {
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushliteral(L, "SerializeError");
-  lua_pushvalue(L, -3);
-  lua_call(L, 2, 0);
-  return luaL_error(L, "%s", lua_tostring(L, -1));   /* raise returned */
-}
-
-static const char *arg_typename(lua_State *L, int arg) {
-  if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING) return lua_tostring(L, -1);
-  if (lua_type(L, arg) == LUA_TLIGHTUSERDATA) return "light userdata";
-  return luaL_typename(L, arg);
-}
-
-/* mp.dumps(v) -> string; upvalues: raise, state */
-static int l_pub_dumps(lua_State *L) {
-  cstate *S = (cstate *)lua_touserdata(L, lua_upvalueindex(2));
-  mproc_buf *b;
-  int own = !S->enc_busy;
-  lua_settop(L, 1);
-  luaL_checkstack(L, 12, "mproc codec");
-  if (own) { b = &S->sc.out; b->len = 0; }
-  else b = mproc_buf_box(L);
-  if (!encode(L, S, lua_upvalueindex(2), 1, "value", b)) {
-    if (own && b->cap > (1 << 20)) mproc_buf_free(b);
-    return raise_serialize(L);
-  }
-  lua_pushlstring(L, b->data, b->len);
-  if (own && b->cap > (1 << 20)) mproc_buf_free(b);
-  return 1;
-}
-
-/* mp.loads(s [, opts]) -> value; upvalues: raise, state, string cache.
- * Function values (bytecode, C functions by name) only with
- * {functions = true}: Lua has no bytecode verifier, and a decoded __gc
- * would run the sender's code.  Our own frames use mproc_decode. */
-static int l_pub_loads(lua_State *L) {
-  size_t n;
-  const char *s;
-  int flags = MPROC_DECODE_NOFUNCS;  /* bytecode is code: only when asked */
-  if (lua_type(L, 1) != LUA_TSTRING)
-    return luaL_error(L, "bad argument #1 to 'loads' (string expected, got %s)",
-                      arg_typename(L, 1));
-  s = lua_tolstring(L, 1, &n);
-  if (!lua_isnoneornil(L, 2)) {
-    if (lua_type(L, 2) != LUA_TTABLE)
-      return luaL_error(L, "bad argument #2 to 'loads' (table expected, got %s)",
-                        arg_typename(L, 2));
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {   /* a misspelt option must not pass silently */
-      lua_pop(L, 1);
-      if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "functions") != 0)
-        return luaL_error(L, "bad argument #2 to 'loads' (unknown option '%s'; "
-                          "the only one is 'functions')", luaL_tolstring(L, -1, NULL));
-    }
-    switch (lua_getfield(L, 2, "functions")) {
-      case LUA_TNIL: break;
-      case LUA_TBOOLEAN: if (lua_toboolean(L, -1)) flags = 0; break;
-      default:
-        return luaL_error(L, "bad argument #2 to 'loads' (functions must be a boolean, "
-                          "got %s)", luaL_typename(L, -1));
-    }
-  }
-  lua_settop(L, 2);
-  luaL_checkstack(L, 12, "mproc codec");
-  if (!decode(L, (cstate *)lua_touserdata(L, lua_upvalueindex(2)),
-              lua_upvalueindex(2), lua_upvalueindex(3), s, n, flags))
-    return raise_serialize(L);
-  return 1;
-}
-
-/* codec_functions(raise) -> dumps, loads (the public ones) */
-static int l_codec_functions(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  get_state(L);                            /* 2 */
-  lua_getiuservalue(L, 2, UV_STRINGS);     /* 3 */
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_pushcclosure(L, l_pub_dumps, 2);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
-  lua_pushcclosure(L, l_pub_loads, 3);
-  return 2;
-}
-
-/* loads(s [, nofuncs]) -> true, v | false, "SerializeError", msg */
-static int l_loads(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  int flags = lua_toboolean(L, 2) ? MPROC_DECODE_NOFUNCS : 0;
-  if (lua_toboolean(L, 3)) flags |= MPROC_DECODE_REQUIRE;
-  lua_settop(L, 1);
-  lua_pushboolean(L, 1);
-  if (!mproc_decode(L, s, n, flags))
-    return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
-  return 2;
-}
-
-static int has_identity(lua_State *L, int idx) {
-  switch (lua_type(L, idx)) {
-    case LUA_TTABLE: case LUA_TFUNCTION: case LUA_TUSERDATA:
-    case LUA_TLIGHTUSERDATA: case LUA_TTHREAD: return 1;
-    default: return 0;
-  }
-}
-
-/* codec_autorequire(on): in a spawned process, the frames of our own
- * processes may name modules this fresh interpreter has not loaded yet */
-static int l_autorequire(lua_State *L) {
-  cstate *S = get_state(L);
-  S->autoreq = lua_toboolean(L, 1);
-  return 0;
-}
-
-/* register(name, value): value then travels by name */
-static int l_register(lua_State *L) {
-  cstate *S;
-  luaL_checkstring(L, 1);
-  luaL_argexpected(L, has_identity(L, 2), 2, "table, function or userdata");
-  lua_settop(L, 2);
-  S = get_state(L);
-  lua_getiuservalue(L, 3, UV_REGISTERED);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_rawset(L, -3);
-  S->names_ok = 0;
-  return 0;
-}
-
-/* register_reftype(typename, fn | nil [, seen]): seen(handle) is called
- * when a handle names an object this process knows already. */
-static int l_register_reftype(lua_State *L) {
-  luaL_checkstring(L, 1);
-  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
-  lua_settop(L, 3);
-  get_state(L);
-  lua_getiuservalue(L, 4, UV_REFTYPES);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_rawset(L, -3);
-  lua_getiuservalue(L, 4, UV_REFSEEN);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 3);
-  lua_rawset(L, -3);
-  return 0;
-}
-
-/* Test hook: forgets every identity, as if in an unrelated process. */
-static int l_forget_ids(lua_State *L) {
-  get_state(L);
-  new_weak(L, "k"); lua_setiuservalue(L, -2, UV_OBJID);
-  new_weak(L, "v"); lua_setiuservalue(L, -2, UV_IDOBJ);
-  return 0;
-}
-
-int mproc_open_codec(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-    {"dumps", l_dumps},
-    {"loads", l_loads},
-    {"register", l_register},
-    {"codec_autorequire", l_autorequire},
-    {"register_reftype", l_register_reftype},
-    {"codec_functions", l_codec_functions},
-    {"_codec_forget_ids", l_forget_ids},
-    {NULL, NULL}
-  };
-  mproc_setfuncs(L, funcs);
-  return 0;
 }
 
 /* }====================================================================== */

@@ -1,10 +1,11 @@
 /*
  * src/lua/mproc.c: luaopen_mproc_core, the helpers every binding shares, and the
- * bindings of src/core/poll.c (time, one-descriptor waits, sleep).
+ * bindings of src/core/poll.c (time, waits for one descriptor or many, sleep).
  */
 #define _GNU_SOURCE  /* dladdr */
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,33 +50,19 @@ void mproc_newclass(lua_State *L, const char *tname,
   lua_pop(L, 1);
 }
 
-void mproc_buf_reserve(lua_State *L, mproc_buf *b, size_t extra) {
-  size_t need, cap;
-  char *p;
+void mproc_reserve(lua_State *L, mproc_bytes *b, size_t extra) {
   if (b->cap - b->len >= extra) return;
-  if (extra > ((size_t)-1) / 2 - b->len) luaL_error(L, "not enough memory");
-  need = b->len + extra;
-  cap = b->cap ? b->cap : 256;
-  while (cap < need) cap *= 2;
-  p = realloc(b->data, cap);
-  if (p == NULL) luaL_error(L, "not enough memory");
-  b->data = p;
-  b->cap = cap;
-}
-
-void mproc_buf_free(mproc_buf *b) {
-  free(b->data);
-  b->data = NULL;
-  b->len = b->cap = 0;
+  if (extra > ((size_t)-1) / 2 - b->len || mproc_bytes_reserve(b, b->len + extra) < 0)
+    luaL_error(L, "not enough memory");
 }
 
 static int buf_gc(lua_State *L) {
-  mproc_buf_free((mproc_buf *)luaL_checkudata(L, 1, "mproc.buf"));
+  mproc_bytes_free((mproc_bytes *)luaL_checkudata(L, 1, "mproc.buf"));
   return 0;
 }
 
-mproc_buf *mproc_buf_box(lua_State *L) {
-  mproc_buf *b = (mproc_buf *)lua_newuserdatauv(L, sizeof *b, 0);
+mproc_bytes *mproc_bytes_box(lua_State *L) {
+  mproc_bytes *b = (mproc_bytes *)lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
   if (luaL_newmetatable(L, "mproc.buf")) {
     lua_pushcfunction(L, buf_gc);
@@ -111,6 +98,48 @@ static int l_poll_fd(lua_State *L) {
   if (r < 0) return luaL_error(L, "cannot wait for descriptor %d: %s", fd,
                                strerror(errno));
   lua_pushboolean(L, r);
+  return 1;
+}
+
+/* poll_many(fds, modes, n [, timeout]) -> ready (a list of booleans,
+ * ready[i] for fds[i]; hang-up and errors count as ready), or false when
+ * the timeout passed or a signal came (the caller re-checks).  The
+ * scheduler's wait for many descriptors at once. */
+static int l_poll_many(lua_State *L) {
+  lua_Integer i, n = luaL_checkinteger(L, 3);
+  double timeout = luaL_optnumber(L, 4, -1);
+  struct pollfd stack[16], *pf = stack;
+  int r;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_argcheck(L, n >= 0 && n <= INT_MAX / (int)sizeof *pf, 3, "out of range");
+  if (n > 16) pf = (struct pollfd *)lua_newuserdatauv(L, (size_t)n * sizeof *pf, 0);
+  for (i = 0; i < n; i++) {
+    const char *m;
+    lua_rawgeti(L, 1, i + 1);
+    pf[i].fd = (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, 2, i + 1);
+    m = lua_tostring(L, -1);
+    pf[i].events = 0;
+    if (m != NULL) {
+      if (strchr(m, 'r')) pf[i].events |= POLLIN;
+      if (strchr(m, 'w')) pf[i].events |= POLLOUT;
+    }
+    lua_pop(L, 1);
+    pf[i].revents = 0;
+  }
+  r = mproc_wait_many(pf, (size_t)n, timeout);
+  if (r < 0) return luaL_error(L, "poll: %s", strerror(errno));
+  if (r == 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_createtable(L, (int)n, 0);
+  for (i = 0; i < n; i++) {
+    lua_pushboolean(L, pf[i].revents != 0);
+    lua_rawseti(L, -2, i + 1);
+  }
   return 1;
 }
 
@@ -177,6 +206,7 @@ int mproc_open_wait(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"class", l_class},
     {"poll_fd", l_poll_fd},
+    {"poll_many", l_poll_many},
     {"now", l_now},
     {"sleep", l_sleep},
     {NULL, NULL}

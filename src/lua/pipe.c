@@ -9,7 +9,7 @@
  * short by an error (SIGINT) never corrupts the stream.
  *
  * User values of a Conn: 1 = what a pending send points into (a string or
- * the encode buffer), 2 = the reusable encode buffer (an mproc_buf box).
+ * the encode buffer), 2 = the reusable encode buffer (an mproc_bytes box).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -183,7 +183,7 @@ static int conn_close(lua_State *L) {
  * finish it with _flush. */
 static int conn_send(lua_State *L) {
   mproc_conn *c = checkwritable(L);
-  mproc_buf *b;
+  mproc_bytes *b;
   unsigned char hdr[MPROC_FRAME_HDRMAX];
   int fds[MPROC_CONN_MAXFDS], nfds, i, ok;
   size_t n, hl;
@@ -192,17 +192,17 @@ static int conn_send(lua_State *L) {
   if ((r = clear_pending(L, c)) != 0) return r;
   if (lua_getiuservalue(L, 1, 2) != LUA_TUSERDATA) {
     lua_pop(L, 1);
-    mproc_buf_box(L);
+    mproc_bytes_box(L);
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, 1, 2);
   }
-  b = (mproc_buf *)lua_touserdata(L, 3);
+  b = (mproc_bytes *)lua_touserdata(L, 3);
   fdlist(L, PASSING);  /* 4: collects the ends met while encoding */
   fdlist_clear(L, 4);
   lua_pushboolean(L, 1);
   lua_setfield(L, 4, "on");
   b->len = 0;
-  mproc_buf_reserve(L, b, MPROC_FRAME_HDRMAX);
+  mproc_reserve(L, b, MPROC_FRAME_HDRMAX);
   b->len = MPROC_FRAME_HDRMAX;  /* room for the header, filled below */
   ok = mproc_encode(L, 2, "value", b);
   lua_pushnil(L);
@@ -227,7 +227,7 @@ static int conn_send(lua_State *L) {
   memcpy(b->data + MPROC_FRAME_HDRMAX - hl, hdr, hl);
   lua_setiuservalue(L, 1, 1);  /* anchor: the buffer */
   r = mproc_conn_send_fds(c, b->data + MPROC_FRAME_HDRMAX, n, hl, fds, nfds);
-  if (r == MPROC_CONN_DONE && b->cap > KEEP_WBUF) mproc_buf_free(b);
+  if (r == MPROC_CONN_DONE && b->cap > KEEP_WBUF) mproc_bytes_free(b);
   return send_result(L, c, r);
 }
 
@@ -253,8 +253,8 @@ static int conn_flush(lua_State *L) {
   if (r == MPROC_CONN_DONE) {
     lua_getiuservalue(L, 1, 2);
     if (lua_type(L, -1) == LUA_TUSERDATA) {
-      mproc_buf *b = (mproc_buf *)lua_touserdata(L, -1);
-      if (b->cap > KEEP_WBUF) mproc_buf_free(b);
+      mproc_bytes *b = (mproc_bytes *)lua_touserdata(L, -1);
+      if (b->cap > KEEP_WBUF) mproc_bytes_free(b);
     }
     lua_pop(L, 1);
   }

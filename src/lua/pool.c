@@ -9,24 +9,18 @@
  * Nothing here blocks but a worker's wait for its next task; the parent
  * waits through sched.
  *
- * "mproc.Poller": a set of descriptors with one descriptor of its own that
- * is readable while any member is ready (epoll on Linux), so a foreign
+ * "mproc.PoolPoller": the poller of src/core/poll.c over the pool's
+ * descriptors (its notify socket, the workers' sentinels), so a foreign
  * event loop can watch a whole pool through pool:fileno().
- *
- * poll_many: the scheduler's wait for many descriptors at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
-#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/time.h>
-#ifdef __linux__
-#include <sys/epoll.h>
-#endif
 
 #include "binding.h"
 
@@ -34,48 +28,35 @@
 #define POLLER_T "mproc.PoolPoller"
 
 /* {======================================================================
- * Packed numbers: the items of a map chunk and its results, when they are
- * all numbers, travel as 9-byte records (a type byte, then the 8 bytes of
- * the integer or the float as is).  They are written from the Lua table
- * straight into the task frame and read from the result frame straight
- * into the result list: no value-by-value encoding, and no Lua
+ * Packed numbers (records: src/core/pool.h).  They are written from the
+ * Lua table straight into the task frame and read from the result frame
+ * straight into the result list: no value-by-value encoding, and no Lua
  * string in between for the parent's collector to deal with.
  * ======================================================================= */
 
-#define PACK_REC 9
+#define PACK_REC MPROC_PACK_REC
 #define PACK_GROUP 64
+
+typedef char pack_int_is_int64[sizeof(lua_Integer) == 8 && sizeof(lua_Number) == 8 ? 1 : -1];
 
 /* 0 (nothing written) when the value is not a number; integers are
  * tested first, the common case, so they cost one call less */
 static int put_rec(char *p, lua_State *L, int idx) {
-  if (lua_isinteger(L, idx)) {
-    lua_Integer v = lua_tointeger(L, idx);
-    p[0] = 'i';
-    memcpy(p + 1, &v, 8);
-  } else if (lua_type(L, idx) == LUA_TNUMBER) {
-    lua_Number v = lua_tonumber(L, idx);
-    p[0] = 'f';
-    memcpy(p + 1, &v, 8);
-  } else {
-    return 0;
-  }
+  if (lua_isinteger(L, idx)) mproc_pack_int(p, (int64_t)lua_tointeger(L, idx));
+  else if (lua_type(L, idx) == LUA_TNUMBER) mproc_pack_float(p, (double)lua_tonumber(L, idx));
+  else return 0;
   return 1;
 }
 
 /* 0 for a malformed record */
 static int push_rec(lua_State *L, const char *s) {
-  if (s[0] == 'i') {
-    lua_Integer v;
-    memcpy(&v, s + 1, 8);
-    lua_pushinteger(L, v);
-  } else if (s[0] == 'f') {
-    lua_Number v;
-    memcpy(&v, s + 1, 8);
-    lua_pushnumber(L, v);
-  } else {
-    return 0;
+  int64_t i;
+  double d;
+  switch (mproc_unpack(s, &i, &d)) {
+    case 'i': lua_pushinteger(L, (lua_Integer)i); return 1;
+    case 'f': lua_pushnumber(L, (lua_Number)d); return 1;
+    default: return 0;
   }
-  return 1;
 }
 
 /* Writes t[first..first+count-1] (t at absolute index t) as records at p;
@@ -130,44 +111,35 @@ static int l_new_list(lua_State *L) {
 
 #define ACC_T "mproc.PackedAcc"
 
-typedef struct packacc {
-  size_t n;        /* records in use */
-  size_t cap;      /* records there is room for */
-  size_t pos;      /* 1-based item being run (after an error: the culprit) */
-  int mixed;       /* some result is not a number (kept in the uservalue) */
-  char rec[1];     /* records; type 0: no value, 'x': in the uservalue */
-} packacc;
-
-static packacc *checkacc(lua_State *L, int idx) {
-  return (packacc *)luaL_checkudata(L, idx, ACC_T);
+/* The accumulator (mproc_packacc) is a userdata; its results that are not
+ * numbers are kept in its uservalue, a table. */
+static mproc_packacc *checkacc(lua_State *L, int idx) {
+  return (mproc_packacc *)luaL_checkudata(L, idx, ACC_T);
 }
 
 /* packed_acc(n [, acc]) -> an empty accumulator for n results: acc itself
  * when it has room, else a new one */
 static int l_packed_acc(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
-  packacc *a = (packacc *)luaL_testudata(L, 2, ACC_T);
-  luaL_argcheck(L, n >= 0 && (uint64_t)n < ((size_t)-1 >> 1) / PACK_REC, 1, "bad count");
+  mproc_packacc *a = (mproc_packacc *)luaL_testudata(L, 2, ACC_T);
+  luaL_argcheck(L, n >= 0 && (uint64_t)n < MPROC_PACKACC_MAX, 1, "bad count");
   if (a == NULL || a->cap < (size_t)n) {
-    a = (packacc *)lua_newuserdatauv(L, offsetof(packacc, rec) + (size_t)n * PACK_REC + 1, 1);
-    a->cap = (size_t)n;
+    a = (mproc_packacc *)lua_newuserdatauv(L, mproc_packacc_size((size_t)n), 1);
     luaL_setmetatable(L, ACC_T);
+    mproc_packacc_reset(a, (size_t)n, (size_t)n);
   } else {
     lua_settop(L, 2);
     lua_pushnil(L);
     lua_setiuservalue(L, 2, 1);
+    mproc_packacc_reset(a, (size_t)n, 0);
   }
-  a->n = (size_t)n;
-  a->pos = 0;
-  a->mixed = 0;
-  memset(a->rec, 0, (size_t)n * PACK_REC + 1);
   return 1;
 }
 
 /* acc[k] = fn(k-th of the n records at s) for k from `from` on; fn, the
  * accumulator and a scratch slot are at fi, ai and ai + 1 */
-static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, lua_Integer from,
-                       uint64_t *progress) {
+static int run_records(lua_State *L, int fi, const char *s, mproc_packacc *a, int ai,
+                       lua_Integer from, uint64_t *progress) {
   size_t k;
   int res = ai + 1;
   lua_settop(L, ai);
@@ -178,13 +150,11 @@ static int run_records(lua_State *L, int fi, const char *s, packacc *a, int ai, 
     lua_pushvalue(L, fi);
     if (!push_rec(L, s + k * PACK_REC)) return luaL_error(L, "malformed packed numbers");
     lua_call(L, 1, 1);
-    if (!put_rec(a->rec + k * PACK_REC, L, res)) {
-      if (!a->mixed) {
-        a->mixed = 1;
+    if (!put_rec(mproc_packacc_rec(a, k), L, res)) {
+      if (mproc_packacc_other(a, k)) {
         lua_newtable(L);
         lua_setiuservalue(L, ai, 1);
       }
-      a->rec[k * PACK_REC] = 'x';
       lua_getiuservalue(L, ai, 1);
       lua_pushvalue(L, res);
       lua_rawseti(L, -2, (lua_Integer)k + 1);
@@ -200,18 +170,9 @@ static int l_acc_pos(lua_State *L) {
   return 1;
 }
 
-/* Whether every result is a number (put_numbers can send them as is). */
-static int acc_complete(const packacc *a) {
-  size_t k;
-  if (a->mixed) return 0;
-  for (k = 0; k < a->n; k++)
-    if (a->rec[k * PACK_REC] == 0) return 0;
-  return 1;
-}
-
 /* acc_result(acc) -> the results as a list with n (missing ones nil) */
 static int l_acc_result(lua_State *L) {
-  packacc *a = checkacc(L, 1);
+  mproc_packacc *a = checkacc(L, 1);
   size_t k;
   lua_settop(L, 1);
   lua_getiuservalue(L, 1, 1);
@@ -219,7 +180,7 @@ static int l_acc_result(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)a->n);
   lua_setfield(L, 3, "n");
   for (k = 0; k < a->n; k++) {
-    const char *r = a->rec + k * PACK_REC;
+    const char *r = mproc_packacc_rec(a, k);
     if (r[0] == 'x') lua_rawgeti(L, 2, (lua_Integer)k + 1);
     else if (!push_rec(L, r)) continue;
     lua_rawseti(L, 3, (lua_Integer)k + 1);
@@ -322,9 +283,9 @@ static int board_names(lua_State *L) {
 
 /* A task frame: the header, the function's bytes, then the body; built in
  * a boxed buffer (freed by the collector if an error unwinds). */
-static mproc_buf *frame_start(lua_State *L, uint64_t tid, uint32_t op, int fnarg,
+static mproc_bytes *frame_start(lua_State *L, uint64_t tid, uint32_t op, int fnarg,
                               double timeout, uint32_t cs) {
-  mproc_buf *f = mproc_buf_box(L);
+  mproc_bytes *f = mproc_bytes_box(L);
   mproc_task_hdr h;
   size_t fnlen = 0;
   const char *fn = lua_isnoneornil(L, fnarg + 1) ? "" : luaL_checklstring(L, fnarg + 1, &fnlen);
@@ -336,17 +297,17 @@ static mproc_buf *frame_start(lua_State *L, uint64_t tid, uint32_t op, int fnarg
   h.fnlen = (uint32_t)fnlen;
   h.cs = cs;
   luaL_argcheck(L, fnlen <= 0xffffffffu, fnarg + 1, "function too large");
-  mproc_buf_reserve(L, f, sizeof h + fnlen);
+  mproc_reserve(L, f, sizeof h + fnlen);
   memcpy(f->data, &h, sizeof h);
   memcpy(f->data + sizeof h, fn, fnlen);
   f->len = sizeof h + fnlen;
   return f;
 }
 
-static int submit(lua_State *L, board *b, mproc_buf *f) {
+static int submit(lua_State *L, board *b, mproc_bytes *f) {
   if (mproc_pool_submit(&b->pool, f->data, f->len) < 0)
     return mproc_fail_errno(L, errno, "pool submit");
-  mproc_buf_free(f);
+  mproc_bytes_free(f);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -362,13 +323,13 @@ static int board_apply(lua_State *L) {
   board *b = checkboard(L);
   uint64_t tid = checktid(L, 2);
   double timeout = luaL_optnumber(L, 6, 0);
-  mproc_buf *f;
+  mproc_bytes *f;
   luaL_checktype(L, 5, LUA_TTABLE);
   f = frame_start(L, tid, MPROC_TASK_APPLY, 3, timeout, 0);
   mproc_conn_share_begin(L);   /* Pipe ends: workers started before them */
   if (!mproc_encode(L, 5, "args", f)) {
     mproc_conn_share_end(L, 0);
-    mproc_buf_free(f);
+    mproc_bytes_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
   mproc_conn_share_end(L, 1);
@@ -384,7 +345,7 @@ static int board_batch(lua_State *L) {
   lua_Integer cs = luaL_checkinteger(L, 6);
   lua_Integer first = luaL_checkinteger(L, 8), count = luaL_checkinteger(L, 9), i;
   double timeout = luaL_optnumber(L, 10, 0);
-  mproc_buf *f;
+  mproc_bytes *f;
   size_t base;
   luaL_checktype(L, 7, LUA_TTABLE);
   luaL_argcheck(L, cs >= 1 && cs <= 0x7fffffff, 6, "bad chunk size");
@@ -393,7 +354,7 @@ static int board_batch(lua_State *L) {
                   (uint32_t)cs);
   base = f->len;
   if (!star) {
-    mproc_buf_reserve(L, f, (size_t)count * PACK_REC);
+    mproc_reserve(L, f, (size_t)count * PACK_REC);
     if (pack_table(L, 7, first, count, f->data + base)) {
       f->len = base + (size_t)count * PACK_REC;
       return submit(L, b, f);
@@ -410,7 +371,7 @@ static int board_batch(lua_State *L) {
   mproc_conn_share_begin(L);
   if (!mproc_encode(L, lua_gettop(L), "items", f)) {
     mproc_conn_share_end(L, 0);
-    mproc_buf_free(f);
+    mproc_bytes_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
   mproc_conn_share_end(L, 1);
@@ -445,20 +406,12 @@ static int board_cancel(lua_State *L) {
   return 1;
 }
 
-/* Next frame of the input buffer: its payload and flags, or NULL. */
+/* Next frame of the input buffer: its payload and flags, or NULL (the
+ * buffer is then emptied). */
 static const char *next_frame(board *b, size_t *len, unsigned *flags) {
-  uint32_t hd[2];
-  const char *f;
-  if (b->inpos + 8 > b->in.len) {
-    b->in.len = b->inpos = 0;
-    return NULL;
-  }
-  f = b->in.data + b->inpos;
-  memcpy(hd, f, 8);
-  b->inpos += 8 + ((hd[0] + 7) & ~(size_t)7);
-  *len = hd[0];
-  *flags = hd[1];
-  return f + 8;
+  const char *f = mproc_pool_next_frame(&b->in, &b->inpos, len, flags);
+  if (f == NULL) b->in.len = b->inpos = 0;
+  return f;
 }
 
 static int decode_into(lua_State *L, const char *p, size_t n) {
@@ -473,9 +426,10 @@ static int board_get(lua_State *L) {
   board *b = checkboard(L);
   static const char *const kinds[] = {"?", "ok", "err", "batch", "packed"};
   mproc_result_hdr h;
-  const char *p;
-  size_t len;
+  const char *p, *body;
+  size_t len, blen;
   unsigned flags;
+  int r;
   drop_view(b);
   p = next_frame(b, &len, &flags);
   if (p == NULL) {
@@ -492,20 +446,16 @@ static int board_get(lua_State *L) {
     lua_pushfstring(L, "cannot receive the result: %s", strerror(errno ? errno : EINVAL));
     return 3;
   }
-  memcpy(&h, b->view.p, sizeof h);
+  r = mproc_result_parse(b->view.p, b->view.n, &h, &body, &blen);
   lua_pushinteger(L, (lua_Integer)h.tid);
-  if (h.kind < MPROC_RESULT_OK || h.kind > MPROC_RESULT_PACKED) {
+  if (r < 0) {
     lua_pushliteral(L, "bad");
-    lua_pushliteral(L, "malformed result frame");
+    if (h.kind == MPROC_RESULT_PACKED) lua_pushliteral(L, "malformed packed results");
+    else lua_pushliteral(L, "malformed result frame");
     return 3;
   }
   if (h.kind == MPROC_RESULT_PACKED) {
-    if ((b->view.n - sizeof h) / PACK_REC != h.count) {
-      lua_pushliteral(L, "bad");
-      lua_pushliteral(L, "malformed packed results");
-      return 3;
-    }
-    b->pend = b->view.p + sizeof h;
+    b->pend = body;
     b->pendn = h.count;
     b->haspend = 1;
     lua_pushliteral(L, "packed");
@@ -513,7 +463,7 @@ static int board_get(lua_State *L) {
     return 3;
   }
   lua_pushstring(L, kinds[h.kind]);
-  if (!decode_into(L, b->view.p + sizeof h, b->view.n - sizeof h)) {
+  if (!decode_into(L, body, blen)) {
     lua_pushliteral(L, "bad");
     lua_replace(L, -3);
   }
@@ -635,7 +585,7 @@ static int board_next(lua_State *L) {
   static const char *const ops[] = {"none", "apply", "batch", "star", "packed", "stop"};
   double timeout = luaL_optnumber(L, 2, -1);
   mproc_task_hdr h;
-  const char *p, *body;
+  const char *p, *fn, *body;
   size_t len, blen;
   unsigned flags;
   int r;
@@ -655,24 +605,19 @@ static int board_next(lua_State *L) {
     lua_pushliteral(L, "cannot receive the task: its frame is damaged or gone");
     return 3;
   }
-  memcpy(&h, b->view.p, sizeof h);
-  body = b->view.p + sizeof h + h.fnlen;
-  if (h.op > MPROC_TASK_STOP || b->view.n - sizeof h < h.fnlen) {
+  if (mproc_task_parse(b->view.p, b->view.n, &h, &fn, &body, &blen) < 0) {
     lua_pushliteral(L, "error");
     lua_pushinteger(L, (lua_Integer)h.tid);
-    lua_pushliteral(L, "cannot receive the task: malformed frame");
+    if (h.op == MPROC_TASK_PACKED && b->view.n - sizeof h >= h.fnlen)
+      lua_pushliteral(L, "malformed packed items");
+    else lua_pushliteral(L, "cannot receive the task: malformed frame");
     return 3;
   }
-  blen = b->view.n - sizeof h - h.fnlen;
   lua_pushstring(L, ops[h.op]);
   lua_pushinteger(L, (lua_Integer)h.tid);
   if (h.op == MPROC_TASK_NONE || h.op == MPROC_TASK_STOP) return 2;
-  if (!push_fn(L, 3, &h, b->view.p + sizeof h)) goto bad;
+  if (!push_fn(L, 3, &h, fn)) goto bad;
   if (h.op == MPROC_TASK_PACKED) {
-    if (blen % PACK_REC != 0) {
-      lua_pushliteral(L, "malformed packed items");
-      goto bad;
-    }
     b->pend = body;
     b->pendn = blen / PACK_REC;
     b->haspend = 1;
@@ -696,25 +641,25 @@ static int board_post(lua_State *L) {
   board *b = checkworker(L);
   static const char *const kinds[] = {"ok", "err", "batch", NULL};
   mproc_result_hdr h;
-  mproc_buf *f;
+  mproc_bytes *f;
   h.tid = checktid(L, 2);
   h.kind = (uint32_t)luaL_checkoption(L, 3, NULL, kinds) + MPROC_RESULT_OK;
   h.count = 0;
   lua_settop(L, 4);
-  f = mproc_buf_box(L);
-  mproc_buf_reserve(L, f, sizeof h);
+  f = mproc_bytes_box(L);
+  mproc_reserve(L, f, sizeof h);
   memcpy(f->data, &h, sizeof h);
   f->len = sizeof h;
   mproc_conn_share_begin(L);   /* a Pipe end made by the task */
   if (!mproc_encode(L, 4, "result", f)) {
     mproc_conn_share_end(L, 0);
-    mproc_buf_free(f);
+    mproc_bytes_free(f);
     return mproc_fail(L, "SerializeError", "%s", lua_tostring(L, -1));
   }
   mproc_conn_share_end(L, 1);
   if (mproc_pool_post(&b->pool, b->slot, f->data, f->len) < 0)
     return luaL_error(L, "pool: %s", strerror(errno));
-  mproc_buf_free(f);
+  mproc_bytes_free(f);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -723,24 +668,14 @@ static int board_post(lua_State *L) {
  * number (nothing posted) */
 static int board_post_numbers(lua_State *L) {
   board *b = checkworker(L);
-  mproc_result_hdr h;
-  packacc *a = checkacc(L, 3);
-  mproc_buf *f;
-  h.tid = checktid(L, 2);
-  h.kind = MPROC_RESULT_PACKED;
-  h.count = (uint32_t)a->n;
-  if (!acc_complete(a)) {
+  mproc_packacc *a = checkacc(L, 3);
+  uint64_t tid = checktid(L, 2);
+  if (!mproc_packacc_complete(a)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  f = mproc_buf_box(L);
-  mproc_buf_reserve(L, f, sizeof h + a->n * PACK_REC);
-  memcpy(f->data, &h, sizeof h);
-  memcpy(f->data + sizeof h, a->rec, a->n * PACK_REC);
-  f->len = sizeof h + a->n * PACK_REC;
-  if (mproc_pool_post(&b->pool, b->slot, f->data, f->len) < 0)
+  if (mproc_pool_post_packed(&b->pool, b->slot, tid, a) < 0)
     return luaL_error(L, "pool: %s", strerror(errno));
-  mproc_buf_free(f);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -749,7 +684,7 @@ static int board_post_numbers(lua_State *L) {
  * (see run_records) */
 static int board_run_pending(lua_State *L) {
   board *b = checkworker(L);
-  packacc *a = checkacc(L, 3);
+  mproc_packacc *a = checkacc(L, 3);
   lua_Integer from = luaL_optinteger(L, 4, 1);
   const char *s = pending(L, b, (lua_Integer)a->n);
   luaL_checkany(L, 2);
@@ -794,7 +729,7 @@ static int board_tostring(lua_State *L) {
  * ======================================================================= */
 
 typedef struct poller {
-  int fd;   /* epoll descriptor; -1 closed or not available */
+  mproc_poller set;   /* src/core/poll.c */
   int open;
 } poller;
 
@@ -806,138 +741,61 @@ static poller *checkpoller(lua_State *L) {
 
 static int poller_gc(lua_State *L) {
   poller *p = (poller *)luaL_checkudata(L, 1, POLLER_T);
-  if (p->fd >= 0) close(p->fd);
-  p->fd = -1;
+  if (p->open) mproc_poller_close(&p->set);
   p->open = 0;
   return 0;
 }
 
-/* poller() -> true, p | false, "OSError", ... ; p:fileno() is nil where
- * there is no epoll (the pool then waits on its members one by one). */
+/* pool_poller() -> true, p | false, "OSError", ... ; p:_fileno() is nil
+ * where there is no epoll (the pool then waits on its members one by
+ * one). */
 static int l_poller(lua_State *L) {
   poller *p = (poller *)lua_newuserdatauv(L, sizeof *p, 0);
-  p->fd = -1;
   p->open = 0;
   luaL_setmetatable(L, POLLER_T);
-#ifdef __linux__
-  p->fd = epoll_create1(EPOLL_CLOEXEC);
-  if (p->fd < 0) return mproc_fail_errno(L, errno, "epoll_create1");
-#endif
+  if (mproc_poller_init(&p->set) < 0) return mproc_fail_errno(L, errno, "epoll_create1");
   p->open = 1;
   lua_pushboolean(L, 1);
   lua_rotate(L, -2, 1);
   return 2;
 }
 
-/* p:ctl(op, fd [, mode]) with op "add", "mod" or "del" -> true | false... */
+/* p:_ctl(op, fd [, mode]) with op "add", "mod" or "del" -> true | false...
+ * (removing a descriptor that is not there, or closed, is not an error) */
 static int poller_ctl(lua_State *L) {
   poller *p = checkpoller(L);
   static const char *const ops[] = {"add", "mod", "del", NULL};
+  static const int cops[] = {MPROC_POLLER_ADD, MPROC_POLLER_MOD, MPROC_POLLER_DEL};
   int op = luaL_checkoption(L, 2, NULL, ops);
   int fd = (int)luaL_checkinteger(L, 3);
   int ev = op == 2 ? 0 : mproc_checkmode(L, 4);
-#ifdef __linux__
-  {
-    struct epoll_event e;
-    static const int eops[] = {EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL};
-    memset(&e, 0, sizeof e);
-    e.events = ((ev & MPROC_WAIT_READ) ? EPOLLIN : 0) |
-               ((ev & MPROC_WAIT_WRITE) ? EPOLLOUT : 0);
-    e.data.fd = fd;
-    if (epoll_ctl(p->fd, eops[op], fd, &e) < 0) {
-      if (!(op == 2 && (errno == ENOENT || errno == EBADF)))
-        return mproc_fail_errno(L, errno, "epoll_ctl");
-    }
-  }
-#else
-  (void)p; (void)op; (void)fd; (void)ev;
-#endif
+  if (mproc_poller_ctl(&p->set, cops[op], fd, ev) < 0 &&
+      !(op == 2 && (errno == ENOENT || errno == EBADF)))
+    return mproc_fail_errno(L, errno, "epoll_ctl");
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* p:_ready(t) -> n: fills t[fd] = true for each member ready now (no
- * wait) and returns how many; -1 where there is no epoll (then every
- * member must be checked). */
+ * wait) and returns how many. */
 static int poller_ready(lua_State *L) {
   poller *p = checkpoller(L);
+  int out[64], i, n;
   luaL_checktype(L, 2, LUA_TTABLE);
-#ifdef __linux__
-  {
-    struct epoll_event ev[64];
-    int i, n;
-    do n = epoll_wait(p->fd, ev, 64, 0); while (n < 0 && errno == EINTR);
-    if (n < 0) return luaL_error(L, "epoll_wait: %s", strerror(errno));
-    for (i = 0; i < n; i++) {
-      lua_pushboolean(L, 1);
-      lua_rawseti(L, 2, ev[i].data.fd);
-    }
-    lua_pushinteger(L, n);
+  n = mproc_poller_ready(&p->set, out, 64);
+  if (n < 0) return luaL_error(L, "epoll_wait: %s", strerror(errno));
+  for (i = 0; i < n; i++) {
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, 2, out[i]);
   }
-#else
-  (void)p;
-  lua_pushinteger(L, -1);
-#endif
+  lua_pushinteger(L, n);
   return 1;
 }
 
 static int poller_fileno(lua_State *L) {
-  poller *p = checkpoller(L);
-  if (p->fd < 0) lua_pushnil(L);
-  else lua_pushinteger(L, p->fd);
-  return 1;
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
- * poll_many
- * ======================================================================= */
-
-/* poll_many(fds, modes, n [, timeout]) -> ready (a list of booleans,
- * ready[i] for fds[i]; hang-up and errors count as ready), or false when
- * the timeout passed or a signal came (the caller re-checks). */
-static int l_poll_many(lua_State *L) {
-  lua_Integer i, n = luaL_checkinteger(L, 3);
-  double timeout = luaL_optnumber(L, 4, -1);
-  struct pollfd stack[16], *pf = stack;
-  int ms, r;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_argcheck(L, n >= 0 && n <= INT_MAX / (int)sizeof *pf, 3, "out of range");
-  if (n > 16) pf = (struct pollfd *)lua_newuserdatauv(L, (size_t)n * sizeof *pf, 0);
-  for (i = 0; i < n; i++) {
-    const char *m;
-    lua_rawgeti(L, 1, i + 1);
-    pf[i].fd = (int)luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
-    lua_rawgeti(L, 2, i + 1);
-    m = lua_tostring(L, -1);
-    pf[i].events = 0;
-    if (m != NULL) {
-      if (strchr(m, 'r')) pf[i].events |= POLLIN;
-      if (strchr(m, 'w')) pf[i].events |= POLLOUT;
-    }
-    lua_pop(L, 1);
-    pf[i].revents = 0;
-  }
-  if (timeout < 0 || timeout > 2e6) ms = -1;
-  else {
-    double t = timeout * 1000.0;
-    ms = (int)t;
-    if ((double)ms < t) ms++;
-  }
-  r = poll(pf, (nfds_t)n, ms);
-  if (r < 0 && errno != EINTR) return luaL_error(L, "poll: %s", strerror(errno));
-  if (r <= 0) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  lua_createtable(L, (int)n, 0);
-  for (i = 0; i < n; i++) {
-    lua_pushboolean(L, pf[i].revents != 0);
-    lua_rawseti(L, -2, i + 1);
-  }
+  int fd = mproc_poller_fileno(&checkpoller(L)->set);
+  if (fd < 0) lua_pushnil(L);
+  else lua_pushinteger(L, fd);
   return 1;
 }
 
@@ -991,7 +849,6 @@ int mproc_open_pool(lua_State *L) {
     {"pool_board_attach", l_board_attach},
     {"alarm", l_alarm},
     {"pool_poller", l_poller},
-    {"poll_many", l_poll_many},
     {"new_list", l_new_list},
     {"packed_acc", l_packed_acc},
     {"acc_pos", l_acc_pos},

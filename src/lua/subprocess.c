@@ -1,10 +1,8 @@
 /*
  * src/lua/subprocess.c: the binding of src/core/subprocess.c, type "mproc.Popen" (a started
  * program).  The C methods never block: lua/mproc/subprocess.lua waits
- * through sched.wait_fd and calls them again.  communicate's pump lives
- * here: one call moves what the pipes allow (writing the input, reading
- * stdout and stderr into buffers) so that a child filling one pipe while
- * we wait on another never deadlocks.
+ * through sched.wait_fd and calls them again.  communicate's pump is the
+ * core's (mproc_comm_*): one _step moves what the pipes allow.
  *
  * User value 1 of a Popen: the input string of communicate (kept alive).
  */
@@ -16,9 +14,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#ifdef __linux__
-#include <sys/epoll.h>
-#endif
 
 #include "binding.h"
 #include "../core/subprocess.h"
@@ -31,12 +26,8 @@ typedef struct spawn_ud {
   int reaped, status;
   int pidfd;                /* -1 until asked for */
   int pipes[3];             /* parent ends, -1 when closed */
-  /* communicate */
-  int comm;                 /* started */
-  int epfd;                 /* Linux: epoll over the open pipes */
-  const char *in;           /* input (user value 1), NULL: none */
-  size_t inlen, inpos;
-  mproc_buf out[2];         /* stdout, stderr */
+  int comm;                 /* communicate started */
+  mproc_comm c;             /* its pump (input: user value 1) */
 } spawn_ud;
 
 #define toud(L) ((spawn_ud *)luaL_checkudata(L, 1, LUA_POPEN))
@@ -53,7 +44,7 @@ static void close_fd(int *fd) {
 static spawn_ud *newud(lua_State *L) {
   spawn_ud *u = (spawn_ud *)lua_newuserdatauv(L, sizeof *u, 1);
   memset(u, 0, sizeof *u);
-  u->pidfd = u->epfd = -1;
+  u->pidfd = -1;
   u->pipes[0] = u->pipes[1] = u->pipes[2] = -1;
   luaL_setmetatable(L, LUA_POPEN);
   return u;
@@ -137,7 +128,7 @@ static int p_poll(lua_State *L) {
   spawn_ud *u = toud(L);
   int st, r;
   if (!u->reaped && u->pid > 0) {
-    r = mproc_spawn_reap(u->pid, lua_toboolean(L, 2), &st);
+    r = mproc_child_status(u->pid, lua_toboolean(L, 2), &st);
     if (r < 0) return mproc_fail_errno(L, errno, "waitpid");
     if (r == 1) set_status(u, st);
   }
@@ -151,7 +142,7 @@ static int p_poll(lua_State *L) {
 static int p_waitfd(lua_State *L) {
   spawn_ud *u = toud(L);
   if (u->reaped || u->pid <= 0) return 0;
-  if (u->pidfd < 0) u->pidfd = mproc_spawn_pidfd(u->pid);
+  if (u->pidfd < 0) u->pidfd = mproc_child_pidfd(u->pid);
   if (u->pidfd < 0) return 0;
   lua_pushinteger(L, u->pidfd);
   return 1;
@@ -162,7 +153,7 @@ static int p_waitfd(lua_State *L) {
 static int p_signal(lua_State *L) {
   spawn_ud *u = toud(L);
   int sig = (int)luaL_checkinteger(L, 2);
-  if (!u->reaped && u->pid > 0 && kill(u->pid, sig) < 0 && errno != ESRCH)
+  if (!u->reaped && u->pid > 0 && mproc_child_signal(u->pid, sig) < 0 && errno != ESRCH)
     return mproc_fail_errno(L, errno, "kill");
   lua_pushboolean(L, 1);
   return 1;
@@ -259,92 +250,34 @@ static int p_read(lua_State *L) {
 /* _comm(input|nil): starts communicate (once per object). */
 static int p_comm(lua_State *L) {
   spawn_ud *u = toud(L);
-  int i;
+  const char *in = NULL;
+  size_t n = 0;
   if (u->comm) return 0;
   u->comm = 1;
   if (lua_type(L, 2) == LUA_TSTRING && u->pipes[0] >= 0) {
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, 1, 1);
-    u->in = lua_tolstring(L, 2, &u->inlen);
-    u->inpos = 0;
+    in = lua_tolstring(L, 2, &n);
   }
-  if (u->in == NULL || u->inlen == 0) close_fd(&u->pipes[0]);
-#ifdef __linux__
-  u->epfd = epoll_create1(EPOLL_CLOEXEC);
-  for (i = 0; i < 3 && u->epfd >= 0; i++) {
-    struct epoll_event ev;
-    if (u->pipes[i] < 0) continue;
-    memset(&ev, 0, sizeof ev);
-    ev.events = i == 0 ? EPOLLOUT : EPOLLIN;
-    ev.data.fd = u->pipes[i];
-    if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->pipes[i], &ev) < 0) close_fd(&u->epfd);
-  }
-#else
-  (void)i;
-#endif
+  mproc_comm_start(&u->c, u->pipes, in, n);
   return 0;
-}
-
-/* One pass over the pipes; returns 1 when something moved, 0 when every
- * pipe would block, -1 on an error (errno). */
-static int pump_once(lua_State *L, spawn_ud *u) {
-  int moved = 0, i;
-  if (u->pipes[0] >= 0) {
-    size_t left = u->inlen - u->inpos;
-    ssize_t w = mproc_write_nosigpipe(u->pipes[0], u->in + u->inpos, left > CHUNK ? CHUNK : left);
-    if (w > 0) {
-      u->inpos += (size_t)w;
-      moved = 1;
-      if (u->inpos >= u->inlen) close_fd(&u->pipes[0]);
-    } else if (w < 0 && errno == EPIPE) {
-      close_fd(&u->pipes[0]);   /* the program does not read its input */
-      moved = 1;
-    } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      return -1;
-    }
-  }
-  for (i = 1; i <= 2; i++) {
-    mproc_buf *b = &u->out[i - 1];
-    ssize_t r;
-    if (u->pipes[i] < 0) continue;
-    mproc_buf_reserve(L, b, CHUNK);
-    do r = read(u->pipes[i], b->data + b->len, b->cap - b->len);
-    while (r < 0 && errno == EINTR);
-    if (r > 0) {
-      b->len += (size_t)r;
-      moved = 1;
-    } else if (r == 0) {
-      close_fd(&u->pipes[i]);
-      moved = 1;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      return -1;
-    }
-  }
-  return moved;
 }
 
 /* _step() -> true, done, waitfd, slice | false, "OSError", ...
  * done: every pipe closed.  Otherwise wait until waitfd is readable
- * (Linux: an epoll descriptor over the pipes) or, when slice is true (no
- * epoll), at most a short slice, then call again. */
+ * (the poller over the pipes) or, when slice is true (no epoll), at most
+ * a short slice, then call again (mproc_comm_step). */
 static int p_step(lua_State *L) {
   spawn_ud *u = toud(L);
-  int r, i, first = -1;
+  int r, fd, slice;
   if (!u->comm) return luaL_error(L, "communicate was not started");
-  while ((r = pump_once(L, u)) > 0) {}
+  r = mproc_comm_step(&u->c, &fd, &slice);
   if (r < 0) return mproc_fail_errno(L, errno, "communicate");
-  for (i = 0; i < 3; i++)
-    if (u->pipes[i] >= 0 && first < 0) first = i;
   lua_pushboolean(L, 1);
-  lua_pushboolean(L, first < 0);
-  if (first < 0) return 2;
-  if (u->epfd >= 0) {
-    lua_pushinteger(L, u->epfd);
-    lua_pushboolean(L, 0);
-  } else {
-    lua_pushinteger(L, u->pipes[first]);
-    lua_pushboolean(L, 1);
-  }
+  lua_pushboolean(L, r);
+  if (r) return 2;
+  lua_pushinteger(L, fd);
+  lua_pushboolean(L, slice);
   return 4;
 }
 
@@ -354,12 +287,10 @@ static int p_result(lua_State *L) {
   spawn_ud *u = toud(L);
   int i;
   for (i = 0; i < 2; i++) {
-    if (u->out[i].data) lua_pushlstring(L, u->out[i].data, u->out[i].len);
+    if (u->c.out[i].data) lua_pushlstring(L, u->c.out[i].data, u->c.out[i].len);
     else lua_pushnil(L);
   }
-  for (i = 0; i < 2; i++) mproc_buf_free(&u->out[i]);
-  close_fd(&u->epfd);
-  u->in = NULL;
+  mproc_comm_end(&u->c);
   lua_pushnil(L);
   lua_setiuservalue(L, 1, 1);
   return 2;
@@ -367,20 +298,19 @@ static int p_result(lua_State *L) {
 
 /* }====================================================================== */
 
-/* Closes the pipes and, if the child was not reaped, hands it to the
- * abandoned list so it never stays a zombie.  Never blocks. */
+/* Closes the pipes and, if the child was not reaped, leaves it to the
+ * child table (reaped when it ends, no zombie).  Never blocks. */
 static int p_gc(lua_State *L) {
   spawn_ud *u = (spawn_ud *)luaL_testudata(L, 1, LUA_POPEN);
   int i;
   if (u == NULL) return 0;
+  mproc_comm_end(&u->c);   /* before the pipes: it may watch them */
   for (i = 0; i < 3; i++) close_fd(&u->pipes[i]);
-  for (i = 0; i < 2; i++) mproc_buf_free(&u->out[i]);
-  close_fd(&u->epfd);
   close_fd(&u->pidfd);
   if (u->pid > 0 && !u->reaped) {
     int st;
-    if (mproc_spawn_reap(u->pid, 0, &st) == 1) set_status(u, st);
-    else mproc_spawn_abandon(u->pid);
+    if (mproc_child_status(u->pid, 0, &st) == 1) set_status(u, st);
+    else mproc_child_release(u->pid);   /* the SIGCHLD handler reaps it */
     u->reaped = 1;   /* not ours any more */
   }
   return 0;

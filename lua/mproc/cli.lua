@@ -214,7 +214,7 @@ local function remote_shell(argv, opts)
   return { returncode = r.returncode, stdout = r.stdout, stderr = r.stderr }
 end
 
-local function shell_argv(job, logs)
+local function shell_argv(job)
   local argv = {}
   if job.env then
     local keys = {}
@@ -223,14 +223,7 @@ local function shell_argv(job, logs)
     argv[#argv + 1] = "env"
     for _, k in ipairs(keys) do argv[#argv + 1] = k .. "=" .. tostring(job.env[k]) end
   end
-  if type(job.cmd) == "string" and logs then
-    -- $0 stays /bin/sh, no positional parameter is left for the command
-    for _, a in ipairs { "/bin/sh", "-c",
-      'exec >"$1" 2>"$2" || exit 126; __mproc_cmd=$3; shift 3; eval "$__mproc_cmd"',
-      "/bin/sh", job.out_path, job.err_path, job.cmd } do
-      argv[#argv + 1] = a
-    end
-  elseif type(job.cmd) == "string" then
+  if type(job.cmd) == "string" then
     argv[#argv + 1] = "/bin/sh"; argv[#argv + 1] = "-c"; argv[#argv + 1] = job.cmd
   else
     for _, a in ipairs(job.cmd) do argv[#argv + 1] = tostring(a) end
@@ -356,39 +349,24 @@ local function run_cmd(o)
 
   -- One attempt of a shell job: returns ok, why, exit code.
   local function attempt_shell(job)
-    local ok, p
-    if type(job.cmd) == "string" and not job.cwd then
-      -- its shell creates the two logs itself: creating a file can cost
-      -- more than a short job (ext4 just after many files were deleted),
-      -- and here that cost is spread over the jobs instead of queueing
-      -- in the runner.  126: a log could not be created (the shell said
-      -- why on the runner's stderr).
-      ok, p = pcall(mp.subprocess.Popen, shell_argv(job, true),
-        { stdin = "devnull", cwd = job.cwd, start_new_session = true })
-      if not ok then
-        write_file(job.err_path, "mproc: cannot start the job: " .. tostring(p) .. "\n")
-        return false, "could not start (" .. tostring(p) .. ")"
-      end
-    else
-      local outf, e1 = io.open(job.out_path, "w")
-      local errf, e2 = io.open(job.err_path, "w")
-      if not outf or not errf then
-        if outf then outf:close() end
-        if errf then errf:close() end
-        return false, "cannot open its log files: " .. tostring(e1 or e2)
-      end
-      ok, p = pcall(mp.subprocess.Popen, shell_argv(job),
-        { stdin = "devnull", stdout = outf, stderr = errf, cwd = job.cwd,
-          start_new_session = true })
-      outf:close()
-      if not ok then
-        local msg = tostring(p)
-        errf:write("mproc: cannot start the job: ", msg, "\n")
-        errf:close()
-        return false, "could not start (" .. msg .. ")"
-      end
-      errf:close()
+    local outf, e1 = io.open(job.out_path, "w")
+    local errf, e2 = io.open(job.err_path, "w")
+    if not outf or not errf then
+      if outf then outf:close() end
+      if errf then errf:close() end
+      return false, "cannot open its log files: " .. tostring(e1 or e2)
     end
+    local ok, p = pcall(mp.subprocess.Popen, shell_argv(job),
+      { stdin = "devnull", stdout = outf, stderr = errf, cwd = job.cwd,
+        start_new_session = true })
+    outf:close()
+    if not ok then
+      local msg = tostring(p)
+      errf:write("mproc: cannot start the job: ", msg, "\n")
+      errf:close()
+      return false, "could not start (" .. msg .. ")"
+    end
+    errf:close()
     job.pid = p.pid
     local deadline = job.timeout and (job.started + job.timeout)
     local term_at, timed_out = nil, false

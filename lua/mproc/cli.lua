@@ -167,33 +167,44 @@ end
 -- out_path false (a cluster worker, on another machine): what print writes
 -- is sent back as a third result.
 local function fn_runner(fn, info, out_path, err_path)
-  -- a local pool's worker makes both logs: two jobs' files are created at
-  -- once on two workers instead of one after the other by the runner
-  if err_path then
-    local err = io.open(err_path, "w")
-    if err then err:close() end
-  end
+  -- Its logs are made when it first writes (print, io.write) or fails: a
+  -- new file can cost more than a short job.  A previous run's go first.
+  if out_path then os.remove(out_path) end
+  if err_path then os.remove(err_path) end
   local buf = {}
-  local out = out_path and io.open(out_path, "w")
-  local saved_print, saved_out = print, io.output()
-  if not out_path then
-    rawset(_G, "print", function(...)
-      local n, parts = select("#", ...), {}
-      for k = 1, n do parts[k] = tostring((select(k, ...))) end
-      buf[#buf + 1] = table.concat(parts, "\t") .. "\n"
-    end)
-  elseif out then
-    rawset(_G, "print", function(...)
-      local n, parts = select("#", ...), {}
-      for k = 1, n do parts[k] = tostring((select(k, ...))) end
-      out:write(table.concat(parts, "\t"), "\n")
+  local out
+  local saved_print, saved_write = print, io.write
+  local function put(...)
+    if not out_path then
+      for k = 1, select("#", ...) do buf[#buf + 1] = (select(k, ...)) end
+      return
+    end
+    if out == nil then out = io.open(out_path, "w") or false end
+    if out then
+      out:write(...)
       out:flush()
-    end)
-    io.output(out)
+    end
   end
+  rawset(_G, "print", function(...)
+    local n, parts = select("#", ...), {}
+    for k = 1, n do parts[k] = tostring((select(k, ...))) end
+    put(table.concat(parts, "\t"), "\n")
+  end)
+  rawset(io, "write", function(...)
+    local n, parts = select("#", ...), {}
+    for k = 1, n do
+      local v = select(k, ...)
+      if type(v) ~= "string" and type(v) ~= "number" then
+        error(("bad argument #%d to 'write' (string expected, got %s)"):format(k, type(v)), 2)
+      end
+      parts[k] = v
+    end
+    put(table.unpack(parts, 1, n))
+    return io.stdout
+  end)
   local ok, r = xpcall(fn, debug.traceback, info)
   rawset(_G, "print", saved_print)
-  io.output(saved_out)
+  rawset(io, "write", saved_write)
   if out then out:close() end
   local captured = table.concat(buf)
   if not ok then

@@ -632,8 +632,9 @@ return { jobs = {
   { name = "talks", fn = function() io.write("a", 1, "\n"); print("b") end },
 } }]])
       -- as a previous run left them
-      os.execute("mkdir -p .mproc/logs && echo stale > .mproc/logs/quiet.out"
-        .. " && echo stale > .mproc/logs/quiet.err")
+      os.execute("cd " .. sh_quote(dir) .. " && mkdir -p .mproc/logs"
+        .. " && echo stale > .mproc/logs/quiet.out && echo stale > .mproc/logs/quiet.err")
+      assert.is_true(exists(".mproc/logs/quiet.out"))
       local code, _, err = mproc({ "run", "jobs.lua" }, 40)
       assert.equal(0, code, err)
       assert.is_false(exists(".mproc/logs/quiet.out"))

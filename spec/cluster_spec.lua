@@ -257,6 +257,22 @@ describe("mp.cluster", function()
       assert.equal("late", r:get(20))
     end)
 
+    it("has a fileno() a foreign event loop can watch, as a local pool's", function()
+      local q = new_queue()
+      local pool <close> = pool_for(q)
+      start_worker(q)
+      local r = pool:apply_async(function(x) return x + 1 end, { 41 })
+      local fd = pool:fileno()
+      assert.is_true(math.type(fd) == "integer" and fd >= 0)
+      -- the loop: wait on the descriptor, then let mproc collect
+      local deadline = core.now() + 20
+      while not r:ready() and core.now() < deadline do
+        if core.poll_fd(pool:fileno(), "r", 1) then mp.poll() end
+      end
+      assert.is_true(r:ready())
+      assert.equal(42, r:get(0))
+    end)
+
     it("runs a pool with local workers (processes = n)", function()
       local q = new_queue()
       local pool <close> = pool_for(q, { processes = 2 })

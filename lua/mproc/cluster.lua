@@ -698,6 +698,17 @@ local function check_pool(self, fname)
   end
 end
 
+-- The result connection's socket: a blocking read is left pending on it
+-- while tasks are out, so it turns readable when results come (and once a
+-- second while they wait).  A foreign event loop watches it and calls
+-- mp.poll().  The connection is made again after Redis went away: ask for
+-- the descriptor again after an OSError.
+function Pool:fileno()
+  check_pool(self, "fileno")
+  self:_pump(true)
+  return self._rlink:conn():fileno()
+end
+
 local function check_running(self, fname)
   check_pool(self, fname)
   if self._state ~= "RUN" then error("pool is not running", 3) end

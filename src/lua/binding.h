@@ -75,9 +75,6 @@ void mproc_reserve(lua_State *L, mproc_bytes *b, size_t extra);
  * a buffer is never leaked when an error unwinds the stack. */
 mproc_bytes *mproc_bytes_box(lua_State *L);
 
-/* The old name, for src/lua/queue.c until it drops it. */
-typedef mproc_bytes mproc_buf;
-
 /* }====================================================================== */
 
 /* {======================================================================

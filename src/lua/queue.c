@@ -124,22 +124,16 @@ static void reserve(lua_State *L, mproc_bytes *b, size_t need) {
 
 /* Appends the frame of the value at idx to b.  Big values go to their own
  * segment now (outside any lock).  Returns 1, or 0 with the SerializeError
- * message pushed (b unchanged).  The codec wants an mproc_buf: b is lent
- * to it and taken back. */
+ * message pushed (b unchanged).  The codec appends to b itself (a memory
+ * error it raises leaves b a valid buffer of its owner). */
 static int encode_frame(lua_State *L, lqueue *q, mproc_bytes *b, int idx,
                         const char *root) {
   size_t start = b->len, n;
   uint32_t hd[2];
-  mproc_buf cb;
-  int ok;
   reserve(L, b, b->len + 8);
-  cb.data = b->data; cb.len = b->len + 8; cb.cap = b->cap;
-  b->data = NULL; b->len = b->cap = 0;   /* owned by cb until we take it back */
-  /* the codec raises only memory errors; keep cb reachable meanwhile */
-  ok = mproc_encode(L, idx, root, &cb);
-  b->data = cb.data; b->cap = cb.cap;
-  if (!ok) { b->len = start; return 0; }
-  n = cb.len - start - 8;
+  b->len = start + 8;
+  if (!mproc_encode(L, idx, root, b)) { b->len = start; return 0; }
+  n = b->len - start - 8;
   if (n > 0xffffffffu || n > mproc_ring_big_threshold(&q->ring)) {
     char name[NAME_MAX_BIG];
     if (mproc_ring_big_write(&q->ring, b->data + start + 8, n, name) < 0) {

@@ -4,7 +4,7 @@
 # Also checks that the rockspec lists every C source and Lua module.
 set -e
 cd "$(dirname "$0")/.."
-for f in src/core/*.c src/lua/*.c lua/mproc.lua lua/mproc/*.lua; do
+for f in src/core/*.c src/lua/*.c lua/mproc.lua lua/mproc/*.lua lua/mproc/*/*.lua; do
   grep -q "\"$f\"" mproc-scm-1.rockspec || { echo "rockspec does not list $f" >&2; exit 1; }
 done
 tree=$(mktemp -d)

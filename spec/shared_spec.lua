@@ -611,6 +611,39 @@ describe("mproc shared segments and the processes holding them", function()
     end, 5), out)
   end)
 
+  -- A holder outside the tree (an exec'd program that attached the queue by
+  -- name holds no tracker socket) still lives when the tree ends; the
+  -- tracker used to leave at once, and the queue stayed once that holder
+  -- was SIGKILLed too.
+  it("the tracker waits for holders outside the tree before it leaves", function()
+    local out = support.run_script([[
+      local mp = require "mproc"
+      local core = require "mproc.core"
+      local q = mp.Queue()
+      local h = mp.dumps(q)
+      local f = assert(io.open(os.getenv("HFILE"), "wb")); f:write(h); f:close()
+      -- an exec'd program: attaches the queue, then is killed after we are
+      local p = mp.subprocess.Popen({ "lua5.4", "-e", [=[
+        local mp = require "mproc"
+        local f = assert(io.open(os.getenv("HFILE"), "rb"))
+        local q = mp.loads(f:read("a")); f:close()
+        q:put("attached")
+        require("mproc.core").sleep(1)
+        require("mproc.core").kill(require("mproc.core").getpid(), 9)
+      ]=] })
+      assert(q:get(10) == "attached")
+      print("pids", core.getpid(), p.pid, core.tracker_pid())
+      io.stdout:flush()
+      core.kill(core.getpid(), core.SIGKILL)
+    ]], { HFILE = os.tmpname() })
+    local parent, ext, tracker = out:match("pids\t(%d+)\t(%d+)\t(%d+)")
+    assert.is_not_nil(tracker, out)
+    assert.is_true(support.wait_until(function()
+      return #support.shm_names("mproc-q" .. parent .. "-") == 0
+        and not support.alive(tonumber(ext)) and not support.alive(tonumber(tracker))
+    end, 8), out .. table.concat(support.shm_names("mproc-q" .. parent .. "-"), " "))
+  end)
+
   it("a tracker killed is replaced, and the new one knows what was made before", function()
     local out = support.run_script([[
       local mp = require "mproc"

@@ -30,6 +30,7 @@
 #define NAMELEN 64
 #define PASS_EVERY 0.5   /* seconds between looks at dead creators */
 #define LINGER 5.0       /* seconds a deposit outlives its depositor */
+#define EOF_LINGER 10.0  /* seconds the tracker waits at the end for live holders */
 #define CLAIM_WAIT 10000 /* ms a receiver waits for the broker's answer */
 
 /* op: '+' created, '-' unlinked (name); 'D' deposit (the descriptor rides
@@ -654,7 +655,17 @@ static void run_tracker(int fd) {
       last = mproc_now();
     }
   }
-  pass(1);
+  /* The tree has ended.  A process that holds a name without holding this
+   * socket (one that closed it, or started before it could inherit it) may
+   * still be ending: keep looking a while before leaving its names. */
+  {
+    double until = mproc_now() + EOF_LINGER;
+    for (;;) {
+      pass(1);
+      if (n_entries == 0 || mproc_now() >= until) break;
+      mproc_sleep(0.1);
+    }
+  }
   _exit(0);
 }
 

@@ -34,12 +34,13 @@ if not have_redis then
 end
 
 local hmac, bytes_equal, dumps, now = core.hmac_sha256, core.bytes_equal, core.dumps, core.now
-local pack, unpack, concat = table.pack, table.unpack, table.concat
+local pack, concat = table.pack, table.concat
 local spack, sunpack = string.pack, string.unpack
 local argerror, typename = util.argerror, util.typename
 local errnew, raise = errors.new, errors.raise
 local min, max = math.min, math.max
 local make_task_error, check_fn = poolargs.make_task_error, poolargs.check_fn
+local apply_args = poolargs.apply_args
 local check_chunksize, collect_items = poolargs.check_chunksize, poolargs.collect_items
 local map_opts, check_map_opts = poolargs.map_opts, poolargs.check_map_opts
 
@@ -766,8 +767,6 @@ local function fn_bytes(self, fn)
   return fb
 end
 
-local APPLY_OPTS = { callback = true, error_callback = true, timeout = true }
-
 local function apply_task(self, fn, args, opts)
   local d = fn_bytes(self, fn) .. encode(args, "args")
   local timeout = opts and opts.timeout
@@ -797,21 +796,7 @@ end
 function Pool:apply_async(fn, args, opts)
   check_running(self, "apply_async")
   check_fn(fn, 1, "apply_async")
-  if args ~= nil and type(args) ~= "table" then
-    argerror(2, "apply_async", "table expected, got " .. typename(args))
-  end
-  if opts ~= nil then
-    util.check_opts(opts, APPLY_OPTS, "apply_async", 3)
-    for _, k in ipairs { "callback", "error_callback" } do
-      if opts[k] ~= nil and type(opts[k]) ~= "function" then
-        argerror(3, "apply_async", ("'%s' must be a function, got %s"):format(k, typename(opts[k])))
-      end
-    end
-    util.check_timeout(opts.timeout, 3, "apply_async")
-  end
-  args = args or {}
-  args = { n = args.n or #args, unpack(args, 1, args.n or #args) }
-  return apply_task(self, fn, args, opts)
+  return apply_task(self, fn, apply_args(args, opts), opts)
 end
 
 function Pool:submit(fn, ...)
@@ -936,82 +921,28 @@ local function imap(self, fname, fn, items, opts, ordered)
   check_fn(fn, 1, fname)
   local nextitem, cs, ret_errors = poolargs.imap_args(fname, items, opts)
   local job = new_job(self, fn, false, cs)
-  local ahead = cs * AHEAD
   local buf = {}
-  local fed, consumed, exhausted, src_err = 0, 0, false, nil
-  local vals, has, errs = {}, {}, {}
-  local fifo, fh, ft = {}, 1, 0
-  local want, failed = 1, nil
-  local function put(idx, v, err)
-    if ordered then has[idx] = true
-    else ft = ft + 1; fifo[ft] = idx end
-    vals[idx], errs[idx] = v, err
-  end
+  local s = poolargs.imap_stream {
+    ordered = ordered, ahead = cs * AHEAD, nextitem = nextitem, ret_errors = ret_errors,
+    store = function(i, v) buf[i] = v end,
+    push = function(from, count)
+      push_job(self, job, buf, from, count)
+      for k = from, from + count - 1 do buf[k] = nil end
+    end,
+    wait = function(have) pool_wait(self, have, nil) end,
+    stop = function() job:stop() end,
+  }
   job.on_values = function(first, count, vs, es)
     local bad = {}
     if es then for _, e in ipairs(es) do bad[e[1]] = e end end
     for k = 1, count do
       local e = bad[k]
-      if e then put(first + k - 1, nil, make_task_error(e[2], e[3]))
-      else put(first + k - 1, vs[k]) end
+      if e then s.put(first + k - 1, nil, make_task_error(e[2], e[3]))
+      else s.put(first + k - 1, vs[k]) end
     end
   end
-  job.on_fail = function(first, count, err)
-    for k = first, first + count - 1 do put(k, nil, err) end
-  end
-  local function feed()
-    local from = fed + 1
-    while not exhausted and fed - consumed < ahead do
-      local ok, more, v = pcall(nextitem)
-      if not ok then exhausted, src_err = true, more break end
-      if not more then exhausted = true break end
-      fed = fed + 1
-      buf[fed] = v
-    end
-    if fed >= from then
-      push_job(self, job, buf, from, fed - from + 1)
-      for k = from, fed do buf[k] = nil end
-    end
-  end
-  local function have()
-    if ordered then return has[want] ~= nil end
-    return fh <= ft
-  end
-  feed()
-  return function()
-    if failed then error(failed, 0) end
-    while not have() do
-      if exhausted and consumed >= fed then
-        if src_err ~= nil then
-          failed, src_err = src_err, nil
-          error(failed, 0)
-        end
-        return nil
-      end
-      pool_wait(self, have, nil)
-    end
-    local idx
-    if ordered then
-      idx = want
-      want = want + 1
-      has[idx] = nil
-    else
-      idx = fifo[fh]
-      fifo[fh] = nil
-      fh = fh + 1
-    end
-    local v, err = vals[idx], errs[idx]
-    vals[idx], errs[idx] = nil, nil
-    consumed = consumed + 1
-    if not exhausted and fed - consumed <= ahead // 2 then feed() end
-    if err then
-      if ret_errors then return idx, nil, err end
-      failed = err
-      job:stop()
-      error(err, 0)
-    end
-    return idx, v
-  end
+  job.on_fail = s.fail
+  return s.start()
 end
 
 function Pool:imap(fn, items, opts)

@@ -35,7 +35,7 @@ local getpid = core.getpid
 local pack, unpack = table.pack, table.unpack
 local argerror, typename = util.argerror, util.typename
 local errnew = errors.new
-local check_fn = poolargs.check_fn
+local check_fn, apply_args = poolargs.check_fn, poolargs.apply_args
 local map_opts, check_map_opts = poolargs.map_opts, poolargs.check_map_opts
 
 
@@ -56,8 +56,6 @@ local start_workers, remove_worker = dispatch.start_workers, dispatch.remove_wor
 -- Public methods
 -- ======================================================================
 
-local APPLY_OPTS = { callback = true, error_callback = true, timeout = true }
-
 local function apply_task(self, fn, args, opts)
   local fe = fn_entry(self, fn)
   local tid = new_id()
@@ -73,21 +71,7 @@ end
 function Pool:apply_async(fn, args, opts)
   check_running(self, "apply_async")
   check_fn(fn, 1, "apply_async")
-  if args ~= nil and type(args) ~= "table" then
-    argerror(2, "apply_async", "table expected, got " .. typename(args))
-  end
-  if opts ~= nil then
-    util.check_opts(opts, APPLY_OPTS, "apply_async", 3)
-    for _, k in ipairs { "callback", "error_callback" } do
-      if opts[k] ~= nil and type(opts[k]) ~= "function" then
-        argerror(3, "apply_async", ("'%s' must be a function, got %s"):format(k, typename(opts[k])))
-      end
-    end
-    util.check_timeout(opts.timeout, 3, "apply_async")
-  end
-  args = args or {}
-  args = { n = args.n or #args, unpack(args, 1, args.n or #args) }
-  return apply_task(self, fn, args, opts)
+  return apply_task(self, fn, apply_args(args, opts), opts)
 end
 
 function Pool:submit(fn, ...)

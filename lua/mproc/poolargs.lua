@@ -20,6 +20,29 @@ function M.check_fn(fn, n, fname)
   argerror(n, fname, "function expected, got " .. (fn == nil and "no value" or typename(fn)), 3)
 end
 
+local APPLY_OPTS = { callback = true, error_callback = true, timeout = true }
+
+-- apply_async's args and opts (errors at apply_async's caller); returns
+-- the arguments packed.
+function M.apply_args(args, opts)
+  if args ~= nil and type(args) ~= "table" then
+    argerror(2, "apply_async", "table expected, got " .. typename(args), 3)
+  end
+  if opts ~= nil then
+    util.check_opts(opts, APPLY_OPTS, "apply_async", 3, 1)
+    for _, k in ipairs { "callback", "error_callback" } do
+      if opts[k] ~= nil and type(opts[k]) ~= "function" then
+        argerror(3, "apply_async", ("'%s' must be a function, got %s"):format(k,
+          typename(opts[k])), 3)
+      end
+    end
+    util.check_timeout(opts.timeout, 3, "apply_async", 1)
+  end
+  args = args or {}
+  local n = args.n or #args
+  return { n = n, table.unpack(args, 1, n) }
+end
+
 function M.check_chunksize(cs, n, fname)
   if cs == nil then return nil end
   if math.type(cs) ~= "integer" then
@@ -98,6 +121,87 @@ function M.imap_args(fname, items, opts)
     items_error(items, fname, 4)
   end
   return nextitem, M.check_chunksize(chunksize, 3, fname) or 1, ret_errors
+end
+
+-- The consumer side of imap/imap_unordered, the same for both pools.
+-- Results come in through s.put(idx, v, err) (a lost chunk: s.fail); the
+-- iterator from s.start() hands them out in input order (ordered) or as
+-- they come, reading the input lazily: at most `ahead` items beyond what
+-- the loop consumed.  An error raised by the input comes after the items
+-- read before it; with ret_errors a failed item yields i, nil, err.
+-- h: ordered, ahead, nextitem, ret_errors, and the pool's side:
+-- store(i, v) keeps an item read, push(from, count) sends items,
+-- wait(pred) waits for results, stop() drops the job, at_end() (optional)
+-- runs when the input and the results are all used up.
+function M.imap_stream(h)
+  local ordered, ahead, nextitem = h.ordered, h.ahead, h.nextitem
+  local fed, consumed, exhausted, src_err = 0, 0, false, nil
+  local vals, has, errs = {}, {}, {}   -- ordered: by input index
+  local fifo, fh, ft = {}, 1, 0        -- unordered: indices as they complete
+  local want, failed = 1, nil
+  local s = {}
+  function s.put(idx, v, err)
+    if ordered then has[idx] = true
+    else ft = ft + 1; fifo[ft] = idx end
+    vals[idx], errs[idx] = v, err
+  end
+  function s.fail(first, count, err)
+    for k = first, first + count - 1 do s.put(k, nil, err) end
+  end
+  local function feed()
+    local from = fed + 1
+    while not exhausted and fed - consumed < ahead do
+      local ok, more, v = pcall(nextitem)
+      if not ok then exhausted, src_err = true, more break end
+      if not more then exhausted = true break end
+      fed = fed + 1
+      h.store(fed, v)
+    end
+    if fed >= from then h.push(from, fed - from + 1) end
+  end
+  local function have()
+    if ordered then return has[want] ~= nil end
+    return fh <= ft
+  end
+  function s.start()
+    feed()
+    return function()
+      if failed then error(failed, 0) end
+      while not have() do
+        if exhausted and consumed >= fed then
+          if h.at_end then h.at_end() end
+          if src_err ~= nil then
+            failed, src_err = src_err, nil
+            error(failed, 0)
+          end
+          return nil
+        end
+        h.wait(have)
+      end
+      local idx
+      if ordered then
+        idx = want
+        want = want + 1
+        has[idx] = nil
+      else
+        idx = fifo[fh]
+        fifo[fh] = nil
+        fh = fh + 1
+      end
+      local v, err = vals[idx], errs[idx]
+      vals[idx], errs[idx] = nil, nil
+      consumed = consumed + 1
+      if not exhausted and fed - consumed <= ahead // 2 then feed() end
+      if err then
+        if h.ret_errors then return idx, nil, err end
+        failed = err
+        h.stop()
+        error(err, 0)
+      end
+      return idx, v
+    end
+  end
+  return s
 end
 
 return M

@@ -22,12 +22,13 @@ function M.check_type(v, want, n, fname, optional)
 end
 
 -- A timeout: nil (forever) or a number >= 0.
-function M.check_timeout(v, n, fname)
+function M.check_timeout(v, n, fname, level)
   if v == nil then return nil end
+  level = 3 + (level or 0)
   if type(v) ~= "number" then
-    argerror(n, fname, "number expected, got " .. typename(v), 3)
+    argerror(n, fname, "number expected, got " .. typename(v), level)
   end
-  if v ~= v or v < 0 then argerror(n, fname, "timeout must be >= 0", 3) end
+  if v ~= v or v < 0 then argerror(n, fname, "timeout must be >= 0", level) end
   return v
 end
 

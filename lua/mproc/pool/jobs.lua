@@ -131,21 +131,16 @@ function M.imap(self, fname, fn, items, opts, ordered)
   local nextitem, cs, ret_errors = poolargs.imap_args(fname, items, opts)
   local job = new_job(self, fn, false, cs)
   job.own = true
-  local ahead = self._processes * cs * AHEAD
-  local fed, consumed, exhausted = 0, 0, false
-  local src_err  -- the input iterator raised: after the items read before
-  local vals, has, errs = {}, {}, {}   -- ordered: by input index
-  local fifo, fh, ft = {}, 1, 0        -- unordered: indices as they complete
-  local want, failed = 1, nil
-  local function put(idx, v, err)
-    if ordered then
-      has[idx], vals[idx], errs[idx] = true, v, err
-    else
-      ft = ft + 1
-      fifo[ft] = idx
-      vals[idx], errs[idx] = v, err
-    end
-  end
+  local s = poolargs.imap_stream {
+    ordered = ordered, ahead = self._processes * cs * AHEAD, nextitem = nextitem,
+    ret_errors = ret_errors,
+    store = function(i, v) job.items[i] = v end,
+    push = function(from, count) push_job(self, job, from, count) end,
+    wait = function(have) sched.wait_event(have, nil) end,
+    stop = function() job:stop() end,
+    at_end = function() job:stop() end,
+  }
+  -- a failed chunk fails each of its items
   job.on_values = function(first, count, vs, es)
     local bad
     if es then
@@ -158,70 +153,15 @@ function M.imap(self, fname, fn, items, opts, ordered)
       local clen = min(cs, count - rel + 1)
       if e then
         local err = make_task_error(e[2], e[3])
-        for k = rel, rel + clen - 1 do put(first + k - 1, nil, err) end
+        for k = rel, rel + clen - 1 do s.put(first + k - 1, nil, err) end
       else
-        for k = rel, rel + clen - 1 do put(first + k - 1, vs[k]) end
+        for k = rel, rel + clen - 1 do s.put(first + k - 1, vs[k]) end
       end
       rel = rel + clen
     end
   end
-  job.on_fail = function(first, count, err)
-    for k = first, first + count - 1 do put(k, nil, err) end
-  end
-  local function feed()
-    local from = fed + 1
-    while not exhausted and fed - consumed < ahead do
-      local ok, more, v = pcall(nextitem)
-      if not ok then
-        exhausted, src_err = true, more
-        break
-      end
-      if not more then exhausted = true break end
-      fed = fed + 1
-      job.items[fed] = v
-    end
-    if fed >= from then push_job(self, job, from, fed - from + 1) end
-  end
-  local function have()
-    if ordered then return has[want] ~= nil end
-    return fh <= ft
-  end
-  feed()
-  return function()
-    if failed then error(failed, 0) end
-    while not have() do
-      if exhausted and consumed >= fed then
-        job:stop()
-        if src_err ~= nil then
-          failed, src_err = src_err, nil
-          error(failed, 0)
-        end
-        return nil
-      end
-      sched.wait_event(have, nil)
-    end
-    local idx
-    if ordered then
-      idx = want
-      want = want + 1
-      has[idx] = nil
-    else
-      idx = fifo[fh]
-      fifo[fh] = nil
-      fh = fh + 1
-    end
-    local v, err = vals[idx], errs[idx]
-    vals[idx], errs[idx] = nil, nil
-    consumed = consumed + 1
-    if not exhausted and fed - consumed <= ahead // 2 then feed() end
-    if err then
-      if ret_errors then return idx, nil, err end
-      failed = err
-      job:stop()
-      error(err, 0)
-    end
-    return idx, v
-  end
+  job.on_fail = s.fail
+  return s.start()
 end
 
 return M

@@ -7,7 +7,7 @@ local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 
-local Conn = core.Conn
+local Conn = core.class("mproc.Conn")
 local check = errors.check
 local wait_fd, deadline = sched.wait_fd, sched.deadline
 local poll_fd = core.poll_fd

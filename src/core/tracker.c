@@ -332,18 +332,26 @@ typedef struct entry {
 static entry *table;
 static size_t n_entries, cap_entries;
 
-static int grow(void) {
-  size_t ncap = cap_entries ? cap_entries * 2 : 256;
-  entry *t = mmap(NULL, ncap * sizeof *t, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+/* Doubles an array kept in anonymous mappings (no malloc here): *p holds
+ * n used elements of `size` bytes out of *cap (0: none yet, first gets). */
+static int grow_array(void **p, size_t *cap, size_t n, size_t size, size_t first) {
+  size_t ncap = *cap ? *cap * 2 : first;
+  void *t = mmap(NULL, ncap * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (t == MAP_FAILED) return -1;
-  if (table != NULL) {
-    memcpy(t, table, n_entries * sizeof *t);
-    munmap(table, cap_entries * sizeof *t);
+  if (*p != NULL) {
+    memcpy(t, *p, n * size);
+    munmap(*p, *cap * size);
   }
-  table = t;
-  cap_entries = ncap;
+  *p = t;
+  *cap = ncap;
   return 0;
+}
+
+static int grow(void) {
+  void *p = table;
+  int r = grow_array(&p, &cap_entries, n_entries, sizeof *table, 256);
+  table = (entry *)p;
+  return r;
 }
 
 static void forget(size_t i) {
@@ -385,17 +393,10 @@ static deposit *deps;
 static size_t n_deps, cap_deps;
 
 static int grow_deps(void) {
-  size_t ncap = cap_deps ? cap_deps * 2 : 64;
-  deposit *t = mmap(NULL, ncap * sizeof *t, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (t == MAP_FAILED) return -1;
-  if (deps != NULL) {
-    memcpy(t, deps, n_deps * sizeof *t);
-    munmap(deps, cap_deps * sizeof *t);
-  }
-  deps = t;
-  cap_deps = ncap;
-  return 0;
+  void *p = deps;
+  int r = grow_array(&p, &cap_deps, n_deps, sizeof *deps, 64);
+  deps = (deposit *)p;
+  return r;
 }
 
 static size_t find_dep(int32_t pid, uint64_t seq) {

@@ -48,6 +48,14 @@ void mproc_setfuncs(lua_State *L, const luaL_Reg *l);
 void mproc_newclass(lua_State *L, const char *tname,
                     const luaL_Reg *methods, const luaL_Reg *metamethods);
 
+/* A class whose __index is a C function (fields as well as methods): the
+ * metatable `tname` with `meta`, a table of `methods` kept as __methods
+ * (core.class gives it to Lua), and __index, a closure of `index` over
+ * that table and, when given, the name of the field it serves.  Leaves
+ * the metatable on the stack. */
+void mproc_indexed_class(lua_State *L, const char *tname, const luaL_Reg *methods,
+                         const luaL_Reg *meta, lua_CFunction index, const char *field);
+
 /* src/lua/pipe.c: between begin and end, the Pipe ends that the codec meets are
  * deposited with the descriptor broker (tracker.h) for a receiver that may
  * not have inherited them (a queue, a pool).  end(L, 0): the message was

@@ -50,6 +50,19 @@ void mproc_newclass(lua_State *L, const char *tname,
   lua_pop(L, 1);
 }
 
+void mproc_indexed_class(lua_State *L, const char *tname, const luaL_Reg *methods,
+                         const luaL_Reg *meta, lua_CFunction index, const char *field) {
+  luaL_newmetatable(L, tname);
+  luaL_setfuncs(L, meta, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__methods");
+  if (field != NULL) lua_pushstring(L, field);
+  lua_pushcclosure(L, index, field != NULL ? 2 : 1);
+  lua_setfield(L, -2, "__index");
+}
+
 void mproc_reserve(lua_State *L, mproc_bytes *b, size_t extra) {
   if (b->cap - b->len >= extra) return;
   if (extra > ((size_t)-1) / 2 - b->len || mproc_bytes_reserve(b, b->len + extra) < 0)

@@ -653,14 +653,7 @@ int mproc_open_conn(lua_State *L) {
     {"_conn_received", l_conn_received},
     {NULL, NULL}
   };
-  luaL_newmetatable(L, LUA_CONN);
-  luaL_setfuncs(L, metamethods, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -4, "Conn");          /* core.Conn: the methods table */
-  lua_pushcclosure(L, conn_index, 1);
-  lua_setfield(L, -2, "__index");
+  mproc_indexed_class(L, LUA_CONN, methods, metamethods, conn_index, NULL);
   lua_pop(L, 1);
   mproc_setfuncs(L, funcs);
   return 0;

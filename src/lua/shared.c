@@ -703,22 +703,6 @@ static void protect(lua_State *L, const char *tname) {
   lua_setfield(L, -2, "__metatable");
 }
 
-/* Leaves the metatable tname on the stack: the `meta` entries, a table of
- * `methods` (also kept as __methods) and __index, a closure of `index`
- * over that table and, when given, the name of the field it serves. */
-static void shared_class(lua_State *L, const char *tname, const luaL_Reg *meta,
-                         const luaL_Reg *methods, lua_CFunction index, const char *field) {
-  luaL_newmetatable(L, tname);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");
-  if (field != NULL) lua_pushstring(L, field);
-  lua_pushcclosure(L, index, field != NULL ? 2 : 1);
-  lua_setfield(L, -2, "__index");
-}
-
 int mproc_open_shm(lua_State *L) {
   static const luaL_Reg value_m[] = {
     {"get", l_value_get}, {"set", l_value_set}, {"get_lock", l_get_lock},
@@ -754,16 +738,16 @@ int mproc_open_shm(lua_State *L) {
     {"shm_attach", l_shm_attach}, {"tracker_pid", l_tracker_pid},
     {NULL, NULL}
   };
-  shared_class(L, "mproc.Value", value_meta, value_m, l_value_index, "value");
+  mproc_indexed_class(L, "mproc.Value", value_m, value_meta, l_value_index, "value");
   lua_pushliteral(L, "value");
   lua_pushcclosure(L, l_value_newindex, 1);
   lua_setfield(L, -2, "__newindex");
   protect(L, "mproc.Value");
   lua_pop(L, 1);
-  shared_class(L, "mproc.Array", array_meta, array_m, l_array_index, NULL);
+  mproc_indexed_class(L, "mproc.Array", array_m, array_meta, l_array_index, NULL);
   protect(L, "mproc.Array");
   lua_pop(L, 1);
-  shared_class(L, "mproc.SharedMemory", shm_meta, shm_m, l_shm_index, NULL);
+  mproc_indexed_class(L, "mproc.SharedMemory", shm_m, shm_meta, l_shm_index, NULL);
   lua_pop(L, 1);
   mproc_setfuncs(L, funcs);
   mproc_shm_init();

@@ -843,19 +843,6 @@ static void add_died_variant(lua_State *L, const char *tname) {
   lua_pop(L, 2);
 }
 
-static void new_indexed_class(lua_State *L, const char *tname, const luaL_Reg *methods,
-                              const luaL_Reg *meta, lua_CFunction index) {
-  luaL_newmetatable(L, tname);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");      /* core.class: Lua adds methods */
-  lua_pushcclosure(L, index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 int mproc_open_sync(lua_State *L) {
   static const luaL_Reg lock_m[] = {
     {"acquire", l_lock_acquire}, {"release", l_lock_release}, {"guard", l_lock_guard},
@@ -929,8 +916,10 @@ int mproc_open_sync(lua_State *L) {
   add_died_variant(L, "mproc.RLock");
   mproc_newclass(L, "mproc.Semaphore", sem_m, sem_mt);
   mproc_newclass(L, "mproc.Event", event_m, event_mt);
-  new_indexed_class(L, "mproc.Condition", cond_m, cond_mt, l_cond_index);
-  new_indexed_class(L, "mproc.Barrier", barrier_m, barrier_mt, l_barrier_index);
+  mproc_indexed_class(L, "mproc.Condition", cond_m, cond_mt, l_cond_index, NULL);
+  lua_pop(L, 1);
+  mproc_indexed_class(L, "mproc.Barrier", barrier_m, barrier_mt, l_barrier_index, NULL);
+  lua_pop(L, 1);
   mproc_newclass(L, "mproc.Guard", NULL, guard_mt);
   /* handle -> object, weak: what this process encoded */
   if (lua_getfield(L, LUA_REGISTRYINDEX, "mproc.sync.objects") != LUA_TTABLE) {

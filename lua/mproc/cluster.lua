@@ -876,25 +876,9 @@ local function map_async(self, fname, fn, items, opts, star)
   local cs = check_chunksize(opts.chunksize, 3, fname) or max(1, (n + 31) // 32)
   local r = result.new(self, opts.callback, opts.error_callback)
   r._map = true
-  local out, left = core.new_list(n), n
   local job = new_job(self, fn, star, cs)
-  job.on_values = function(first, count, vals, errs)
-    if r._done then return end
-    if errs then
-      job:stop()
-      return r:_reject(make_task_error(errs[1][2], errs[1][3]))
-    end
-    table.move(vals, 1, count, first, out)
-    left = left - count
-    if left == 0 then r:_resolve({ out, n = 1 }) end
-  end
-  job.on_fail = function(_, _, err)
-    if r._done then return end
-    job:stop()
-    r:_reject(err)
-  end
-  if n == 0 then r:_resolve({ out, n = 1 })
-  else push_job(self, job, list, 1, n) end
+  poolargs.map_results(job, r, core.new_list(n), n)
+  if n > 0 then push_job(self, job, list, 1, n) end
   return r
 end
 

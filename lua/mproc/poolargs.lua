@@ -123,6 +123,30 @@ function M.imap_args(fname, items, opts)
   return nextitem, M.check_chunksize(chunksize, 3, fname) or 1, ret_errors
 end
 
+-- A map's results, the same for both pools: chunks land in `out` (a list
+-- of n) until all are in, then r resolves to it; the first failed item or
+-- lost chunk rejects r and stops the job.  vals nil: the chunk was
+-- unpacked into out already (the local pool's packed numbers).
+function M.map_results(job, r, out, n)
+  local left = n
+  job.on_values = function(first, count, vals, errs)
+    if r._done then return end
+    if errs then
+      job:stop()
+      return r:_reject(M.make_task_error(errs[1][2], errs[1][3]))
+    end
+    if vals then table.move(vals, 1, count, first, out) end
+    left = left - count
+    if left == 0 then r:_resolve({ out, n = 1 }) end
+  end
+  job.on_fail = function(_, _, err)
+    if r._done then return end
+    job:stop()
+    r:_reject(err)
+  end
+  if n == 0 then r:_resolve({ out, n = 1 }) end
+end
+
 -- The consumer side of imap/imap_unordered, the same for both pools.
 -- Results come in through s.put(idx, v, err) (a lost chunk: s.fail); the
 -- iterator from s.start() hands them out in input order (ordered) or as

@@ -7,7 +7,6 @@ local result = require "mproc.result"
 local poolargs = require "mproc.poolargs"
 
 local new_list = core.new_list
-local tmove = table.move
 local make_task_error, check_fn = poolargs.make_task_error, poolargs.check_fn
 local check_chunksize, collect_items = poolargs.check_chunksize, poolargs.collect_items
 local max, min = math.max, math.min
@@ -92,32 +91,11 @@ function M.map_async(self, fname, fn, items, opts, star)
   local cs = check_chunksize(opts.chunksize, 3, fname) or default_chunksize(self, n)
   local r = result.new(self, opts.callback, opts.error_callback)
   r._map = true
-  local out
-  local left = n
   local job = new_job(self, fn, star, cs)
   job.items = list
-  job.on_values = function(first, count, vals, errs)
-    if r._done then return end
-    if errs then
-      job:stop()
-      return r:_reject(make_task_error(errs[1][2], errs[1][3]))
-    end
-    if vals then tmove(vals, 1, count, first, out) end  -- nil: unpacked into out
-    left = left - count
-    if left == 0 then r:_resolve({ out, n = 1 }) end
-  end
-  job.on_fail = function(_, _, err)
-    if r._done then return end
-    job:stop()
-    r:_reject(err)
-  end
-  if n == 0 then
-    r:_resolve({ new_list(0), n = 1 })
-  else
-    out = new_list(n)
-    job.out = out
-    push_job(self, job, 1, n)
-  end
+  job.out = new_list(n)
+  poolargs.map_results(job, r, job.out, n)
+  if n > 0 then push_job(self, job, 1, n) end
   return r
 end
 

@@ -233,13 +233,20 @@ end
 -- M.encode, and the Pipe ends met go along).  `extra`: more descriptors
 -- for the child, from descriptor 4 + payload.extra_at on.
 -- Returns pid, child (mproc.Child).
-function M.spawn(build, detached, daemon, extra)
+-- The payload that build() returns and the descriptors that go with it:
+-- the Pipe ends its encodes met, then `extra` (from payload.extra_at on).
+function M.build_payload(build, extra)
   core._conn_collect(true)
   local ok, payload = pcall(build)
   local fds = core._conn_collect(false)
   if not ok then error(payload, 0) end
   payload.extra_at = #fds + 1
   for i = 1, extra and #extra or 0 do fds[#fds + 1] = extra[i] end
+  return payload, fds
+end
+
+function M.spawn(build, detached, daemon, extra)
+  local payload, fds = M.build_payload(build, extra)
   -- the child joins this tree's segment tracker (its segments are cleaned
   -- up if it is killed; Pipe ends through queues and pools reach it)
   local tfd, tpid = core.tracker_export()

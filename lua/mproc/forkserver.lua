@@ -78,13 +78,8 @@ Child.__gc = Child.close
 -- the child.  Returns pid, child.
 function M.spawn(build, detached, daemon, extra)
   local srv = ensure_server()
-  core._conn_collect(true)
-  local ok, payload = pcall(build)
-  local fds = core._conn_collect(false)
-  if not ok then error(payload, 0) end
   -- the Pipe ends met, then the extra descriptors: they go with the request
-  payload.extra_at = #fds + 1
-  for i = 1, extra and #extra or 0 do fds[#fds + 1] = extra[i] end
+  local payload, fds = context.build_payload(build, extra)
   if #fds > 15 then
     errors.raise("SerializeError", "cannot pass more than 15 descriptors (Pipe ends) "
       .. "to a process started by the forkserver")

@@ -57,6 +57,18 @@ static void reseed_random(lua_State *L) {
   lua_settop(L, top);
 }
 
+/* A child handle, closed until the process is started (no error can come
+ * after the start). */
+static lchild *new_child(lua_State *L) {
+  lchild *c = (lchild *)lua_newuserdatauv(L, sizeof *c, 0);
+  c->pid = 0;
+  c->sentinel = -1;
+  c->ended = 0;
+  c->exitcode = 0;
+  luaL_setmetatable(L, CHILD_T);
+  return c;
+}
+
 /* lua.c closes the state, finalizing every object, before C's atexit runs
  * the exit path that joins the children; a Lock or Queue given to a child
  * that attaches it by name (spawn, or a queue item) would be gone by then.
@@ -101,13 +113,7 @@ static int l_proc_fork(lua_State *L) {
   lchild *c;
   if (lua_toboolean(L, 1)) flags |= MPROC_FORK_DETACHED;
   if (lua_toboolean(L, 2)) flags |= MPROC_FORK_DAEMON;
-  /* created closed, then the process is started (no error can come after) */
-  c = (lchild *)lua_newuserdatauv(L, sizeof *c, 0);
-  c->pid = 0;
-  c->sentinel = -1;
-  c->ended = 0;
-  c->exitcode = 0;
-  luaL_setmetatable(L, CHILD_T);
+  c = new_child(L);
   pid = mproc_fork(flags, &fd);
   if (pid < 0) return mproc_fail_errno(L, errno, "fork");
   if (pid == 0) reseed_random(L);
@@ -207,12 +213,7 @@ static int l_spawn_proc(lua_State *L) {
   }
   if (lua_toboolean(L, 5)) flags |= MPROC_FORK_DETACHED;
   if (lua_toboolean(L, 6)) flags |= MPROC_FORK_DAEMON;
-  c = (lchild *)lua_newuserdatauv(L, sizeof *c, 0);
-  c->pid = 0;
-  c->sentinel = -1;
-  c->ended = 0;
-  c->exitcode = 0;
-  luaL_setmetatable(L, CHILD_T);
+  c = new_child(L);
   pid = mproc_spawn_proc(flags, path, argv, envp, fds, nfds, &boot);
   if (pid < 0) return mproc_fail_errno(L, errno, path);
   c->pid = pid;

@@ -140,31 +140,38 @@ void mproc_track_unlinked(const char *name) {
   errno = saved;
 }
 
-/* The descriptor broker (tracker.h).  A descriptor rides with a message
- * as SCM_RIGHTS ancillary data; one message, one descriptor. */
-#ifdef SOCK_SEQPACKET
-static int send_with_fd(int sock, const track_msg *m, int fd) {
+/* Sends n bytes with at most one descriptor as SCM_RIGHTS ancillary data
+ * (fd < 0: none).  The tracker's answers use it too. */
+static ssize_t send_fd(int sock, const void *p, size_t n, int fd, int flags) {
   struct msghdr mh;
   struct iovec iov;
   union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
-  struct cmsghdr *cm;
   ssize_t r;
   memset(&mh, 0, sizeof mh);
   memset(&u, 0, sizeof u);
-  iov.iov_base = (void *)m;
-  iov.iov_len = sizeof *m;
+  iov.iov_base = (void *)p;
+  iov.iov_len = n;
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  mh.msg_control = u.buf;
-  mh.msg_controllen = sizeof u.buf;
-  cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-  do r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+  if (fd >= 0) {
+    struct cmsghdr *cm;
+    mh.msg_control = u.buf;
+    mh.msg_controllen = sizeof u.buf;
+    cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+  }
+  do r = sendmsg(sock, &mh, flags);
   while (r < 0 && errno == EINTR);
-  return r == (ssize_t)sizeof *m ? 0 : -1;
+  return r;
+}
+
+/* The descriptor broker (tracker.h): one message, one descriptor. */
+#ifdef SOCK_SEQPACKET
+static int send_with_fd(int sock, const track_msg *m, int fd) {
+  return send_fd(sock, m, sizeof *m, fd, MSG_NOSIGNAL) == (ssize_t)sizeof *m ? 0 : -1;
 }
 #endif
 
@@ -417,26 +424,7 @@ static void drop_dep(size_t i) {
 static void answer(const track_msg *m, int reply) {
   size_t i = find_dep(m->pid, m->seq);
   char status = i < n_deps ? 'y' : 'n';
-  struct msghdr mh;
-  struct iovec iov;
-  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
-  memset(&mh, 0, sizeof mh);
-  memset(&u, 0, sizeof u);
-  iov.iov_base = &status;
-  iov.iov_len = 1;
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  if (status == 'y') {
-    struct cmsghdr *cm;
-    mh.msg_control = u.buf;
-    mh.msg_controllen = sizeof u.buf;
-    cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &deps[i].fd, sizeof(int));
-  }
-  while (sendmsg(reply, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+  send_fd(reply, &status, 1, status == 'y' ? deps[i].fd : -1, MSG_DONTWAIT | MSG_NOSIGNAL);
   if (status == 'y') drop_dep(i);   /* one-shot, whether it arrived or not */
 }
 

@@ -220,6 +220,18 @@ describe("mproc.Manager", function()
       a:close(); b:close()
     end)
 
+    it("refuses a value it cannot send at the caller, naming it, and goes on", function()
+      local d = m:dict()
+      local a, b = mp.Pipe()
+      local e = errmsg(function() d.x = { b, coroutine.create(print) } end)
+      assert.is_true(mp.is_error(e, "SerializeError"), tostring(e))
+      assert.matches("[2]", tostring(e), 1, true)
+      d.y = 1                                -- the connection is still good
+      assert.equal(1, d.y)
+      assert.is_nil(d.x)
+      a:close(); b:close()
+    end)
+
     it("refuses a Pipe end a server outside the process tree cannot take, and goes on",
       function()
         local path = os.tmpname()

@@ -13,6 +13,9 @@ if [ -n "${MPROC_ASAN:-}" ]; then
 fi
 . "$(dirname "$0")/leftovers.sh"
 passed=0; failed=0; bad=""
+# A failing file's details are repeated at the end: a log read from its
+# tail (CI's) shows what failed, not only which file.
+details=$(mktemp)
 for f in "$@"; do
   tok="$(basename "$f" .lua)-$$-$(date +%s%N)"
   out=$(mktemp)
@@ -32,9 +35,15 @@ for f in "$@"; do
     [ $rc -eq 124 ] && echo "!! $f: killed after ${limit}s (deadlock?)"
     [ $((fl + e)) -eq 0 ] && failed=$((failed + 1))
     bad="$bad $f"
+    { echo "== $f (exit $rc, method ${MPROC_START_METHOD:-fork})"
+      sed -n '/^\(Failure\|Error\) → /,$p' "$out" | head -n 60
+      grep -a '^!!' "$out" | head -n 10
+    } >>"$details"
   fi
   rm -f "$out"
 done
+[ -s "$details" ] && { echo; echo "== failure details"; cat "$details"; }
+rm -f "$details"
 [ -n "$bad" ] && echo "failing spec files:$bad"
 echo "specs: $passed passed, $failed failed"
 [ -z "$bad" ]

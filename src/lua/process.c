@@ -668,5 +668,8 @@ int mproc_open_proc(lua_State *L) {
   lua_setfield(L, -2, "SIGTERM");
   lua_pushinteger(L, SIGKILL);
   lua_setfield(L, -2, "SIGKILL");
+  /* the errno a status-first failure carries, where Lua code tells them apart */
+  lua_pushinteger(L, ENOENT);
+  lua_setfield(L, -2, "ENOENT");
   return 0;
 }

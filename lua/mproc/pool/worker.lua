@@ -184,8 +184,13 @@ end
 
 -- The child side of spawn_worker (spawn_child.lua); never returns.
 function M.spawned(p)
+  local attached, kind, msg, errno = core.pool_board_attach(p.tasks, p.results,
+                                                           p.fds[p.extra_at])
+  -- the pool ended (its parent died or terminated it) before this worker
+  -- came up: nothing to report to anybody
+  if not attached and errno == core.ENOENT then core.exit(1) end
   local ok, board, init, initargs = pcall(function()
-    return errors.check(core.pool_board_attach(p.tasks, p.results, p.fds[p.extra_at])),
+    return errors.check(attached, kind, msg, errno),
       codec.decode(p.init, false, true), codec.decode(p.initargs, false, true)
   end)
   if not ok then

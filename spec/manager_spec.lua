@@ -92,7 +92,7 @@ local function mitm(mport, act)
     cc:_close(); sc:_close()
   end)
   p:start()
-  core.net_closefd(lfd)
+  core.fd_close(lfd)
   return port, p
 end
 

@@ -769,11 +769,11 @@ describe("mproc.Pipe", function()
 
     it("leaves nothing hanging when the receiver dies while it claims", function()
       local a, b = pipe_ends()
-      local h = core._conn_deposit(b)        -- as a queue or a pool would send it
+      local h = core.pipe_deposit(b)        -- as a queue or a pool would send it
       b:close()
       local c, d = pipe_ends()
       local p = spawn(function(cc)
-        core._conn_attach(h, true)            -- asks the broker, never reads the answer
+        core.pipe_attach(h, true)            -- asks the broker, never reads the answer
         cc:send("asked")
         sleep(60)
       end, d)
@@ -782,7 +782,7 @@ describe("mproc.Pipe", function()
       p:kill()
       join(p)
       eof_within(a, 10)                       -- the end went nowhere and was closed
-      local none, why = core._conn_attach(h)  -- one-shot: claimed already
+      local none, why = core.pipe_attach(h)  -- one-shot: claimed already
       assert.is_nil(none)
       assert.matches("the descriptor broker no longer holds it", why, 1, true)
       -- the broker still serves others

@@ -33,7 +33,8 @@ if not have_redis then
     .. "(Debian: apt-get install libhiredis-dev, then make)", 0)
 end
 
-local hmac, bytes_equal, dumps, now = core.hmac_sha256, core.bytes_equal, core.dumps, core.now
+local hmac, bytes_equal = core.net_hmac_sha256, core.net_bytes_equal
+local dumps, now = core.codec_dumps, core.now
 local pack, concat = table.pack, table.concat
 local spack, sunpack = string.pack, string.unpack
 local argerror, typename = util.argerror, util.typename
@@ -345,7 +346,7 @@ end
 -- and the items that failed {index, value, traceback}.  Only _ENV as
 -- upvalue: the local pool decodes it once and keeps it.
 function M.run_task(d)
-  local cdumps, cloads = require("mproc.core").dumps, require("mproc.core").loads
+  local cdumps, cloads = require("mproc.core").codec_dumps, require("mproc.core").codec_loads
   local errs_mod = require "mproc.errors"
   local function check(ok, a, b)
     if ok then return a end
@@ -399,7 +400,7 @@ M.fn_cache = { n = 0 }
 -- The `d` of a result entry for an error: "\0" .. {k = kind, m = message,
 -- f = fields}, the fields dropped to text when they cannot be encoded.
 function M.error_payload(kind, msg, f)
-  local cdumps, errs_mod = require("mproc.core").dumps, require "mproc.errors"
+  local cdumps, errs_mod = require("mproc.core").codec_dumps, require "mproc.errors"
   local body = { k = kind, m = msg, f = f }
   local ok, s = cdumps(body, "error", true)
   if not ok and f then
@@ -490,7 +491,7 @@ local function on_outcome(self, tid, d)
   local task = self._tasks[tid]
   if not task then return end  -- a task run twice: its first result won
   drop_task(self, tid)
-  local ok, v, msg = core.loads(d:sub(2))
+  local ok, v, msg = core.codec_loads(d:sub(2))
   local err
   if not ok then err = errnew(v, msg)
   elseif d:byte(1) ~= 1 then err = remote_error(v) end
@@ -877,7 +878,7 @@ local function map_async(self, fname, fn, items, opts, star)
   local r = result.new(self, opts.callback, opts.error_callback)
   r._map = true
   local job = new_job(self, fn, star, cs)
-  poolargs.map_results(job, r, core.new_list(n), n)
+  poolargs.map_results(job, r, core.pool_new_list(n), n)
   if n > 0 then push_job(self, job, list, 1, n) end
   return r
 end
@@ -1040,7 +1041,7 @@ local function new_pool(opts)
   local maxd = util.opt_number(opts, "max_deliveries", "Pool", 1, true, 1) or 3
   local lease = util.opt_number(opts, "lease", "Pool", 1, false, 0.1) or 30
   local nproc = util.opt_number(opts, "processes", "Pool", 1, true, 0) or 0
-  local cid = ("%x"):format(core.getpid()) .. "-" .. (core.random_bytes(6):gsub(".",
+  local cid = ("%x"):format(core.getpid()) .. "-" .. (core.net_random_bytes(6):gsub(".",
     function(c) return ("%02x"):format(c:byte()) end))
   local self = setmetatable({
     _url = url, _queue = queue, _key = key, _maxd = maxd, _lease_ms = math.floor(lease * 1000),

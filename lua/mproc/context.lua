@@ -58,7 +58,7 @@ end
 -- `what`: "start a process", "start a pool"...; `level` for error().
 function M.check_fork(what, level)
   if state.allow_threads then return end
-  local n = core.thread_count()
+  local n = core.process_thread_count()
   if n and n > 1 then
     error(("cannot %s with the 'fork' start method: this process runs %d threads "
       .. "and fork copies only the calling one (a lock another thread holds stays "
@@ -183,7 +183,7 @@ M.namecheck = namecheck
 function M.executable()
   if state.executable then return state.executable end
   if type(arg) == "table" and arg[-1] ~= nil then
-    local exe = core.exe_path()
+    local exe = core.process_exe_path()
     if exe then return exe end
     local i = -1
     while arg[i - 1] ~= nil do i = i - 1 end
@@ -223,7 +223,7 @@ local BOOT = "require('mproc.spawn_child').main()"
 -- Encodes v for a spawned process: names it cannot rebuild raise
 -- SerializeError naming their path from `root`.
 function M.encode(v, root)
-  local ok, s, msg = core.dumps(v, root, false, namecheck)
+  local ok, s, msg = core.codec_dumps(v, root, false, namecheck)
   if ok then return s end
   errors.raise(s, msg)
 end
@@ -236,9 +236,9 @@ end
 -- The payload that build() returns and the descriptors that go with it:
 -- the Pipe ends its encodes met, then `extra` (from payload.extra_at on).
 function M.build_payload(build, extra)
-  core._conn_collect(true)
+  core.pipe_collect(true)
   local ok, payload = pcall(build)
-  local fds = core._conn_collect(false)
+  local fds = core.pipe_collect(false)
   if not ok then error(payload, 0) end
   payload.extra_at = #fds + 1
   for i = 1, extra and #extra or 0 do fds[#fds + 1] = extra[i] end
@@ -260,14 +260,14 @@ function M.spawn(build, detached, daemon, extra)
     "LUA_PATH_5_4=" .. package.path,
     "LUA_CPATH_5_4=" .. package.cpath,
     ("MPROC_SPAWN=%d:%d:%d"):format(core.getpid(), detached and 1 or 0,
-      core.spawn_watch(detached) and 1 or 0),
+      core.process_spawn_watch(detached) and 1 or 0),
   }
   if tfd then env[#env + 1] = ("MPROC_TRACKER=%d:%d"):format(4 + #fds, tpid) end
-  local pid, child = errors.check(core.spawn_proc(exe, { exe, "-e", BOOT }, env, fds,
+  local pid, child = errors.check(core.process_spawn(exe, { exe, "-e", BOOT }, env, fds,
                                                   detached, daemon))
   state.started = true
   -- a child that died before reading leaves its exit code to tell why
-  core.boot_send(child, bytes)
+  core.process_boot_send(child, bytes)
   return pid, child
 end
 

@@ -114,7 +114,7 @@ end
 -- Unix name (nothing to clean up), or else a socket file in /tmp.
 local function listen_default(s)
   if s.address then return listen(s.address) end
-  local rnd = core.random_bytes(8):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+  local rnd = core.net_random_bytes(8):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
   local ok, fd, addr = pcall(listen, "\0mproc-manager-" .. core.getpid() .. "-" .. rnd)
   if ok then return fd, addr end
   return listen("/tmp/mproc-manager-" .. core.getpid() .. "-" .. rnd .. ".sock")
@@ -135,7 +135,7 @@ function BaseManager:start()
   process.pass_fd_args(p, { 1 })   -- the listening socket, under spawn too
   core.tracker_ensure()   -- the server shares the tree's descriptor broker
   local ok, err = pcall(p.start, p)
-  core.net_closefd(lfd)
+  core.fd_close(lfd)
   if not ok then error(err, 0) end
   s.process, s.address, s.address_ready = p, addr, true
   s.owner = core.getpid()

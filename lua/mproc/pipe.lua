@@ -100,7 +100,7 @@ local function Pipe(duplex)
   elseif type(duplex) ~= "boolean" then
     argerror(1, "Pipe", "boolean expected, got " .. typename(duplex))
   end
-  return check(core.pipe(duplex))
+  return check(core.pipe_new(duplex))
 end
 
 -- A Pipe end reaches another process by reference (docs/pipe.md, "How a
@@ -110,9 +110,9 @@ end
 -- travelled with the frame (SCM_RIGHTS, collected by _recv); one that
 -- receives it through a queue or a pool claims the copy the sender
 -- deposited with the descriptor broker (the tree's tracker process).
-if core.register_reftype then
-  local attach, drop = core._conn_attach, core._conn_drop
-  core.register_reftype("Pipe", function(handle)
+if core.codec_register_reftype then
+  local attach, drop = core.pipe_attach, core.pipe_drop
+  core.codec_register_reftype("Pipe", function(handle)
     local c, why = attach(handle)
     if c then return c end
     error(why, 0)

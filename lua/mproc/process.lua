@@ -426,7 +426,7 @@ function Process:start()
   context.check_fork("start a process")
   context.mark_started()
   local payload = payload_of(self, s)
-  local pid, child = check(core.proc_fork(s.detached, s.daemon))
+  local pid, child = check(core.process_fork(s.detached, s.daemon))
   if pid == 0 then child_main(self, s, payload) end
   s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
   s.sentinel = context.child_fileno(child)
@@ -557,7 +557,7 @@ local function waitpid(pid, timeout)
   end
   util.check_timeout(timeout, 2, "waitpid")
   local deadline = sched.deadline(timeout)
-  local fd = core.fork_sentinel(pid)
+  local fd = core.process_fork_sentinel(pid)
   if fd then
     if not sched.wait_fd(fd, "r", deadline) then return nil end
     return check(core.waitpid(pid, true))

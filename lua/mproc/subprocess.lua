@@ -71,7 +71,7 @@ local function stdio_of(v, name, n, fname)
     return STDIO[v]
   end
   if math.type(v) == "integer" and v >= 0 then return core.STDIO_FD, v end
-  local fd = io.type(v) == "file" and core.file_fileno(v)
+  local fd = io.type(v) == "file" and core.subprocess_file_fileno(v)
   if fd then return core.STDIO_FD, fd end
   argerror(n, fname, ("%s must be \"pipe\", \"devnull\", \"inherit\"%s, "
     .. "a descriptor or an open file")
@@ -223,7 +223,7 @@ local function popen(argv, opts, fname, lvl)
   local m0, f0 = stdio_of(opts.stdin, "stdin", 2, fname)
   local m1, f1 = stdio_of(opts.stdout, "stdout", 2, fname)
   local m2, f2 = stdio_of(opts.stderr, "stderr", 2, fname)
-  local ok, ud, msg, errno = core.spawn(cmd, opts.cwd, env, m0, f0, m1, f1, m2, f2,
+  local ok, ud, msg, errno = core.subprocess_spawn(cmd, opts.cwd, env, m0, f0, m1, f1, m2, f2,
     opts.start_new_session == true)
   if not ok then
     -- posix_spawn reports a bad cwd like a missing program: tell them apart

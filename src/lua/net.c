@@ -116,12 +116,6 @@ static int l_accept(lua_State *L) {
   return mproc_fail_errno(L, errno, "accept");
 }
 
-static int l_closefd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  if (fd >= 0) close(fd);
-  return 0;
-}
-
 /* }====================================================================== */
 
 /* {======================================================================
@@ -494,12 +488,11 @@ int mproc_open_net(lua_State *L) {
     {"net_connect_unix", l_connect_unix},
     {"net_connect_finish", l_connect_finish},
     {"net_accept", l_accept},
-    {"net_closefd", l_closefd},
     {"net_conn", l_conn},
     {"net_poller", l_poller},
-    {"hmac_sha256", l_hmac},
-    {"random_bytes", l_random_bytes},
-    {"bytes_equal", l_bytes_equal},
+    {"net_hmac_sha256", l_hmac},
+    {"net_random_bytes", l_random_bytes},
+    {"net_bytes_equal", l_bytes_equal},
     {NULL, NULL}
   };
   mproc_newclass(L, LUA_NETCONN, nc_methods, nc_meta);

@@ -91,7 +91,7 @@ static int unpack_records(lua_State *L, const char *s, size_t n, int t, lua_Inte
   return 1;
 }
 
-/* new_list(n) -> {n = n} with room for n list items: a map's result list
+/* pool_new_list(n) -> {n = n} with room for n list items: a map's result list
  * is filled out of order, and growing it would rehash it many times */
 static int l_new_list(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
@@ -117,7 +117,7 @@ static mproc_packacc *checkacc(lua_State *L, int idx) {
   return (mproc_packacc *)luaL_checkudata(L, idx, ACC_T);
 }
 
-/* packed_acc(n [, acc]) -> an empty accumulator for n results: acc itself
+/* pool_packed_acc(n [, acc]) -> an empty accumulator for n results: acc itself
  * when it has room, else a new one */
 static int l_packed_acc(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
@@ -164,13 +164,13 @@ static int run_records(lua_State *L, int fi, const char *s, mproc_packacc *a, in
   return 0;
 }
 
-/* acc_pos(acc) -> the item being run when the last run_pending stopped */
+/* pool_acc_pos(acc) -> the item being run when the last run_pending stopped */
 static int l_acc_pos(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)checkacc(L, 1)->pos);
   return 1;
 }
 
-/* acc_result(acc) -> the results as a list with n (missing ones nil) */
+/* pool_acc_result(acc) -> the results as a list with n (missing ones nil) */
 static int l_acc_result(lua_State *L) {
   mproc_packacc *a = checkacc(L, 1);
   size_t k;
@@ -847,12 +847,12 @@ int mproc_open_pool(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"pool_board", l_board},
     {"pool_board_attach", l_board_attach},
-    {"alarm", l_alarm},
+    {"pool_alarm", l_alarm},
     {"pool_poller", l_poller},
-    {"new_list", l_new_list},
-    {"packed_acc", l_packed_acc},
-    {"acc_pos", l_acc_pos},
-    {"acc_result", l_acc_result},
+    {"pool_new_list", l_new_list},
+    {"pool_packed_acc", l_packed_acc},
+    {"pool_acc_pos", l_acc_pos},
+    {"pool_acc_result", l_acc_result},
     {NULL, NULL}
   };
   mproc_newclass(L, BOARD_T, board_methods, board_meta);

@@ -102,7 +102,7 @@ static int l_spawn(lua_State *L) {
   return 2;
 }
 
-/* file_fileno(f) -> fd of a Lua io file, or nil */
+/* subprocess_file_fileno(f) -> fd of a Lua io file, or nil */
 static int l_file_fileno(lua_State *L) {
   luaL_Stream *s = (luaL_Stream *)luaL_testudata(L, 1, LUA_FILEHANDLE);
   if (s == NULL || s->closef == NULL || s->f == NULL) return 0;
@@ -337,8 +337,8 @@ int mproc_open_spawn(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg funcs[] = {
-    {"spawn", l_spawn},
-    {"file_fileno", l_file_fileno},
+    {"subprocess_spawn", l_spawn},
+    {"subprocess_file_fileno", l_file_fileno},
     {NULL, NULL}
   };
   mproc_newclass(L, LUA_POPEN, methods, metamethods);

@@ -73,7 +73,7 @@ function M.serve(o)
   end
   local link = cluster.new_link(u)
   local ilink = cluster.new_link(u, 12)  -- intake: a pending XREADGROUP
-  local me = ("%s:%d:%s"):format(hostname(), core.getpid(), hex(core.random_bytes(3)))
+  local me = ("%s:%d:%s"):format(hostname(), core.getpid(), hex(core.net_random_bytes(3)))
   local dead_key, rprefix = queue .. ":dead", queue .. ":r:"
 
   local pool = mp.Pool(nproc)

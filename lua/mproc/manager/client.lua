@@ -113,16 +113,16 @@ local function request(addr, key, msg, fresh)
   if not c then c = open_conn(addr, key) end
   -- Pipe ends in the request go through the descriptor broker; taken back
   -- when it is not sent
-  core._conn_share(true)
+  core.pipe_share(true)
   local eok, bytes = pcall(encode, msg, "args")
   if not eok then
-    core._conn_share(false, false)
+    core.pipe_share(false, false)
     p.idle[#p.idle + 1] = c
     error(bytes, 0)
   end
   local ok, res = pcall(function()
     local sent, err = pcall(send_frame, c, bytes, nil)
-    core._conn_share(false, sent)
+    core.pipe_share(false, sent)
     if not sent then error(err, 0) end
     local _, v = recv_frame(c, MAX_FRAME, "value", nil)
     return v

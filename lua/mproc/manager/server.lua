@@ -45,14 +45,14 @@ end
 -- A reply.  Pipe ends in it go through the descriptor broker (the client
 -- did not inherit them); taken back when the reply is not sent.
 local function reply(srv, cs, msg)
-  core._conn_share(true)
+  core.pipe_share(true)
   local ok, bytes = pcall(encode, msg, "reply")
   if not ok then
-    core._conn_share(false, false)
+    core.pipe_share(false, false)
     bytes = encode(error_reply(bytes))
   end
   local sent, done = pcall(send_frame, cs.conn, bytes, sched.deadline(SEND_TIMEOUT))
-  if ok then core._conn_share(false, sent and done) end
+  if ok then core.pipe_share(false, sent and done) end
   if not sent or not done then drop(srv, cs) end
 end
 
@@ -271,7 +271,7 @@ function M._serve(lfd, key, registry, opts)
   end
   for _, cs in pairs(srv.conns) do cs.conn:_close() end
   srv.poller:_close()
-  core.net_closefd(lfd)
+  core.fd_close(lfd)
 end
 
 -- The body of a started manager's server process.

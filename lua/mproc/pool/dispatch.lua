@@ -9,7 +9,7 @@ local util = require "mproc.util"
 local poolargs = require "mproc.poolargs"
 local context = require "mproc.context"
 
-local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
+local dumps, now, poll_fd, getpid = core.codec_dumps, core.now, core.poll_fd, core.getpid
 local pack, unpack = table.pack, table.unpack
 local argerror, typename = util.argerror, util.typename
 local errnew = errors.new
@@ -113,7 +113,7 @@ local function start_workers(self, n)
       r = pack(pcall(spawn_worker, self, slot, name))
       if not r[1] then raised = r[2] break end
     else
-      r = pack(core.proc_fork(false, true))
+      r = pack(core.process_fork(false, true))
     end
     if not r[1] then failed = r break end
     if r[2] == 0 then

@@ -6,7 +6,7 @@ local sched = require "mproc.sched"
 local result = require "mproc.result"
 local poolargs = require "mproc.poolargs"
 
-local new_list = core.new_list
+local new_list = core.pool_new_list
 local make_task_error, check_fn = poolargs.make_task_error, poolargs.check_fn
 local check_chunksize, collect_items = poolargs.check_chunksize, poolargs.collect_items
 local max, min = math.max, math.min

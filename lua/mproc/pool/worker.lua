@@ -7,8 +7,9 @@ local sched = require "mproc.sched"
 local process = require "mproc.process"
 local codec = require "mproc.codec"
 
-local alarm = core.alarm
-local packed_acc, acc_pos, acc_result = core.packed_acc, core.acc_pos, core.acc_result
+local alarm = core.pool_alarm
+local packed_acc, acc_pos = core.pool_packed_acc, core.pool_acc_pos
+local acc_result = core.pool_acc_result
 local pack, unpack, tmove = table.pack, table.unpack, table.move
 local min = math.min
 

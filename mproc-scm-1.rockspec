@@ -25,7 +25,8 @@ build = {
   modules = {
     ["mproc.core"] = {
       sources = {
-        "src/lua/mproc.c", "src/core/poll.c", "src/lua/codec.c", "src/lua/codec_api.c",
+        "src/lua/mproc.c", "src/lua/codec.c", "src/lua/codec_api.c",
+        "src/core/poll.c", "src/lua/poll.c",
         "src/core/process.c", "src/lua/process.c",
         "src/core/pipe.c", "src/lua/pipe.c",
         "src/core/shared.c", "src/lua/shared.c",

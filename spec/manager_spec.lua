@@ -69,8 +69,8 @@ local function mitm(mport, act)
         done = check(c:_flush())
       end
     end
-    local poller = check(core.net_poller())
-    check(poller:_add(cfd)); check(poller:_add(sfd))
+    local poller = check(core.poll_new())
+    check(poller:_ctl("add", cfd)); check(poller:_ctl("add", sfd))
     while core.now() < deadline do
       for _, fd in ipairs(check(poller:_wait(0.1))) do
         local e = ends[fd]

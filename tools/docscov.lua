@@ -65,9 +65,9 @@ local CLASSES = {
 local INTERNAL = {
   "funcs", "meta", "metamethods", "queue_meta", "value_meta", "array_meta",
   "shm_meta", "lock_mt", "sem_mt", "event_mt", "cond_mt", "barrier_mt", "guard_mt",
-  "nc_meta", "po_meta", "board_meta", "poller_meta",
-  "src/lua/net.c:nc_methods", "src/lua/net.c:po_methods", "src/lua/pool.c:board_methods",
-  "src/lua/pool.c:poller_methods", "src/lua/subprocess.c:methods", "src/lua/redis.c:methods",
+  "nc_meta", "board_meta",
+  "src/lua/net.c:nc_methods", "src/lua/pool.c:board_methods", "src/lua/poll.c:methods",
+  "src/lua/subprocess.c:methods", "src/lua/redis.c:methods",
   "M", "Job", "Link", "lua/mproc/errors.lua:Error",
   "lua/mproc/forkserver.lua:Child",   -- what Process holds for a forkserver child
 }

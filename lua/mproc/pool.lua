@@ -282,7 +282,7 @@ local function new_pool(opts, method)
   self._board = errors.check(core.pool_board())
   all_boards[self._board] = true
   live_pools[self] = true
-  local ok, p = core.pool_poller()
+  local ok, p = core.poll_new()
   if ok then
     self._poller = p
     self._pollfd = p:_fileno()

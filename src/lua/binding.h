@@ -20,6 +20,7 @@ int mproc_open_queue(lua_State *L);
 int mproc_open_spawn(lua_State *L);
 int mproc_open_net(lua_State *L);
 int mproc_open_pool(lua_State *L);
+int mproc_open_poll(lua_State *L);
 
 /* Runtime failures are returned, not raised (STYLE.md): the C function
  * pushes false, kind, message and returns 3; lua/mproc/errors.lua turns

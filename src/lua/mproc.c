@@ -249,7 +249,7 @@ int luaopen_mproc_core(lua_State *L) {
   static const opener openers[] = {
     mproc_open_wait, mproc_open_codec, mproc_open_proc, mproc_open_conn,
     mproc_open_sync, mproc_open_shm, mproc_open_queue,
-    mproc_open_spawn, mproc_open_net, mproc_open_pool,
+    mproc_open_spawn, mproc_open_net, mproc_open_pool, mproc_open_poll,
     NULL
   };
   int i;

@@ -38,7 +38,7 @@ local function drop(srv, cs)
   if cs.dead then return end
   cs.dead = true
   srv.conns[cs.fd] = nil
-  srv.poller:_del(cs.fd)
+  srv.poller:_ctl("del", cs.fd)
   cs.conn:_close()
 end
 
@@ -180,7 +180,7 @@ end
 local function start_auth(srv, fd)
   local cs = { fd = fd, conn = core.net_conn(fd), state = "auth1",
                auth_deadline = sched.now() + srv.auth_timeout }
-  check(srv.poller:_add(fd))
+  check(srv.poller:_ctl("add", fd, "r"))
   srv.conns[fd] = cs
   cs.challenge = auth.challenge()
   send_raw(srv, cs, cs.challenge)
@@ -234,8 +234,8 @@ function M._serve(lfd, key, registry, opts)
     lfd = lfd, key = key, registry = registry or {}, conns = {}, objects = {},
     ids = {}, next_id = 1, parked = {}, auth_timeout = opts and opts.auth_timeout or AUTH_TIMEOUT,
   }
-  srv.poller = check(core.net_poller())
-  check(srv.poller:_add(lfd))
+  srv.poller = check(core.poll_new())
+  check(srv.poller:_ctl("add", lfd, "r"))
   local pfd = srv.poller:_fileno()
   while not srv.stop do
     local deadline = next_deadline(srv)

@@ -31,6 +31,8 @@ build = {
         "src/core/pipe.c", "src/lua/pipe.c",
         "src/core/shared.c", "src/lua/shared.c",
         "src/core/sync.c", "src/lua/sync.c",
+        "src/lua/lock.c",
+        "src/lua/cond.c",
         "src/core/queue.c", "src/lua/queue.c",
         "src/core/subprocess.c", "src/lua/subprocess.c",
         "src/core/net.c", "src/lua/net.c",

@@ -1,8 +1,9 @@
 -- Synchronisation primitives (API.md "Synchronisation").  The objects and
--- their fast paths are C (src/lua/sync.c, methods straight in the metatables);
--- this module adds what waits in Lua: `M.block`, the waiting point for
--- shared objects, and the methods that orchestrate several C steps
--- (Condition:wait, wait_for, Barrier:wait), plus the by-reference transfer.
+-- their fast paths are C (src/lua/lock.c, cond.c, methods straight in the
+-- metatables); this module adds what waits in Lua: `M.block`, the waiting
+-- point for shared objects, and the methods that orchestrate several C
+-- steps (Condition:wait, wait_for, Barrier:wait), plus the by-reference
+-- transfer.
 local core = require "mproc.core"
 local codec = require "mproc.codec"
 local errors = require "mproc.errors"

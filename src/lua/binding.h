@@ -64,7 +64,8 @@ void mproc_indexed_class(lua_State *L, const char *tname, const luaL_Reg *method
 void mproc_conn_share_begin(lua_State *L);
 void mproc_conn_share_end(lua_State *L, int sent);
 
-/* src/lua/sync.c, shared with src/lua/shared.c: handles of objects in slab segments. */
+/* src/lua/sync.c (push_rlock: src/lua/lock.c), shared with src/lua/shared.c:
+ * handles of objects in slab segments. */
 int mproc_sync_encode(lua_State *L, const char *tname, mproc_seg *seg, const void *obj);
 void *mproc_sync_attach(lua_State *L, const char *handle, int kind, size_t minsize,
                         mproc_seg **seg);

@@ -244,4 +244,7 @@ end
 
 -- }=====================================================================
 
-return M
+-- The fields are reached through __index: a traceback of 5.4 names a
+-- function after a field of a loaded module when it finds one, and
+-- `xpcall` must stay `xpcall` there (errors.traceback cuts at it).
+return setmetatable({}, { __index = M })

@@ -218,6 +218,38 @@ end
 -- }=====================================================================
 
 -- {=====================================================================
+-- The interpreter and its modules
+-- ======================================================================
+
+local version = _VERSION:match("%d+%.%d+")
+-- the usual command of this VM, and the variables a fresh one reads its
+-- package.path and cpath from (5.1 and LuaJIT: no versioned names)
+M.interpreter = M.luajit and "luajit" or "lua" .. version
+if version == "5.1" then
+  M.PATH_VAR, M.CPATH_VAR = "LUA_PATH", "LUA_CPATH"
+else
+  local v = version:gsub("%.", "_")
+  M.PATH_VAR, M.CPATH_VAR = "LUA_PATH_" .. v, "LUA_CPATH_" .. v
+end
+
+-- package.searchpath (5.2+, LuaJIT 2.1): the first file of the path
+-- template list that can be opened, or nil and the names tried.
+M.searchpath = package.searchpath or function(name, path, sep, rep)
+  sep, rep = sep or ".", rep or "/"
+  if sep ~= "" then name = name:gsub("%" .. sep, (rep:gsub("%%", "%%%%"))) end
+  local tried = {}
+  for template in path:gmatch("[^;]+") do
+    local file = template:gsub("%?", (name:gsub("%%", "%%%%")))
+    local fh = io.open(file, "r")
+    if fh then fh:close(); return file end
+    tried[#tried + 1] = "\n\tno file '" .. file .. "'"
+  end
+  return nil, table.concat(tried)
+end
+
+-- }=====================================================================
+
+-- {=====================================================================
 -- Finalizers
 -- ======================================================================
 

@@ -130,6 +130,38 @@ M.sunpack = string.unpack or function(fmt, s, pos)
   return unpack(out, 1, #list + 1)
 end
 
+-- FNV-1a, 64 bits, of s as 16 hex digits, the same on every VM: the
+-- integer operators where the VM has them; before 5.3 the hash in two
+-- 32-bit halves (every step exact in a double).
+local function bxor8(a, b)
+  local r, bit = 0, 1
+  for _ = 1, 8 do
+    if a % 2 ~= b % 2 then r = r + bit end
+    a, b, bit = (a - a % 2) / 2, (b - b % 2) / 2, bit * 2
+  end
+  return r
+end
+
+M.fnv1a64 = math.type and load([[
+  local byte = string.byte
+  return function(s)
+    local h = -3750763034362895579   -- 0xcbf29ce484222325
+    for i = 1, #s do h = (h ~ byte(s, i)) * 1099511628211 end
+    return ("%016x"):format(h)
+  end]])() or function(s)
+  local hi, lo = 0xcbf29ce4, 0x84222325
+  for i = 1, #s do
+    local low = lo % 256
+    lo = lo - low + bxor8(low, byte(s, i))
+    -- times 2^40 + 435, modulo 2^64
+    local m = lo * 435
+    local carry = floor(m / 4294967296)
+    hi = (hi * 435 + carry + (lo % 16777216) * 256) % 4294967296
+    lo = m % 4294967296
+  end
+  return ("%08x%08x"):format(hi, lo)
+end
+
 -- }=====================================================================
 
 -- {=====================================================================

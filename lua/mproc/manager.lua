@@ -32,6 +32,7 @@ local argerror, typename = util.argerror, util.typename
 local keys = auth.keys
 local TYPES = objects._TYPES
 local pack, math_type = compat.pack, compat.math_type
+local pcall = compat.pcall  -- requests wait, and a wait may yield (mp.run)
 local parse_address, addr_key, addr_text = client.parse_address, client.addr_key, client.addr_text
 local request, forget_pool = client.request, client.forget_pool
 local result_of, make_proxy = client.result_of, client.make_proxy
@@ -149,7 +150,7 @@ function BaseManager:connect()
   local s = mgr_state(self, "connect")
   if not s.address then error("connect needs an address", 2) end
   keys.known[addr_key(s.address)] = s.authkey
-  local ok, err = compat.pcall(request, s.address, s.authkey, { "ping" }, true)
+  local ok, err = pcall(request, s.address, s.authkey, { "ping" }, true)
   if not ok then
     keys.known[addr_key(s.address)] = nil
     error(err, 0)

@@ -216,10 +216,9 @@ M.isyieldable = coroutine.isyieldable or function()
   return co_running() ~= nil
 end
 
--- coroutine.close (5.4): before it a suspended coroutine cannot run its
--- pending to-be-closed variables (there are none before 5.4): it is only
--- dropped.  Returns true, or false and the error of a coroutine that died
--- by one.
+-- coroutine.close (5.4): before it a suspended coroutine has no pending
+-- to-be-closed variables to run: it is only dropped, and the result is
+-- true (a dead coroutine's error is not kept there).
 M.coclose = coroutine.close or function(co)
   local st = co_status(co)
   if st == "running" or st == "normal" then error("cannot close a " .. st .. " coroutine", 2) end

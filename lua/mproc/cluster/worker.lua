@@ -56,7 +56,7 @@ end
 
 local function hostname()
   local f = io.open("/proc/sys/kernel/hostname")
-  local h = f and f:read("l")
+  local h = f and f:read("*l")
   if f then f:close() end
   return h or "host"
 end
@@ -502,7 +502,7 @@ function M.main(argv)
   if keyfile then
     local f, err = io.open(keyfile, "rb")
     if not f then return bad("cannot read the authkey file: " .. err) end
-    o.authkey = f:read("a"):gsub("[\r\n]+$", "")
+    o.authkey = f:read("*a"):gsub("[\r\n]+$", "")
     f:close()
   else
     o.authkey = os.getenv("MPROC_AUTHKEY")

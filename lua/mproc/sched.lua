@@ -229,7 +229,7 @@ local function step_task(s, t)
     -- a SIGINT that surfaced in any task ends the run, as in the main one
     if t.is_main or (s.main_error == nil and is_interrupt(r1)) then s.main_error = r1 end
     -- the dead coroutine keeps its stack: a traceback for an unjoined error
-    return finish_task(s, t, false, r1, not t.is_main and debug.traceback(t.co, nil) or nil)
+    return finish_task(s, t, false, r1, not t.is_main and debug.traceback(t.co) or nil)
   end
   if status(t.co) == "dead" then
     return finish_task(s, t, true, unpack(t.results, 1, t.results.n))

@@ -91,6 +91,7 @@ local function traceback(e)
   repeat
     tb, n = tb:gsub("\n[^\n]*mproc/process%.lua:[^\n]*$", "")
     if n == 0 then tb, n = tb:gsub("\n%s*%(%.%.%.tail calls%.%.%.%)$", "") end
+    if n == 0 then tb, n = tb:gsub("\n%s*%(tail call%): %?$", "") end  -- Lua 5.1's
     if n == 0 then tb, n = tb:gsub("\n%s*%[C%]: in %?$", "") end
     if n == 0 then tb, n = tb:gsub("\n[^\n]*mproc/spawn_child%.lua:[^\n]*$", "") end
     if n == 0 then tb, n = tb:gsub("\n[^\n]*%(command line%):[^\n]*$", "") end

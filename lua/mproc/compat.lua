@@ -65,9 +65,6 @@ M.tointeger = math.tointeger or function(x)
   return nil
 end
 
-M.maxinteger = math.maxinteger or EXACT
-M.mininteger = math.mininteger or -EXACT
-
 -- a // b: the operator itself where the VM has it (compiled from a string,
 -- so this file parses everywhere), else floor(a / b).
 M.idiv = math.type and load("return function(a, b) return a // b end")()
@@ -210,10 +207,6 @@ if puc51 then
     while outer[co] do co = outer[co] end
     return co
   end
-end
-
-M.isyieldable = coroutine.isyieldable or function()
-  return co_running() ~= nil
 end
 
 -- coroutine.close (5.4): before it a suspended coroutine has no pending

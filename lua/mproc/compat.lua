@@ -182,7 +182,9 @@ if puc51 then
   M.pcall = function(f, ...)
     local caller = co_running()
     if caller == nil then return pcall(f, ...) end
-    local co = co_create(f)
+    local fn = f
+    if type(fn) ~= "function" then fn = function(...) return f(...) end end  -- callable or not
+    local co = co_create(fn)
     outer[co] = caller
     return relay(co, co_resume(co, ...))
   end

@@ -50,6 +50,7 @@ build = {
     ["mproc"] = "lua/mproc.lua",
     ["mproc.errors"] = "lua/mproc/errors.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
+    ["mproc.compat"] = "lua/mproc/compat.lua",
     ["mproc.sched"] = "lua/mproc/sched.lua",
     ["mproc.sched_api"] = "lua/mproc/sched_api.lua",
     ["mproc.codec"] = "lua/mproc/codec.lua",

@@ -4,6 +4,7 @@
 -- side of "spawn" (a fresh interpreter that gets its work through the
 -- codec; its own side is lua/mproc/spawn_child.lua).
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local util = require "mproc.util"
 
@@ -159,6 +160,7 @@ local STDLIB = { _G = true, string = true, table = true, math = true, io = true,
 
 -- Whether a value that travels by name can be rebuilt by a fresh
 -- interpreter: its module must be one that `require` finds there.
+local searchpath = compat.searchpath
 local function namecheck(kind, name, key)
   if kind == "registered" then
     return ("cannot send \"%s\" to a spawned process (it was registered with "
@@ -169,7 +171,7 @@ local function namecheck(kind, name, key)
   if name:match("^mproc") then return nil end
   local base = name:match("^[^.]+")
   for _, p in ipairs { package.path, package.cpath } do
-    if package.searchpath(name, p) or package.searchpath(base, p) then return nil end
+    if searchpath(name, p) or searchpath(base, p) then return nil end
   end
   local what = key and ("\"%s.%s\""):format(name, key) or ("module \"%s\""):format(name)
   return ("cannot send %s to a spawned process (a new interpreter cannot require "
@@ -179,7 +181,8 @@ M.namecheck = namecheck
 
 -- The interpreter that spawn starts: mp.set_executable's; else the one
 -- running us when it is a standalone interpreter (the `arg` table of
--- lua.c); else lua5.4 from PATH (a program that embeds Lua).
+-- lua.c); else lua5.4 (luajit, lua5.1...: this VM's) from PATH (a program
+-- that embeds Lua).
 function M.executable()
   if state.executable then return state.executable end
   if type(arg) == "table" and arg[-1] ~= nil then
@@ -189,7 +192,7 @@ function M.executable()
     while arg[i - 1] ~= nil do i = i - 1 end
     return arg[i]
   end
-  return "lua" .. _VERSION:match("%d+%.%d+")
+  return compat.interpreter
 end
 
 -- Per-process state that a forked child inherits with the memory and a
@@ -257,8 +260,8 @@ function M.spawn(build, detached, daemon, extra)
   M.add_inherited(payload)
   local bytes = M.encode(payload, "payload")
   local env = {
-    "LUA_PATH_5_4=" .. package.path,
-    "LUA_CPATH_5_4=" .. package.cpath,
+    compat.PATH_VAR .. "=" .. package.path,    -- LUA_PATH_5_4 on 5.4
+    compat.CPATH_VAR .. "=" .. package.cpath,
     ("MPROC_SPAWN=%d:%d:%d"):format(core.getpid(), detached and 1 or 0,
       core.process_spawn_watch(detached) and 1 or 0),
   }

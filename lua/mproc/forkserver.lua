@@ -11,6 +11,7 @@
 -- server ends as any mproc process does (daemon children terminated, the
 -- others joined) and the parent's exit path joins the server.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local context = require "mproc.context"
 
@@ -106,7 +107,7 @@ function M.spawn(build, detached, daemon, extra)
   end
   context.mark_started()
   if not detached then core.process_arm_end_children() end
-  return pid, setmetatable({ pid = pid, fd = a }, Child)
+  return pid, compat.gc(setmetatable({ pid = pid, fd = a }, Child))
 end
 
 -- }=====================================================================

@@ -20,6 +20,7 @@
 -- server.lua (the event loop), auth.lua (keys, handshake, framed I/O),
 -- client.lua (connections and proxies); this file is the API.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local util = require "mproc.util"
 local process = require "mproc.process"
 local auth = require "mproc.manager.auth"
@@ -30,7 +31,8 @@ local client = require "mproc.manager.client"
 local argerror, typename = util.argerror, util.typename
 local keys = auth.keys
 local TYPES = objects._TYPES
-local pack = table.pack
+local pack, math_type = compat.pack, compat.math_type
+local pcall = compat.pcall  -- requests wait, and a wait may yield (mp.run)
 local parse_address, addr_key, addr_text = client.parse_address, client.addr_key, client.addr_text
 local request, forget_pool = client.request, client.forget_pool
 local result_of, make_proxy = client.result_of, client.make_proxy
@@ -216,7 +218,7 @@ function Manager:dict(t) return create(self, "dict", "dict", t) end
 function Manager:list(t) return create(self, "list", "list", t) end
 function Manager:Namespace(t) return create(self, "Namespace", "Namespace", t) end
 function Manager:Queue(maxsize)
-  if maxsize ~= nil and math.type(maxsize) ~= "integer" then
+  if maxsize ~= nil and math_type(maxsize) ~= "integer" then
     argerror(1, "Queue", "integer expected, got " .. got(maxsize))
   end
   return create(self, "Queue", "Queue", maxsize)

@@ -3,6 +3,7 @@
 -- public methods below add the waiting, always through sched.wait_fd (the
 -- one waiting point), and turn failures into mp.Error objects.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
@@ -12,7 +13,7 @@ local check = errors.check
 local wait_fd, deadline = sched.wait_fd, sched.deadline
 local poll_fd = core.poll_fd
 local argerror, typename = util.argerror, util.typename
-local tointeger, mtype = math.tointeger, math.type
+local tointeger, mtype = compat.tointeger, compat.math_type
 
 -- The C steps carry the public names, so that a bad `self` reads
 -- "bad argument #1 to 'send' (mproc.Conn expected, got number)".

@@ -1,6 +1,7 @@
 -- The first code of a process started with the "spawn" start method
 -- (lua/mproc/context.lua starts `lua -e "require('mproc.spawn_child').main()"`
--- with package.path/cpath in LUA_PATH_5_4/LUA_CPATH_5_4).  Descriptor 3
+-- with package.path/cpath in LUA_PATH_5_4/LUA_CPATH_5_4, or the names of
+-- its VM: compat.PATH_VAR).  Descriptor 3
 -- brings the payload; the child dies with its parent as a forked one does.
 local M = {}
 

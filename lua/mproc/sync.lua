@@ -5,6 +5,7 @@
 -- steps (Condition:wait, wait_for, Barrier:wait), plus the by-reference
 -- transfer.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local codec = require "mproc.codec"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
@@ -12,6 +13,7 @@ local util = require "mproc.util"
 
 local check, raise = errors.check, errors.raise
 local check_timeout = util.check_timeout
+local pcall = compat.pcall  -- the waits in it may yield (mp.run)
 
 local M = {}
 

@@ -11,7 +11,7 @@ local check, raise = errors.check, errors.raise
 local M = {}
 
 M.AUTH_MAX = 256                     -- longest handshake frame
-M.MAX_FRAME = 1 << 30                -- longest request or reply
+M.MAX_FRAME = 1073741824             -- 2^30: longest request or reply
 local AUTH_MAX = M.AUTH_MAX
 local CHALLENGE_S, CHALLENGE_C = "#CHALLENGE#S", "#CHALLENGE#C"
 local NONCE = 32                     -- random bytes after a challenge's prefix

@@ -1,6 +1,7 @@
 -- Managers (lua/mproc/manager.lua): the server, one event loop over every
 -- connection.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local codec = require "mproc.codec"
@@ -8,7 +9,8 @@ local auth = require "mproc.manager.auth"
 local objects = require "mproc.manager.objects"
 
 local check, is_error, catch = errors.check, errors.is_error, errors.catch
-local pack, unpack = table.pack, table.unpack
+local pack, unpack = compat.pack, compat.unpack
+local xpcall = compat.xpcall  -- 5.1 passes no arguments
 local encode = codec.encode
 local send_frame = auth.send_frame
 local AUTH_MAX, MAX_FRAME = auth.AUTH_MAX, auth.MAX_FRAME

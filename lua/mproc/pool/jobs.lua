@@ -2,6 +2,7 @@
 -- map/starmap (batches of whole chunks, guided scheduling, packed numbers)
 -- and imap/imap_unordered (input read a few chunks per worker ahead).
 local core = require "mproc.core"
+local idiv = require("mproc.compat").idiv
 local sched = require "mproc.sched"
 local result = require "mproc.result"
 local poolargs = require "mproc.poolargs"
@@ -78,7 +79,7 @@ end
 
 local function default_chunksize(self, n)
   local w = self._processes * 4
-  local cs, extra = n // w, n % w
+  local cs, extra = idiv(n, w), n % w
   if extra > 0 then cs = cs + 1 end
   return max(cs, 1)
 end

@@ -1,0 +1,61 @@
+-- mproc.handover: core.class(tname) for the classes whose C methods hand
+-- over to a Lua slow path (queues, locks and the other sync objects).
+--
+-- A C method whose call would block calls a Lua method of its class (a
+-- slow path that waits, possibly yielding inside mp.run); one that failed
+-- hands the failure to the class's `_fail` (src/lua/mproc.c,
+-- mproc_handover).  Lua 5.3 and 5.4 make that call from C with lua_callk,
+-- which may yield.  Lua 5.1 and LuaJIT cannot yield across a C call: there
+-- the C method returns instead core.HANDOVER, the slow path, the object
+-- and the arguments, and the wrapper put here around each C method makes
+-- the call, a tail call in Lua.  Where core.HANDOVER is nil (5.3, 5.4) the
+-- methods stay as they are.
+local core = require "mproc.core"
+
+local class = core.class
+local HANDOVER = core.HANDOVER
+
+if HANDOVER == nil then return class end
+
+local getinfo, pcall, error, type, pairs = debug.getinfo, pcall, error, type, pairs
+local tonumber, match = tonumber, string.match
+
+-- The C function, called from the wrapper through pcall, has no name of its
+-- own in an argument error ("bad argument #2 to '?'"): give it the one the
+-- caller used, as a method, as a direct call would.
+local function rename(e, name)
+  if type(e) ~= "string" then return e end
+  local n, rest = match(e, "^bad argument #(%d+) to '%?' (.*)$")
+  if n == nil then return e end
+  n = tonumber(n) - 1
+  if n == 0 then return "calling '" .. name .. "' on bad self " .. rest end
+  return "bad argument #" .. n .. " to '" .. name .. "' " .. rest
+end
+
+local function call(fn, ...)
+  return fn(...)
+end
+
+local function finish(name, ok, first, ...)
+  if not ok then error(rename(first, name), 0) end
+  if first == HANDOVER then return call(...) end
+  return first, ...
+end
+
+local function wrap(name, cfn)
+  return function(...)
+    return finish(name, pcall(cfn, ...))
+  end
+end
+
+-- class(tname) -> methods, metatable, as core.class, the C methods wrapped
+-- (once: a wrapper is a Lua function).
+return function(tname)
+  local methods, mt = class(tname)
+  for name, fn in pairs(methods) do
+    if type(fn) == "function" and getinfo(fn, "S").what == "C" then
+      methods[name] = wrap(name, fn)
+    end
+  end
+  return methods, mt
+end

@@ -20,16 +20,33 @@ if HANDOVER == nil then return class end
 local getinfo, pcall, error, type, pairs = debug.getinfo, pcall, error, type, pairs
 local tonumber, match = tonumber, string.match
 
--- The C function, called from the wrapper through pcall, has no name of its
--- own in an argument error ("bad argument #2 to '?'"): give it the one the
--- caller used, as a method, as a direct call would.
+-- A C method called through the wrapper (by pcall) has no name of its own
+-- in an argument error ("bad argument #2 to '?'"), and its luaL_error has
+-- no position: both as 5.4 gives them for a direct call.  A bad argument
+-- #1 (self) keeps its number, as in 5.4 for q.put(x); the others are of a
+-- method call, q:put(x), self not counted.
+local function where()
+  local level = 4               -- above where, rename and finish
+  while true do
+    local info = getinfo(level, "Sl")
+    if info == nil then return "" end
+    if info.what ~= "tail" then
+      if info.currentline > 0 then return info.short_src .. ":" .. info.currentline .. ": " end
+      return ""
+    end
+    level = level + 1
+  end
+end
+
 local function rename(e, name)
-  if type(e) ~= "string" then return e end
+  if type(e) ~= "string" or match(e, "^[^%s:]+:%d+: ") then return e end
   local n, rest = match(e, "^bad argument #(%d+) to '%?' (.*)$")
-  if n == nil then return e end
-  n = tonumber(n) - 1
-  if n == 0 then return "calling '" .. name .. "' on bad self " .. rest end
-  return "bad argument #" .. n .. " to '" .. name .. "' " .. rest
+  if n ~= nil then
+    n = tonumber(n)
+    if n > 1 then n = n - 1 end
+    e = "bad argument #" .. n .. " to '" .. name .. "' " .. rest
+  end
+  return where() .. e
 end
 
 local function call(fn, ...)

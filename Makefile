@@ -29,13 +29,13 @@ build/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALLCFLAGS) -shared -o $@ $(SRC) $(LIBS)
 
-build/mproc/redis.so: src/lua/redis.c Makefile
+build/mproc/redis.so: src/lua/redis.c src/lua/compat.c $(HDR) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(ALLCFLAGS) -shared -o $@ src/lua/redis.c -lhiredis
+	$(CC) $(ALLCFLAGS) -shared -o $@ src/lua/redis.c src/lua/compat.c -lhiredis
 
-build-asan/mproc/redis.so: src/lua/redis.c Makefile
+build-asan/mproc/redis.so: src/lua/redis.c src/lua/compat.c $(HDR) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ src/lua/redis.c -lhiredis
+	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ src/lua/redis.c src/lua/compat.c -lhiredis
 
 build-asan/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
@@ -56,7 +56,7 @@ VM_PKGS_5.3 := lua5.3 liblua5.3-dev
 build-vms: build-5.1 build-jit build-5.3
 build-5.1 build-jit build-5.3: build-%:
 	@sh tools/deps.sh gcc make libc6-dev libssl-dev $(VM_PKGS_$*)
-	@$(MAKE) --no-print-directory build-$*/mproc/core.so
+	@$(MAKE) --no-print-directory build-$*/mproc/core.so $(REDIS_SO:build/%=build-$*/%)
 
 # mproc.core alone on each VM (tools/vm-smoke.lua): handovers that yield,
 # argument errors, codec round trips; the Lua library is not loaded.
@@ -69,6 +69,10 @@ smoke-vms: build build-vms
 build-%/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) -fPIC $(VM_INC_$*) -shared -o $@ $(SRC) $(LIBS)
+
+build-%/mproc/redis.so: src/lua/redis.c src/lua/compat.c $(HDR) Makefile
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) -fPIC $(VM_INC_$*) -shared -o $@ src/lua/redis.c src/lua/compat.c -lhiredis
 
 # spec/start_method_spec.lua: a program that embeds Lua and runs a thread.
 build/thread_host: spec/host/thread_host.c Makefile

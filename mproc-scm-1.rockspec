@@ -43,7 +43,7 @@ build = {
       libraries = { "crypto" },
     },
     ["mproc.redis"] = {
-      sources = { "src/lua/redis.c" },
+      sources = { "src/lua/redis.c", "src/lua/compat.c" },
       libraries = { "hiredis" },
       incdirs = { "$(HIREDIS_INCDIR)" },
       libdirs = { "$(HIREDIS_LIBDIR)" },

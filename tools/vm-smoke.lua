@@ -226,6 +226,48 @@ test("codec round trips", function()
   raises(function() check(core.codec_loads("\255garbage")) end, "malformed")
 end)
 
+test("shared objects and messages with integers", function()
+  local a = core.Array("int64", { 10, 20, 30 })
+  eq(a[2], 20, "a[2]")
+  a[3] = 2 ^ 40
+  eq(a[3], 2 ^ 40, "a[3]")
+  raises(function() return a[10] end, "array index 10 out of range %(1%.%.3%)")
+  a:close()
+  local v = core.Value("double", 1.5)
+  eq(v:get(), 1.5, "Value")
+  v:close()
+  local l = core.Lock()
+  local _, handle = getmetatable(l).__mproc_encode(l)
+  assert(handle:find(":%d+:%d+$"), handle)
+  l:close()
+end)
+
+test("pipe round trip", function()
+  local a, b = check(core.pipe_new(true))
+  local ok, sent = a:_send({ 1, "two", { 3 } })
+  assert(ok and sent, "sent")
+  local got
+  for _ = 1, 100 do
+    local rok, ready, val = b:_recv(false)
+    assert(rok, ready)
+    if ready then got = val break end
+    core.poll_fd(val, "r", 0.01)
+  end
+  eq(got[2], "two", "got[2]")
+  eq(got[3][1], 3, "got[3][1]")
+  a:close()
+  b:close()
+end)
+
+test("io files", function()
+  eq(core.subprocess_file_fileno(io.stdout), 1, "fileno(io.stdout)")
+  local f = io.tmpfile()
+  assert(core.subprocess_file_fileno(f) > 2)
+  f:close()
+  eq(core.subprocess_file_fileno(f), nil, "fileno of a closed file")
+  eq(core.subprocess_file_fileno({}), nil, "fileno of a table")
+end)
+
 test("no /dev/shm entry left", function()
   collectgarbage()
   collectgarbage()

@@ -43,6 +43,18 @@
 #    include <compat-5.3.h>
 #  endif
 #  define MPROC_NO_CALLK 1
+/* Every number is a float before 5.3: an integral one is sent as an
+ * integer (what compat-5.3 says too), but not -0.0, whose sign would be
+ * lost, nor one beyond lua_Integer (whose cast is undefined). */
+#  include <math.h>
+#  undef lua_isinteger
+#  define lua_isinteger mproc_isinteger
+static inline int mproc_isinteger(lua_State *L, int idx) {
+  lua_Number n, lim = ldexp(1.0, (int)sizeof(lua_Integer) * 8 - 1);
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  n = lua_tonumber(L, idx);
+  return n >= -lim && n < lim && n == (lua_Number)(lua_Integer)n && !(n == 0 && signbit(n));
+}
 #  ifndef LUA_LOADED_TABLE
 #    define LUA_LOADED_TABLE "_LOADED"   /* package.loaded, as in 5.1's loadlib */
 #  endif

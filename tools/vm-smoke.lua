@@ -163,6 +163,7 @@ test("argument errors read as on 5.4", function()
 end)
 
 test("queue put/get and handovers", function()
+  local l_unheld = core.Lock()
   local q = check(core.queue_new("Queue", 1, 0))
   q:put({ a = 1, "x" })
   local v = q:get()
@@ -176,6 +177,9 @@ test("queue put/get and handovers", function()
   -- put on a full queue: _slow_put yields until a get
   q:put(1)
   raises(function() q:put_nowait(3) end, "^Full")
+  raises(function() q:put_nowait(coroutine.create(function() end)) end,
+         "^SerializeError: value: cannot send a coroutine")
+  raises(function() l_unheld:release() end, "cannot release un%-acquired lock")
   resume = suspended(function() return q:put(2) end)
   eq(q:get(), 1, "first")
   resume()

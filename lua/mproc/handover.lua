@@ -65,12 +65,25 @@ local function wrap(name, cfn)
   end
 end
 
--- class(tname) -> methods, metatable, as core.class, the C methods wrapped
--- (once: a wrapper is a Lua function).
+-- The C methods that never hand over (src/lua/queue.c, lock.c, cond.c;
+-- a failure they meet reaches `_fail` through mproc_raise_errno, a plain
+-- call from C on every VM): left bare, so that they cost no Lua frame on
+-- 5.1/LuaJIT either.  Every other C method is wrapped, so a method added
+-- later is safe by default.
+local BARE = {}
+for name in ([[release close get_value set clear is_set notify notify_all reset abort
+               qsize empty full task_done _release_save _restore _is_mine _guard _lock
+               _enter _leave _step _arrive _pass _info _set_action _encode _put_frames
+               _discard _try_get _wait _unfinished]]):gmatch("%S+") do
+  BARE[name] = true
+end
+
+-- class(tname) -> methods, metatable, as core.class, the C methods that may
+-- hand over wrapped (once: a wrapper is a Lua function).
 return function(tname)
   local methods, mt = class(tname)
   for name, fn in pairs(methods) do
-    if type(fn) == "function" and getinfo(fn, "S").what == "C" then
+    if not BARE[name] and type(fn) == "function" and getinfo(fn, "S").what == "C" then
       methods[name] = wrap(name, fn)
     end
   end

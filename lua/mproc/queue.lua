@@ -74,7 +74,7 @@ end
 -- whole loop is protected, not only the waits.
 local interruptible = errors.interruptible
 for _, tname in ipairs { "mproc.Queue", "mproc.JoinableQueue", "mproc.SimpleQueue" } do
-  local methods = core.class(tname)
+  local methods = require("mproc.handover")(tname)
   methods._fail = fail
   methods._slow_put, methods._slow_get = interruptible(slow_put), interruptible(slow_get)
   methods._slow_join = interruptible(slow_join)

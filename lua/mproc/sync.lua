@@ -45,7 +45,7 @@ end
 local function slow_block(obj, step, timeout) return M.block(step, obj, timeout) end
 for _, tname in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Event",
                          "mproc.Condition", "mproc.Barrier" } do
-  local methods = core.class(tname)
+  local methods = require("mproc.handover")(tname)
   methods._block, methods._guard_slow = slow_block, guard_slow
   methods._fail = errors.method_fail
 end

@@ -6,8 +6,7 @@
 #define LMPROC_H
 
 #include <stddef.h>
-#include "lua.h"
-#include "lauxlib.h"
+#include "compat.h"
 #include "../core/mproc.h"
 
 int mproc_open_wait(lua_State *L);

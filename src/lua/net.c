@@ -246,7 +246,8 @@ static int nc_recv(lua_State *L) {
     case MPROC_CONN_EOF_MID:
       return mproc_fail(L, "EOF", "the peer closed the connection in the middle of a frame");
     case MPROC_CONN_TOOLONG:
-      return mproc_fail(L, "SerializeError", "frame too long (over %I bytes)", maxlen);
+      return mproc_fail(L, "SerializeError", "frame too long (over %I bytes)",
+                        (LUAI_UACINT)maxlen);
     case MPROC_CONN_ERROR:
       if (errno == ECONNRESET || errno == EPIPE)
         return mproc_fail(L, "EOF", "the peer reset the connection");

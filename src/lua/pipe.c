@@ -321,7 +321,7 @@ static int conn_recv(lua_State *L) {
       return mproc_fail(L, "OSError",
                         "bad message length: %I bytes, more than maxlen %I "
                         "(the pipe was closed)",
-                        (lua_Integer)len, (lua_Integer)maxlen);
+                        (LUAI_UACINT)len, (LUAI_UACINT)maxlen);
     }
     default: {
       int e = errno;
@@ -330,7 +330,7 @@ static int conn_recv(lua_State *L) {
         mproc_conn_close(c);
         return mproc_fail(L, "OSError",
                           "cannot receive a message of %I bytes: out of memory "
-                          "(the pipe was closed)", (lua_Integer)len);
+                          "(the pipe was closed)", (LUAI_UACINT)len);
       }
       return mproc_fail_errno(L, e, "recv");
     }
@@ -524,7 +524,7 @@ static int l_conn_attach(lua_State *L) {
     lua_pushnil(L);
     lua_pushfstring(L, "this process cannot reach the descriptor broker (pid %I) that "
                     "holds it: only processes started from the sender's process tree "
-                    "(fork) share it", (lua_Integer)broker);
+                    "(fork) share it", (LUAI_UACINT)broker);
     return 2;
   }
   lua_settop(L, 2);

@@ -104,10 +104,10 @@ static int l_spawn(lua_State *L) {
 
 /* subprocess_file_fileno(f) -> fd of a Lua io file, or nil */
 static int l_file_fileno(lua_State *L) {
-  luaL_Stream *s = (luaL_Stream *)luaL_testudata(L, 1, LUA_FILEHANDLE);
-  if (s == NULL || s->closef == NULL || s->f == NULL) return 0;
-  fflush(s->f);  /* what Lua buffered goes first */
-  lua_pushinteger(L, fileno(s->f));
+  FILE *f = mproc_tofile(L, 1);
+  if (f == NULL) return 0;
+  fflush(f);  /* what Lua buffered goes first */
+  lua_pushinteger(L, fileno(f));
   return 1;
 }
 

@@ -76,7 +76,7 @@ int mproc_sync_encode(lua_State *L, const char *tname, mproc_seg *seg, const voi
   const mproc_objhdr *h = (const mproc_objhdr *)obj;
   size_t off = (size_t)((const unsigned char *)obj - mproc_seg_data(seg));
   lua_pushstring(L, tname);
-  lua_pushfstring(L, "%s:%I:%I", seg->name, (lua_Integer)off, (lua_Integer)h->gen);
+  lua_pushfstring(L, "%s:%I:%I", seg->name, (LUAI_UACINT)off, (LUAI_UACINT)h->gen);
   if (lua_getfield(L, LUA_REGISTRYINDEX, "mproc.sync.objects") == LUA_TTABLE) {
     lua_pushvalue(L, -3);
     lua_pushvalue(L, -3);

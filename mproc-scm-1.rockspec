@@ -13,7 +13,7 @@ synchronisation, shared memory, managers and subprocesses.]],
   license = "MIT",
 }
 dependencies = {
-  "lua >= 5.4, < 5.5",
+  "lua >= 5.1, < 5.5",
 }
 external_dependencies = {
   CRYPTO = { library = "crypto" },

@@ -19,7 +19,7 @@ HAVE_HIREDIS := $(shell [ -f /usr/include/hiredis/hiredis.h ] && echo yes)
 REDIS_SO := $(if $(HAVE_HIREDIS),build/mproc/redis.so)
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
-.PHONY: all build build-5.1 build-jit build-5.3 build-vms smoke-vms test-all hosts demo test test-asan test-core test-methods specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
+.PHONY: all build build-5.1 build-jit build-5.3 build-vms smoke-vms test-all bench-vms hosts demo test test-asan test-core test-methods specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
 
 all: build
 build: build/mproc/core.so $(REDIS_SO)
@@ -130,6 +130,11 @@ docscov:
 bench: build
 	@sh tools/deps.sh python3 gcc parallel
 	@sh bench/run.sh
+
+# The same cases on Lua 5.4 and LuaJIT against Python (issue 18).
+bench-vms: build build-jit
+	@sh tools/deps.sh python3 gcc parallel
+	@sh bench/vms.sh
 
 # The queue soak (issue 12): 4 producers x 4 consumers, one of each SIGKILLed
 # every 20 s; fails on any lost, duplicated or corrupted message, hang, RSS

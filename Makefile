@@ -19,7 +19,7 @@ HAVE_HIREDIS := $(shell [ -f /usr/include/hiredis/hiredis.h ] && echo yes)
 REDIS_SO := $(if $(HAVE_HIREDIS),build/mproc/redis.so)
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
-.PHONY: all build build-5.1 build-jit build-5.3 build-vms smoke-vms test-all bench-vms hosts demo test test-asan test-core test-methods specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
+.PHONY: all build build-5.1 build-jit build-5.3 build-vms smoke-vms test-all test-vms bench-vms hosts demo test test-asan test-core test-methods specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
 
 all: build
 build: build/mproc/core.so $(REDIS_SO)
@@ -60,7 +60,11 @@ build-5.1 build-jit build-5.3: build-%:
 
 # The spec suite on every VM (issue 18): 5.4 as `make test`, then 5.3, 5.1
 # and LuaJIT (files *_54_spec.lua hold 5.4-only syntax and run on 5.4 only).
-test-all: test build-vms
+test-all: test test-vms
+
+# The three others alone (.ci/run, after make test).
+test-vms: deps-test build-vms
+	@$(MAKE) --no-print-directory smoke-vms
 	@MPROC_LUA=lua5.3 sh tools/run-specs.sh build-5.3
 	@MPROC_LUA=lua5.1 sh tools/run-specs.sh build-5.1
 	@MPROC_LUA=luajit sh tools/run-specs.sh build-jit

@@ -224,7 +224,7 @@ describe("start methods", function()
       e = errmsg(function() spawn.Process(print, { cb = reg }):start() end)
       assert.matches('args[1].cb: cannot send "spawnspec.fn" to a spawned process',
         e.message, 1, true)
-      e = errmsg(function() spawn.Process(print, coroutine.create(print)):start() end)
+      e = errmsg(function() spawn.Process(print, coroutine.create(function() end)):start() end)
       assert.matches("args[1]: cannot send a coroutine", e.message, 1, true)
       assert.equal(0, #mp.active_children())
     end)

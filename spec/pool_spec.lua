@@ -385,8 +385,9 @@ describe("mproc.Pool", function()
       assert.is_true(mp.is_error(err, "SerializeError"))
       assert.matches("cannot send a coroutine", err.message)
       local seen = 0
+      local co = coroutine.create(function() end)
       local ok, e2 = pcall(function()
-        for _ in pool:imap(square, { 1, 2, coroutine.create(function() end) }) do seen = seen + 1 end
+        for _ in pool:imap(square, { 1, 2, co }) do seen = seen + 1 end
       end)
       assert.is_false(ok)
       assert.is_true(mp.is_error(e2, "SerializeError"))

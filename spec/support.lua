@@ -171,8 +171,6 @@ function M.elapsed(fn)
   return core.now() - t, table.unpack(r, 1, r.n)
 end
 
-return M
-
 -- group B
 
 -- os.execute's results (and so run_script's) as Lua 5.2+ gives them: true
@@ -186,3 +184,5 @@ function M.exec_status(ok, how, n)
   end
   return nil, "signal", ok % 128
 end
+
+return M

@@ -1,6 +1,7 @@
 local mp = require "mproc"
 local support = require "support"
 local core = require "mproc.core"
+local pack = require("mproc.compat").pack
 
 local error = error
 local csleep = core.sleep
@@ -18,7 +19,7 @@ describe("mproc.AsyncResult", function()
   describe(":get()", function()
     it("returns every value", function()
       local r = pool:apply_async(function() return 1, nil, 3 end)
-      assert.same({ 1, nil, 3, n = 3 }, table.pack(r:get(10)))
+      assert.same({ 1, nil, 3, n = 3 }, pack(r:get(10)))
     end)
 
     it("raises Timeout when the wait runs out; the task goes on", function()

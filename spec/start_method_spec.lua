@@ -171,6 +171,22 @@ describe("start methods", function()
       q:close()
     end)
 
+    it("starts the VM of the parent (Lua 5.4, 5.3, 5.1 or LuaJIT)", function()
+      local function vm()
+        local jit = rawget(_G, "jit")
+        return _VERSION .. " " .. tostring(jit and jit.version)
+      end
+      local q = mp.Queue()
+      local p = start(spawn.Process(function()
+        q:put({ vm(), io.open("/proc/self/cmdline"):read("*a"):match("^[^%z]*") })
+      end))
+      local r = q:get(10)
+      assert.is_true(p:join(10))
+      assert.equal(vm(), r[1])
+      assert.matches(support.LUA .. "$", r[2])
+      q:close()
+    end)
+
     it("gives exit codes as under fork, with the traceback on stderr", function()
       local out = script [[
         local mp = require "mproc"

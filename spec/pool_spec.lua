@@ -527,6 +527,18 @@ describe("mproc.Pool", function()
   end)
 
   describe(":terminate()", function()
+    it("is what a pool that is collected unclosed gets (on 5.1 and LuaJIT too)", function()
+      local pool = mp.Pool(2)
+      local pids = {}
+      for i, w in ipairs(pool._workers) do pids[i] = w.pid end
+      assert.equal(2, #pids)
+      pool = nil  -- luacheck: ignore 311
+      collectgarbage(); collectgarbage()
+      for _, pid in ipairs(pids) do
+        assert.is_true(support.wait_until(function() return not support.alive(pid) end, 10))
+      end
+    end)
+
     it("stops at once and fails what was pending", function()
       local pool = Pool(1)
       local pid = pool:apply(getpid)

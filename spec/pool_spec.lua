@@ -10,6 +10,7 @@ local csleep, getpid, kill, SIGKILL = core.sleep, core.getpid, core.kill, core.S
 local errmsg = support.errmsg
 local compat = require "mproc.compat"
 local math_type, pack = compat.math_type, compat.pack
+local PUC51 = _VERSION == "Lua 5.1" and not compat.luajit
 
 local function square(x) return x * x end
 local function add(a, b) return a + b end
@@ -460,6 +461,30 @@ describe("mproc.Pool", function()
   end)
 
   describe(":imap()", function()
+    it("runs inside mp.run, other tasks going on while it waits", function()
+      local pool = Pool(2)
+      local got, ticks, seen = {}, 0, nil
+      mp.run(function()
+        mp.spawn(function()
+          for _ = 1, 3 do mp.sleep(0.02); ticks = ticks + 1 end
+        end)
+        local f = function(x) csleep(0.05) return x * 2 end
+        if PUC51 then
+          -- plain Lua 5.1 cannot yield from an iterator that a generic for
+          -- calls: the iterator is called directly there (docs/pool.md)
+          local nxt = pool:imap(f, { 1, 2, 3, 4 })
+          local i, v = nxt()
+          while i do got[i] = v; i, v = nxt() end
+        else
+          for i, v in pool:imap(f, { 1, 2, 3, 4 }) do got[i] = v end
+        end
+        seen = ticks  -- the loop took >= 0.1 s: the other task ran meanwhile
+      end)
+      assert.same({ 2, 4, 6, 8 }, got)
+      assert.is_true(seen >= 1)
+      assert.equal(3, ticks)
+    end)
+
     it("yields index and value in order", function()
       local pool = Pool(2)
       local got = {}

@@ -91,6 +91,20 @@ build/thread_host: spec/host/thread_host.c Makefile
 	$(CC) $(WARN) $(CFLAGS) $(LUA_INC) -o $@ spec/host/thread_host.c \
 	  $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) -lpthread -lm
 
+# the same host embedding the other VMs (the spec takes the one of its build
+# directory: build-5.3/thread_host under MPROC_LUA=lua5.3...)
+VM_LIB_5.1 := $(shell pkg-config --libs lua5.1 2>/dev/null || echo -llua5.1)
+VM_LIB_jit := $(shell pkg-config --libs luajit 2>/dev/null || echo -lluajit-5.1)
+VM_LIB_5.3 := $(shell pkg-config --libs lua5.3 2>/dev/null || echo -llua5.3)
+VM_H_5.1 := $(patsubst -I%,%,$(firstword $(VM_INC_5.1)))/lua.h
+VM_H_jit := $(patsubst -I%,%,$(firstword $(VM_INC_jit)))/lua.h
+VM_H_5.3 := $(patsubst -I%,%,$(firstword $(VM_INC_5.3)))/lua.h
+# `make hosts` builds it for each VM whose headers are installed
+hosts: $(foreach vm,5.1 jit 5.3,$(if $(wildcard $(VM_H_$(vm))),build-$(vm)/thread_host))
+build-%/thread_host: spec/host/thread_host.c Makefile
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(VM_INC_$*) -o $@ spec/host/thread_host.c $(VM_LIB_$*) -lpthread -lm
+
 deps-run:
 	@sh tools/deps.sh $(PKGS_RUN)
 deps-test:

@@ -3,7 +3,8 @@
 -- one consumer SIGKILLed and restarted every KILL_EVERY seconds.  At the end
 -- it counts what went wrong and exits 1 when anything did.
 --
--- usage: lua5.4 bench/soak.lua [seconds]      (or SOAK_SECONDS; default 180)
+-- usage: lua5.4 bench/soak.lua [seconds]      (or lua5.3, lua5.1, luajit)
+--         (or SOAK_SECONDS; default 180)
 --   SOAK_KILL_EVERY  seconds between kills (default: 20, or seconds/4.5 for
 --                    runs shorter than 90 s)
 --   SOAK_SEED        random seed (default: time)
@@ -49,6 +50,9 @@
 --               after_exit = left once the parent process exited.
 local mp = require "mproc"
 local core = require "mproc.core"
+local compat = require "mproc.compat"
+
+local unpack, idiv = compat.unpack, compat.idiv
 
 local NPROD, NCONS = 4, 4
 local MAXSIZE = 2 * 1024 * 1024
@@ -63,7 +67,7 @@ local function now() return core.now() end
 local function read(path)
   local f = io.open(path, "rb")
   if not f then return nil end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -94,18 +98,37 @@ local function payload(inc, seq, size)
     x = (x * 48271) % 2147483647
     t[i] = x % 256
   end
-  local block = string.char(table.unpack(t))
-  return string.rep(block, size // 509 + 1):sub(1, size)
+  local block = string.char(unpack(t))
+  return string.rep(block, idiv(size, 509) + 1):sub(1, size)
 end
 
 -- A cheap checksum: FNV-1a over the length and 257 bytes spread over the
 -- payload (the full comparison with payload() is the exact check).
+-- In arithmetic that every VM does exactly (5.1 and LuaJIT: doubles, no
+-- bitwise operators): a XOR b for 0 <= a, b < 2^32, and h * 16777619 mod
+-- 2^32 as h * 403 + (h mod 2^8) * 2^24 (16777619 = 2^24 + 403).
+local function xor32(a, b)
+  local r, bit = 0, 1
+  for _ = 1, 32 do
+    local x, y = a % 2, b % 2
+    if x ~= y then r = r + bit end
+    a, b, bit = idiv(a, 2), idiv(b, 2), bit * 2
+    if a == 0 and b == 0 then break end
+  end
+  return r
+end
+
+local function fnv_step(h, v)
+  h = xor32(h, v)
+  return (h * 403 + (h % 256) * 16777216) % 4294967296
+end
+
 local function checksum(s)
   local h, n = 2166136261, #s
-  h = ((h ~ n) * 16777619) & 0xffffffff
+  h = fnv_step(h, n)
   if n > 0 then
     for k = 0, 256 do
-      h = ((h ~ s:byte(1 + (n - 1) * k // 256)) * 16777619) & 0xffffffff
+      h = fnv_step(h, s:byte(1 + idiv((n - 1) * k, 256)))
     end
   end
   return h
@@ -444,7 +467,7 @@ local function main()
     .. " seed %d"):format(NPROD, NCONS, seconds, kill_every, seed))
   io.stdout:flush()
 
-  local lua = "lua5.4"
+  local lua = compat.interpreter
   do local i = -1; while arg[i] do lua = arg[i]; i = i - 1 end end
   local t0 = now()
   local limit = seconds + 4 * HANG + 60

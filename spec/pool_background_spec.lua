@@ -5,6 +5,7 @@
 local mp = require "mproc"
 local core = require "mproc.core"
 local support = require "support"
+local unpack = require("mproc.compat").unpack
 
 local os, error, tostring = os, error, tostring
 local csleep, getpid, kill = core.sleep, core.getpid, core.kill
@@ -77,8 +78,8 @@ describe("mproc.Pool while the parent is busy", function()
     assert.is_true(m:ready())
     assert.is_true(s:ready())
     assert.is_true(m:successful())
-    assert.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, { table.unpack(m:get(), 1, 10) })
-    assert.same({ 2, 12, 30 }, { table.unpack(s:get(), 1, 3) })
+    assert.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, { unpack(m:get(), 1, 10) })
+    assert.same({ 2, 12, 30 }, { unpack(s:get(), 1, 3) })
   end)
 
   it("runs imap chunks while the parent is busy, reading ahead only a few", function()

@@ -3,6 +3,7 @@
 -- SIGKILLed and restarted every 4 s.  `make soak` runs the long one.
 local mp = require "mproc"
 local sp = mp.subprocess
+local support = require "support"
 
 local ROOT = os.getenv("PWD")
 -- the same modules as this spec (build/ or build-asan/), as absolute paths
@@ -27,7 +28,7 @@ describe("the queue soak", function()
         -- so under ASan the quarantine is capped and the bound loosened
         "ASAN_OPTIONS=" .. (os.getenv("ASAN_OPTIONS") or "") .. ":quarantine_size_mb=32",
         "SOAK_RSS_LIMIT_MIB=" .. (os.getenv("MPROC_ASAN") and "96" or "16"),
-        "lua5.4", ROOT .. "/bench/soak.lua", "18" }
+        support.LUA, ROOT .. "/bench/soak.lua", "18" }
       local r = sp.run(argv, { capture = true, timeout = 200 })
       local out = r.stdout .. r.stderr
       local line = r.stdout:match("soak [%a]+: [^\n]*")

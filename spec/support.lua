@@ -171,4 +171,18 @@ function M.elapsed(fn)
   return core.now() - t, table.unpack(r, 1, r.n)
 end
 
+-- group B
+
+-- os.execute's results (and so run_script's) as Lua 5.2+ gives them: true
+-- or nil, "exit" or "signal", the number.  5.1 and LuaJIT return the wait
+-- status instead.
+function M.exec_status(ok, how, n)
+  if type(ok) ~= "number" then return ok, how, n end
+  if ok % 256 == 0 then
+    local code = (ok - ok % 256) / 256
+    return code == 0 or nil, "exit", code
+  end
+  return nil, "signal", ok % 128
+end
+
 return M

@@ -199,6 +199,9 @@ function Pool:__gc()
   if self._state ~= "TERMINATE" and self._workers and self._pid == core.getpid() then
     for _, w in ipairs(self._workers) do
       pcall(context.child_signal, w.child, core.SIGTERM)
+      -- the handle may have been finalized first (same cycle): by pid,
+      -- which signals only a running child of ours
+      if type(w.child) ~= "table" then pcall(core.child_signal, w.pid, core.SIGTERM) end
     end
   end
 end

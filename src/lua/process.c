@@ -526,10 +526,19 @@ static int l_child_poll(lua_State *L) {
   return 2;
 }
 
-/* child_signal(c, sig) -> true | false, "OSError", ... (no-op once ended) */
+/* child_signal(c, sig) -> true | false, "OSError", ... (no-op once ended).
+ * c may be the child's pid: a finalizer (Pool's __gc) whose child handles
+ * were collected first in the same cycle still reaches a running child of
+ * ours that way; another pid, or one already reaped, is left alone. */
 static int l_child_signal(lua_State *L) {
-  lchild *c = checkchild(L, 1);
   int sig = (int)luaL_checkinteger(L, 2);
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    if (pid > 0 && mproc_child_signal(pid, sig) < 0) return mproc_fail_errno(L, errno, "kill");
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lchild *c = checkchild(L, 1);
   if (!c->ended && mproc_child_signal(c->pid, sig) < 0)
     return mproc_fail_errno(L, errno, "kill");
   lua_pushboolean(L, 1);

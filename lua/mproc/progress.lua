@@ -6,9 +6,11 @@
 -- by bar:update(n) and ended by bar:close().
 local core = require "mproc.core"
 local util = require "mproc.util"
+local compat = require "mproc.compat"
 
 local now = core.now
 local argerror, typename = util.argerror, util.typename
+local idiv, math_type, pack, unpack = compat.idiv, compat.math_type, compat.pack, compat.unpack
 
 local function isatty(stream)
   if stream ~= io.stderr then return false end
@@ -22,8 +24,10 @@ end
 local function fmt_time(s)
   if s ~= s or s == math.huge then return "--:--" end
   s = math.floor(s + 0.5)
-  if s >= 3600 then return ("%d:%02d:%02d"):format(s // 3600, s % 3600 // 60, s % 60) end
-  return ("%02d:%02d"):format(s // 60, s % 60)
+  if s >= 3600 then
+    return ("%d:%02d:%02d"):format(idiv(s, 3600), idiv(s % 3600, 60), s % 60)
+  end
+  return ("%02d:%02d"):format(idiv(s, 60), s % 60)
 end
 
 local function line(label, done, total, elapsed, width)
@@ -57,7 +61,7 @@ local function setup(opts, n)
     end
   end
   local total, label = opts.total, opts.label
-  if total ~= nil and math.type(total) ~= "integer" then
+  if total ~= nil and math_type(total) ~= "integer" then
     argerror(n, "progress", "'total' must be an integer, got " .. typename(total), 3)
   end
   if total ~= nil and total < 0 then argerror(n, "progress", "'total' must be >= 0", 3) end
@@ -96,9 +100,9 @@ function Bar:update(n)
   if getmetatable(self) ~= Bar then argerror(1, "update", "progress bar expected") end
   if self._st == nil then util.closed_error("progress bar") end
   if n == nil then n = 1 end
-  if math.type(n) ~= "integer" or n < 0 then
+  if math_type(n) ~= "integer" or n < 0 then
     argerror(1, "update", "integer >= 0 expected, got "
-      .. (math.type(n) == "integer" and tostring(n) or typename(n)))
+      .. (math_type(n) == "integer" and tostring(n) or typename(n)))
   end
   local st = self._st
   st.done = st.done + n
@@ -130,7 +134,7 @@ local function progress(iter, opts, state, control)
   draw(st, false)
   return function()
     if ended then return nil end
-    local r = table.pack(iter(state, control))
+    local r = pack(iter(state, control))
     if r[1] == nil then
       ended = true
       draw(st, true)
@@ -139,7 +143,7 @@ local function progress(iter, opts, state, control)
     control = r[1]
     st.done = st.done + 1
     draw(st, false)
-    return table.unpack(r, 1, r.n)
+    return unpack(r, 1, r.n)
   end
 end
 

@@ -11,7 +11,7 @@ local marker = os.tmpname()
 local function read(path)
   local f = io.open(path, "rb")
   if not f then return nil end
-  local s = f:read("a")
+  local s = f:read("*a")  -- ("*a": Lua 5.1 needs the star)
   f:close()
   return s
 end

@@ -6,6 +6,9 @@
 local core = require "mproc.core"
 local process = require "mproc.process"
 local mp = require "mproc"
+local compat = require "mproc.compat"
+
+local pack, unpack, math_type = compat.pack, compat.unpack, compat.math_type
 
 local M = {}
 
@@ -19,19 +22,19 @@ local DEFAULT_TIMEOUT = 30
 -- ended after `timeout` seconds (default 30), and nil, "timeout" returned.
 function M.in_child(fn, timeout, ...)
   if type(timeout) ~= "number" then return M.in_child(fn, DEFAULT_TIMEOUT, timeout, ...) end
-  local args = table.pack(...)
+  local args = pack(...)
   local pid = process.fork()
   if pid == 0 then
     local code = 1
     pcall(function()
       os.exit = process.child_exit  -- luacheck: ignore 122
       process.reset_sched()
-      local ok, r = xpcall(fn, debug.traceback, table.unpack(args, 1, args.n))
+      local ok, r = compat.xpcall(fn, debug.traceback, unpack(args, 1, args.n))
       if not ok then
         io.stderr:write("in_child: ", tostring(r), "\n")
       elseif r == nil or r == true then code = 0
       elseif r == false then code = 1
-      elseif math.type(r) == "integer" then code = r
+      elseif math_type(r) == "integer" then code = r
       end
     end)
     core.exit(code)
@@ -70,12 +73,12 @@ function M.run_script(src, env, opts)
   local out, ok, how, n
   if opts and opts.pipe then
     local p = assert(io.popen(cmd .. " 2>&1", "r"))
-    out = p:read("a")
+    out = p:read("*a")
     ok, how, n = p:close()
   else
     ok, how, n = os.execute(cmd .. " >" .. out_path .. " 2>&1")
     local g = assert(io.open(out_path, "rb"))
-    out = g:read("a")
+    out = g:read("*a")
     g:close()
   end
   os.remove(path)
@@ -89,7 +92,7 @@ end
 function M.read_file(path)
   local f = io.open(path, "rb")
   if not f then return nil end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -167,8 +170,8 @@ end
 -- Seconds that pcall(fn) took, then pcall's results.
 function M.elapsed(fn)
   local t = core.now()
-  local r = table.pack(pcall(fn))
-  return core.now() - t, table.unpack(r, 1, r.n)
+  local r = pack(pcall(fn))
+  return core.now() - t, unpack(r, 1, r.n)
 end
 
 -- group B

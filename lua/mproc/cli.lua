@@ -553,6 +553,16 @@ local function run_cmd(o)
     if pool then pcall(pool.terminate, pool) end
   end
 
+  -- The main task wakes every TICK (status, state file, the end of a
+  -- grace period), on a line from the launcher (sigin) and as soon as the
+  -- last running job has ended: a fixed sleep would add up to a TICK to
+  -- every run.
+  local TICK = 0.1
+  local function idle() return run.nrunning == 0 end
+  local stdin_fds = { 0 }
+  local function stdin_fd() return stdin_fds end
+  local function stdin_ready() return core.poll_fd(0, "r", 0) end
+  local function idle_or_stdin() return idle() or stdin_ready() end
   local last_save = now()
   local main_ok, main_err = pcall(mp.run, function()
     pump()
@@ -560,14 +570,19 @@ local function run_cmd(o)
       for _, job in ipairs(order) do if job.status == "pending" then return true end end
       return false
     end)()) do
+      -- (nothing running: a plain tick, not a wait that ends at once)
+      local busy = run.nrunning > 0
       if sigin then
-        if sched.wait_fd(0, "r", sched.deadline(0.1)) then
+        sched.wait_many(stdin_fd, busy and idle_or_stdin or stdin_ready, sched.deadline(TICK))
+        if stdin_ready() then
           local l = io.stdin:read("l")
           interrupt(l and l:match("%u+") and ("SIG" .. l:match("%u+")) or "supervisor gone")
           sigin = false
         end
+      elseif busy then
+        sched.wait_event(idle, sched.deadline(TICK))
       else
-        mp.sleep(0.1)
+        mp.sleep(TICK)
       end
       if stopping and interrupted and now() - stop_at > GRACE + 1 then
         for job in pairs(run.running) do

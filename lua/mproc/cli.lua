@@ -404,22 +404,22 @@ local function run_cmd(o)
     return false, ("exit %d"):format(code), code
   end
 
-  local function attempt_pool(job)
-    local r, args
+  -- Submits one attempt of a job to the pool; returns its AsyncResult.
+  local function submit_pool(job)
     if job.fn then
-      args = { job.fn, { name = job.name, attempt = job.attempt, env = job.env, cwd = job.cwd,
-        out = job.out_path, err = job.err_path }, not cluster and job.out_path,
+      local args = { job.fn, { name = job.name, attempt = job.attempt, env = job.env,
+        cwd = job.cwd, out = job.out_path, err = job.err_path }, not cluster and job.out_path,
         not cluster and job.err_path }
       if cluster then write_file(job.err_path, "") end
-      r = pool:apply_async(fn_runner, args, { timeout = job.timeout })
-    else
-      local argv = shell_argv(job)
-      r = pool:apply_async(remote_shell, { argv, { capture = true, cwd = job.cwd,
-        timeout = job.timeout } })
+      return pool:apply_async(fn_runner, args, { timeout = job.timeout })
     end
-    while not r:wait(0.2) do
-      if stopping and interrupted then return false, "interrupted" end
-    end
+    local argv = shell_argv(job)
+    return pool:apply_async(remote_shell, { argv, { capture = true, cwd = job.cwd,
+      timeout = job.timeout } })
+  end
+
+  -- The outcome of a finished pool attempt: ok, why, exit code.
+  local function pool_outcome(job, r)
     local ok, a, b, captured = pcall(r.get, r)
     if ok and cluster and job.fn then write_file(job.out_path, captured or "") end
     if job.cmd then
@@ -442,23 +442,30 @@ local function run_cmd(o)
     return false, tostring(a)
   end
 
+  local function attempt_pool(job)
+    local r = submit_pool(job)
+    while not r:wait(0.2) do
+      if stopping and interrupted then return false, "interrupted" end
+    end
+    return pool_outcome(job, r)
+  end
+
   local pump, succeeded
 
-  local function run_job(job)
-    local why
-    for attempt = 1, job.retries + 1 do
-      job.attempt, job.attempts = attempt, attempt
-      job.started = now()
-      if attempt == 1 then job.first_start = job.started end
-      if attempt > 1 then ui.retry(job, { why = why }) else ui.started(job) end
-      local ok, w
-      local okc, e = pcall(function()
-        if job.fn or cluster then ok, w = attempt_pool(job) else ok, w = attempt_shell(job) end
-      end)
-      if not okc then ok, w = false, "mproc error: " .. tostring(e) end
-      why = w
-      if ok or (stopping and interrupted) then break end
-    end
+  local function attempt_begins(job, attempt, why)
+    job.attempt, job.attempts = attempt, attempt
+    job.started = now()
+    if attempt == 1 then job.first_start = job.started end
+    if attempt > 1 then ui.retry(job, { why = why }) else ui.started(job) end
+  end
+
+  -- Whether attempt `attempt` (ok, why) was the job's last one.
+  local function last_attempt(job, attempt, ok)
+    return ok or (stopping and interrupted) or attempt > job.retries
+  end
+
+  -- The job's last attempt ended: why is nil when it succeeded.
+  local function job_ended(job, why)
     job.seconds = now() - job.first_start
     run.running[job] = nil
     run.nrunning = run.nrunning - 1
@@ -476,6 +483,52 @@ local function run_cmd(o)
     ui.ended(job, { why = why })
     if job.status ~= "ok" then skip_dependents(job) end
     pump()
+  end
+
+  -- A shell job, or any job on a cluster: a task that waits for each
+  -- attempt in turn.
+  local function run_job(job)
+    local attempt, why = 0, nil
+    repeat
+      attempt = attempt + 1
+      attempt_begins(job, attempt, why)
+      local ok, w
+      local okc, e = pcall(function()
+        if cluster then ok, w = attempt_pool(job) else ok, w = attempt_shell(job) end
+      end)
+      if not okc then ok, w = false, "mproc error: " .. tostring(e) end
+      why = w
+    until last_attempt(job, attempt, ok)
+    job_ended(job, why)
+  end
+
+  -- A Lua function job on the local pool: no task of its own, each
+  -- attempt's result calls back (the runner's cost per job is about that
+  -- of a task submitted by hand).  fn_attempt[r]: the job r is an attempt of.
+  local fn_attempt = {}
+  local start_fn
+  local function fn_done(r)
+    local job = fn_attempt[r]
+    if not job then return end   -- ended by an interrupt meanwhile
+    fn_attempt[r] = nil
+    local okc, ok, why = pcall(pool_outcome, job, r)
+    if not okc then ok, why = false, "mproc error: " .. tostring(ok) end
+    if last_attempt(job, job.attempt, ok) then return job_ended(job, why) end
+    start_fn(job, job.attempt + 1, why)
+  end
+  start_fn = function(job, attempt, why)
+    while true do
+      attempt_begins(job, attempt, why)
+      local okc, r = pcall(submit_pool, job)
+      if okc then
+        fn_attempt[r] = job
+        r:add_done_callback(fn_done)
+        return
+      end
+      why = "mproc error: " .. tostring(r)
+      if last_attempt(job, attempt, false) then return job_ended(job, why) end
+      attempt = attempt + 1
+    end
   end
 
   -- Jobs whose deps have all succeeded wait in a heap ordered by their
@@ -526,9 +579,12 @@ local function run_cmd(o)
     end
   end
 
+  -- (not re-entered: a job that ends while it starts calls pump again)
+  local pumping = false
   pump = function()
-    if stopping then return end
-    while run.nrunning < nprocs and #heap > 0 do
+    if pumping then return end
+    pumping = true
+    while not stopping and run.nrunning < nprocs and #heap > 0 do
       local job = pop()
       if job.status == "pending" and not run.running[job] then
         run.running[job] = true
@@ -536,9 +592,10 @@ local function run_cmd(o)
         -- the running jobs' elapsed time
         job.started = now()
         run.nrunning = run.nrunning + 1
-        mp.spawn(run_job, job)
+        if job.fn and not cluster then start_fn(job, 1) else mp.spawn(run_job, job) end
       end
     end
+    pumping = false
   end
 
   local sigin = os.getenv("MPROC_SIGNALS_ON_STDIN") == "1"
@@ -551,6 +608,11 @@ local function run_cmd(o)
       if job.pid then core.kill(-job.pid, SIGTERM) end
     end
     if pool then pcall(pool.terminate, pool) end
+    -- the local pool's Lua jobs have no task to notice: they end here
+    local cut = {}
+    for r, job in pairs(fn_attempt) do cut[#cut + 1] = job; fn_attempt[r] = nil end
+    table.sort(cut, function(a, b) return a.idx < b.idx end)
+    for _, job in ipairs(cut) do job_ended(job, "interrupted") end
   end
 
   -- The main task wakes every TICK (status, state file, the end of a

@@ -643,6 +643,23 @@ return { jobs = {
       assert.is_false(exists(".mproc/logs/talks.err"))
     end)
 
+    it("a retry's logs replace the failed attempt's, in a log directory made by the run", function()
+      -- (a first attempt in a new log directory has no old logs to remove:
+      -- a later attempt has)
+      write("jobs.lua", [[
+return { jobs = {
+  { name = "again", retries = 1, fn = function(job)
+      if job.attempt == 1 then print("first attempt"); error("once") end
+    end },
+} }]])
+      assert.is_false(exists("new-logs"))
+      local code, _, err = mproc({ "run", "jobs.lua", "--log-dir", "new-logs/sub" }, 40)
+      assert.equal(0, code, err)
+      assert.matches("retry again: attempt 2", err, 1, true)
+      assert.is_false(exists("new-logs/sub/again.out"))
+      assert.is_false(exists("new-logs/sub/again.err"))
+    end)
+
     it("run on a pool: print goes to .out, an error fails the job with its traceback", function()
       write("jobs.lua", [[
 local mp = require "mproc"

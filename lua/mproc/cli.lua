@@ -125,7 +125,18 @@ local function json(v)
 end
 M._json = json
 
+-- "dir", "missing" (nothing there: ENOENT) or nil (a file, no access...)
+local function dir_state(path)
+  local f, _, errno = io.open(path .. "/.", "r")
+  if f then
+    f:close()
+    return "dir"
+  end
+  return errno == 2 and "missing" or nil
+end
+
 local function mkdir_p(dir)
+  if dir_state(dir) == "dir" then return true end
   local ok = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
   return ok == true
 end
@@ -163,14 +174,19 @@ end
 -- }}}
 
 -- {{{ running one attempt
--- Runs in a pool worker: print and io.write go to the job's .out file.
--- out_path false (a cluster worker, on another machine): what print writes
--- is sent back as a third result.
-local function fn_runner(fn, info, out_path, err_path)
+-- Runs in a pool worker: print and io.write go to the job's .out file
+-- (info.out).  logs false (a cluster worker, on another machine): what
+-- print writes is sent back as a third result.  fresh: the job can have
+-- no logs yet (its first attempt, in a log directory this run made).
+local function fn_runner(fn, info, logs, fresh)
+  local out_path = logs and info.out
   -- Its logs are made when it first writes (print, io.write) or fails: a
-  -- new file can cost more than a short job.  A previous run's go first.
-  if out_path then os.remove(out_path) end
-  if err_path then os.remove(err_path) end
+  -- new file can cost more than a short job.  A previous run's or
+  -- attempt's go first (a failed unlink costs a few microseconds too).
+  if logs and not fresh then
+    os.remove(out_path)
+    os.remove(info.err)
+  end
   local buf = {}
   local out
   local saved_print, saved_write = print, io.write
@@ -306,6 +322,8 @@ local function run_cmd(o)
     return 0
   end
 
+  -- a log directory made now holds no logs of earlier runs to remove
+  local fresh_logs = dir_state(o.log_dir) == "missing"
   if not mkdir_p(o.log_dir) then
     io.stderr:write(("mproc run: cannot create the log directory %s\n"):format(o.log_dir))
     return 2
@@ -408,8 +426,8 @@ local function run_cmd(o)
   local function submit_pool(job)
     if job.fn then
       local args = { job.fn, { name = job.name, attempt = job.attempt, env = job.env,
-        cwd = job.cwd, out = job.out_path, err = job.err_path }, not cluster and job.out_path,
-        not cluster and job.err_path }
+        cwd = job.cwd, out = job.out_path, err = job.err_path }, not cluster,
+        fresh_logs and job.attempt == 1 }
       if cluster then write_file(job.err_path, "") end
       return pool:apply_async(fn_runner, args, { timeout = job.timeout })
     end

@@ -19,7 +19,7 @@ HAVE_HIREDIS := $(shell [ -f /usr/include/hiredis/hiredis.h ] && echo yes)
 REDIS_SO := $(if $(HAVE_HIREDIS),build/mproc/redis.so)
 ENV      := LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" LUA_CPATH="./build/?.so;;"
 
-.PHONY: all build hosts demo test test-asan test-core test-methods specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
+.PHONY: all build build-5.1 build-jit build-5.3 build-vms smoke-vms test-all bench-vms hosts demo test test-asan test-core test-methods specs lint docscov bench soak fuzz rock deps-run deps-test clean ci
 
 all: build
 build: build/mproc/core.so $(REDIS_SO)
@@ -29,17 +29,57 @@ build/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALLCFLAGS) -shared -o $@ $(SRC) $(LIBS)
 
-build/mproc/redis.so: src/lua/redis.c Makefile
+build/mproc/redis.so: src/lua/redis.c src/lua/compat.c $(HDR) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(ALLCFLAGS) -shared -o $@ src/lua/redis.c -lhiredis
+	$(CC) $(ALLCFLAGS) -shared -o $@ src/lua/redis.c src/lua/compat.c -lhiredis
 
-build-asan/mproc/redis.so: src/lua/redis.c Makefile
+build-asan/mproc/redis.so: src/lua/redis.c src/lua/compat.c $(HDR) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ src/lua/redis.c -lhiredis
+	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ src/lua/redis.c src/lua/compat.c -lhiredis
 
 build-asan/mproc/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -O1 -g $(ASAN_FLAGS) -fPIC $(LUA_INC) -shared -o $@ $(SRC) $(LIBS)
+
+# The same source for the other VMs (issue 18): `make build-5.1`,
+# `make build-jit` (LuaJIT 2.1), `make build-5.3`, or `make build-vms` for
+# the three, each into build-<vm>/mproc/core.so after installing the VM's
+# Debian packages.  5.1 and LuaJIT take most of the 5.3 API from
+# lua-compat53-dev's header (src/lua/compat.h says what).
+VM_INC_5.1  := $(shell pkg-config --cflags lua5.1 2>/dev/null || echo -I/usr/include/lua5.1)
+VM_INC_jit  := $(shell pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)
+VM_INC_5.3  := $(shell pkg-config --cflags lua5.3 2>/dev/null || echo -I/usr/include/lua5.3)
+VM_PKGS_5.1 := lua5.1 liblua5.1-0-dev lua-compat53-dev
+VM_PKGS_jit := luajit libluajit-5.1-dev lua-compat53-dev
+VM_PKGS_5.3 := lua5.3 liblua5.3-dev
+
+build-vms: build-5.1 build-jit build-5.3
+build-5.1 build-jit build-5.3: build-%:
+	@sh tools/deps.sh gcc make libc6-dev libssl-dev $(VM_PKGS_$*)
+	@$(MAKE) --no-print-directory build-$*/mproc/core.so $(REDIS_SO:build/%=build-$*/%)
+
+# The spec suite on every VM (issue 18): 5.4 as `make test`, then 5.3, 5.1
+# and LuaJIT (files *_54_spec.lua hold 5.4-only syntax and run on 5.4 only).
+test-all: test build-vms
+	@MPROC_LUA=lua5.3 sh tools/run-specs.sh build-5.3
+	@MPROC_LUA=lua5.1 sh tools/run-specs.sh build-5.1
+	@MPROC_LUA=luajit sh tools/run-specs.sh build-jit
+
+# mproc.core alone on each VM (tools/vm-smoke.lua): handovers that yield,
+# argument errors, codec round trips; the Lua library is not loaded.
+smoke-vms: build build-vms
+	@for vm in 5.4:lua5.4:build 5.3:lua5.3:build-5.3 5.1:lua5.1:build-5.1 jit:luajit:build-jit; do \
+	  set -- $$(echo $$vm | tr : ' '); \
+	  LUA_PATH="./lua/?.lua;;" LUA_CPATH="./$$3/?.so;;" $$2 tools/vm-smoke.lua || exit 1; \
+	done
+
+build-%/mproc/core.so: $(SRC) $(HDR) Makefile
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) -fPIC $(VM_INC_$*) -shared -o $@ $(SRC) $(LIBS)
+
+build-%/mproc/redis.so: src/lua/redis.c src/lua/compat.c $(HDR) Makefile
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) -fPIC $(VM_INC_$*) -shared -o $@ src/lua/redis.c src/lua/compat.c -lhiredis
 
 # spec/start_method_spec.lua: a program that embeds Lua and runs a thread.
 build/thread_host: spec/host/thread_host.c Makefile
@@ -91,6 +131,11 @@ bench: build
 	@sh tools/deps.sh python3 gcc parallel
 	@sh bench/run.sh
 
+# The same cases on Lua 5.4 and LuaJIT against Python (issue 18).
+bench-vms: build build-jit
+	@sh tools/deps.sh python3 gcc parallel
+	@sh bench/vms.sh
+
 # The queue soak (issue 12): 4 producers x 4 consumers, one of each SIGKILLed
 # every 20 s; fails on any lost, duplicated or corrupted message, hang, RSS
 # growth or /dev/shm leftover.  SOAK_SECONDS to change (spec/soak_spec.lua
@@ -121,4 +166,4 @@ rock:
 	@sh tools/rock-check.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-5.1 build-jit build-5.3

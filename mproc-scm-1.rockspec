@@ -13,7 +13,7 @@ synchronisation, shared memory, managers and subprocesses.]],
   license = "MIT",
 }
 dependencies = {
-  "lua >= 5.4, < 5.5",
+  "lua >= 5.1, < 5.5",
 }
 external_dependencies = {
   CRYPTO = { library = "crypto" },
@@ -25,21 +25,25 @@ build = {
   modules = {
     ["mproc.core"] = {
       sources = {
-        "src/lua/mproc.c", "src/core/poll.c", "src/lua/codec.c", "src/lua/codec_api.c",
+        "src/lua/mproc.c", "src/lua/codec.c", "src/lua/codec_api.c",
+        "src/core/poll.c", "src/lua/poll.c",
         "src/core/process.c", "src/lua/process.c",
         "src/core/pipe.c", "src/lua/pipe.c",
         "src/core/shared.c", "src/lua/shared.c",
         "src/core/sync.c", "src/lua/sync.c",
+        "src/lua/lock.c",
+        "src/lua/cond.c",
         "src/core/queue.c", "src/lua/queue.c",
         "src/core/subprocess.c", "src/lua/subprocess.c",
         "src/core/net.c", "src/lua/net.c",
         "src/core/pool.c", "src/lua/pool.c",
         "src/core/tracker.c",
+        "src/lua/compat.c",
       },
       libraries = { "crypto" },
     },
     ["mproc.redis"] = {
-      sources = { "src/lua/redis.c" },
+      sources = { "src/lua/redis.c", "src/lua/compat.c" },
       libraries = { "hiredis" },
       incdirs = { "$(HIREDIS_INCDIR)" },
       libdirs = { "$(HIREDIS_LIBDIR)" },
@@ -47,6 +51,7 @@ build = {
     ["mproc"] = "lua/mproc.lua",
     ["mproc.errors"] = "lua/mproc/errors.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
+    ["mproc.compat"] = "lua/mproc/compat.lua",
     ["mproc.sched"] = "lua/mproc/sched.lua",
     ["mproc.sched_api"] = "lua/mproc/sched_api.lua",
     ["mproc.codec"] = "lua/mproc/codec.lua",
@@ -55,6 +60,7 @@ build = {
     ["mproc.spawn_child"] = "lua/mproc/spawn_child.lua",
     ["mproc.forkserver"] = "lua/mproc/forkserver.lua",
     ["mproc.pipe"] = "lua/mproc/pipe.lua",
+    ["mproc.handover"] = "lua/mproc/handover.lua",
     ["mproc.sync"] = "lua/mproc/sync.lua",
     ["mproc.shared"] = "lua/mproc/shared.lua",
     ["mproc.queue"] = "lua/mproc/queue.lua",

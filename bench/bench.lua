@@ -20,6 +20,18 @@ function M.per_op(fn, min, reps)
   return best
 end
 
+-- The interpreter and build of this run (bench/run.sh sets them; a case
+-- that starts another Lua starts the same one).
+M.LUA = os.getenv("MPROC_LUA") or "lua5.4"
+M.BUILD = os.getenv("MPROC_BUILD") or "build"
+
+-- `<close>` is Lua 5.4 syntax: a case measuring it compiles that part from
+-- a string, on 5.4 only (nil elsewhere).
+function M.compile54(src, ...)
+  if _VERSION ~= "Lua 5.4" then return nil end
+  return assert(load(src))(...)
+end
+
 -- Prints one result line for bench/run.sh.
 function M.report(metric, value, unit, target)
   io.write(metric, "\t", ("%.9g"):format(value), "\t", unit,

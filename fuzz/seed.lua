@@ -20,7 +20,7 @@ local values = {
 }
 os.execute("mkdir -p fuzz/corpus")
 for i, v in ipairs(values) do
-  local ok, s = core.dumps(v)
+  local ok, s = core.codec_dumps(v)
   assert(ok, s)
   local f = assert(io.open(("fuzz/corpus/seed-%03d"):format(i), "wb"))
   f:write(s)
@@ -52,7 +52,7 @@ end
 local function fresh(i) return assert(load(FN_CHUNKS[i], "=fz", "t"))() end
 local outer = with_ups(fresh(5), "a", 2, { 3 }, true, 5.5)
 local inner = outer()                       -- shares a and e with outer
-core.register("fz.f", fn[2])
+core.codec_register("fz.f", fn[2])
 local gcmt = {}
 local gct = setmetatable({}, gcmt)
 gcmt.__gc = fn[1]                           -- not marked: set after setmetatable
@@ -68,7 +68,7 @@ local fvalues = {
 }
 os.execute("mkdir -p fuzz/corpus-fn")
 for i, v in ipairs(fvalues) do
-  local ok, s = core.dumps(v)
+  local ok, s = core.codec_dumps(v)
   assert(ok, s)
   local f = assert(io.open(("fuzz/corpus-fn/seed-%03d"):format(i), "wb"))
   f:write(s)

@@ -407,7 +407,7 @@ describe("mproc.codec", function()
     Thing.__index = Thing
     Thing.__mproc_encode = function(o) return "codec_spec.Thing", "handle:" .. o.n end
     local function thing(n) return setmetatable({ n = n }, Thing) end
-    after_each(function() core.register_reftype("codec_spec.Thing", nil) end)
+    after_each(function() core.codec_register_reftype("codec_spec.Thing", nil) end)
 
     it("come back as the very same object in the same process", function()
       local a, b = thing(1), thing(2)
@@ -422,7 +422,7 @@ describe("mproc.codec", function()
     it("are rebuilt by the registered decoder elsewhere", function()
       local a = thing(7)
       local s = mp.dumps({ a, a, x = a })
-      core._codec_forget_ids()                   -- as in an unrelated process
+      core.codec_forget_ids()                   -- as in an unrelated process
       local calls = {}
       codec.register_reftype("codec_spec.Thing", function(h)
         calls[#calls + 1] = h
@@ -445,7 +445,7 @@ describe("mproc.codec", function()
       local out = in_lua([[
         local core = require("mproc.core")
         local mp = require("mproc")
-        core.register_reftype("codec_spec.Thing", function(h) return { h = h } end)
+        core.codec_register_reftype("codec_spec.Thing", function(h) return { h = h } end)
         print(mp.loads(INPUT)[1].h)
       ]], s)
       assert.equal("handle:3\n", out)
@@ -453,17 +453,17 @@ describe("mproc.codec", function()
 
     it("fail to arrive where no decoder is registered", function()
       local s = mp.dumps(thing(1))
-      core._codec_forget_ids()
+      core.codec_forget_ids()
       assert.equal("cannot receive a codec_spec.Thing here (no decoder registered for it)",
         serr(mp.loads, s))
     end)
 
     it("report a failing decoder", function()
       local s = mp.dumps(thing(1))
-      core._codec_forget_ids()
-      core.register_reftype("codec_spec.Thing", function() error("gone", 0) end)
+      core.codec_forget_ids()
+      core.codec_register_reftype("codec_spec.Thing", function() error("gone", 0) end)
       assert.equal("cannot receive a codec_spec.Thing (gone)", serr(mp.loads, s))
-      core.register_reftype("codec_spec.Thing", function() return nil end)
+      core.codec_register_reftype("codec_spec.Thing", function() return nil end)
       assert.equal("cannot receive a codec_spec.Thing (its decoder returned nil)",
         serr(mp.loads, s))
     end)
@@ -484,8 +484,8 @@ describe("mproc.codec", function()
       end
       local obj = setmetatable({ inner = { 1, 2, { 3 } } }, Nested)
       local s = mp.dumps({ obj, { 4, obj } })
-      core._codec_forget_ids()
-      core.register_reftype("codec_spec.Nested", function(h, functions)
+      core.codec_forget_ids()
+      core.codec_register_reftype("codec_spec.Nested", function(h, functions)
         return setmetatable(mp.loads(h, { functions = functions }), Nested)
       end)
       assert.equal("cannot receive a codec_spec.Nested (SerializeError: " .. NOFUNCS .. ")",
@@ -494,7 +494,7 @@ describe("mproc.codec", function()
       assert.same({ 1, 2, { 3 } }, r[1].inner)
       assert.equal(math.floor, r[1].f)
       assert.equal(r[1], r[2][2])
-      core.register_reftype("codec_spec.Nested", nil)
+      core.codec_register_reftype("codec_spec.Nested", nil)
     end)
 
     it("work for userdata", function()
@@ -682,16 +682,16 @@ describe("mproc.codec", function()
     end)
   end)
 
-  describe("core.dumps() and core.loads()", function()
+  describe("core.codec_dumps() and core.codec_loads()", function()
     it("return status first instead of raising", function()
-      local ok, s = core.dumps({ 1, "x" })
+      local ok, s = core.codec_dumps({ 1, "x" })
       assert.is_true(ok)
-      assert.same({ true, { 1, "x" } }, { core.loads(s) })
+      assert.same({ true, { 1, "x" } }, { core.codec_loads(s) })
       assert.same({ false, "SerializeError", "args.f: cannot send a userdata" },
-        { core.dumps({ f = io.stdout }, "args") })
-      assert.same({ false, "SerializeError", "malformed data (empty)" }, { core.loads("") })
+        { core.codec_dumps({ f = io.stdout }, "args") })
+      assert.same({ false, "SerializeError", "malformed data (empty)" }, { core.codec_loads("") })
       assert.same({ false, "SerializeError", NOFUNCS },
-        { core.loads((select(2, core.dumps(print))), true) })
+        { core.codec_loads((select(2, core.codec_dumps(print))), true) })
     end)
   end)
 
@@ -710,19 +710,20 @@ describe("mproc.codec", function()
   describe("errors that keep their cause (issue 13)", function()
     local Thing = {}
     Thing.__mproc_encode = function(o) return "codec_spec.Thing2", "h" .. o.n end
-    after_each(function() core.register_reftype("codec_spec.Thing2", nil) end)
+    after_each(function() core.codec_register_reftype("codec_spec.Thing2", nil) end)
 
     it("a decoder's error object keeps its kind and message", function()
       local s = mp.dumps(setmetatable({ n = 1 }, Thing))
-      core._codec_forget_ids()
-      core.register_reftype("codec_spec.Thing2", function()
+      core.codec_forget_ids()
+      core.codec_register_reftype("codec_spec.Thing2", function()
         error(setmetatable({ kind = "OSError", message = "segment is gone" }, mp.Error), 0)
       end)
       assert.equal("cannot receive a codec_spec.Thing2 (OSError: segment is gone)",
         serr(mp.loads, s))
-      core.register_reftype("codec_spec.Thing2", function() error({ message = "plain" }, 0) end)
+      core.codec_register_reftype("codec_spec.Thing2",
+        function() error({ message = "plain" }, 0) end)
       assert.equal("cannot receive a codec_spec.Thing2 (plain)", serr(mp.loads, s))
-      core.register_reftype("codec_spec.Thing2", function() error(true, 0) end)
+      core.codec_register_reftype("codec_spec.Thing2", function() error(true, 0) end)
       assert.equal("cannot receive a codec_spec.Thing2 (error object is a boolean value)",
         serr(mp.loads, s))
     end)
@@ -730,7 +731,7 @@ describe("mproc.codec", function()
     it("a Value that went away says why", function()
       local v = mp.Value("int32", 1)
       local s = mp.dumps(v)
-      core._codec_forget_ids()
+      core.codec_forget_ids()
       v:close()
       assert.matches("^cannot receive a mproc%.Value %(OSError: .*no longer exists%)$",
         serr(mp.loads, s))

@@ -69,8 +69,8 @@ local function mitm(mport, act)
         done = check(c:_flush())
       end
     end
-    local poller = check(core.net_poller())
-    check(poller:_add(cfd)); check(poller:_add(sfd))
+    local poller = check(core.poll_new())
+    check(poller:_ctl("add", cfd)); check(poller:_ctl("add", sfd))
     while core.now() < deadline do
       for _, fd in ipairs(check(poller:_wait(0.1))) do
         local e = ends[fd]
@@ -92,7 +92,7 @@ local function mitm(mport, act)
     cc:_close(); sc:_close()
   end)
   p:start()
-  core.net_closefd(lfd)
+  core.fd_close(lfd)
   return port, p
 end
 

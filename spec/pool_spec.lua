@@ -104,8 +104,8 @@ describe("mproc.Pool", function()
       local out = support.run_script([[
         local core = require "mproc.core"
         local mp = require "mproc"
-        local fork, calls, pids = core.proc_fork, 0, {}
-        core.proc_fork = function(...)
+        local fork, calls, pids = core.process_fork, 0, {}
+        core.process_fork = function(...)
           calls = calls + 1
           if calls == 3 then
             return false, "OSError", "fork: Resource temporarily unavailable", 11
@@ -632,7 +632,7 @@ describe("the pool transport", function()
     return b
   end
   local function fnbytes(fn)
-    local ok, s = core.dumps(fn)
+    local ok, s = core.codec_dumps(fn)
     assert.is_true(ok)
     return s
   end
@@ -648,7 +648,7 @@ describe("the pool transport", function()
     local op, tid, fn, n, cs, timeout = b:_next(1, cache)
     assert.same({ "packed", 7, #items, 3, 0 }, { op, tid, n, cs, timeout })
     assert.equal(fn, cache[9])  -- kept under its id
-    local acc = core.packed_acc(n)
+    local acc = core.pool_packed_acc(n)
     b:_run_pending(fn, acc, 1)
     assert.is_true(b:_post_numbers(tid, acc))
     local rtid, kind, count = b:_get()
@@ -662,9 +662,9 @@ describe("the pool transport", function()
     assert.is_true(got[7] ~= got[7])
     op, tid, fn, n = b:_next(1, cache)
     assert.same({ "packed", 8, 2 }, { op, tid, n })
-    acc = core.packed_acc(n, acc)
+    acc = core.pool_packed_acc(n, acc)
     b:_run_pending(fn, acc, 1)
-    assert.same({ math.mininteger, math.maxinteger, n = 2 }, core.acc_result(acc))
+    assert.same({ math.mininteger, math.maxinteger, n = 2 }, core.pool_acc_result(acc))
   end)
 
   it("sends what is not all numbers as a list", function()
@@ -689,7 +689,7 @@ describe("the pool transport", function()
     b:_worker(0)
     for _ = 1, 2 do
       local _, tid, fn, n = b:_next(1, {})
-      local acc = core.packed_acc(n)
+      local acc = core.pool_packed_acc(n)
       b:_run_pending(fn, acc, 1)
       b:_post_numbers(tid, acc)
     end
@@ -720,25 +720,26 @@ describe("the pool transport", function()
       if x == 6 then return nil end
       return x * 1.5
     end
-    local acc = core.packed_acc(6)
+    local acc = core.pool_packed_acc(6)
     local ok, err = pcall(b._run_pending, b, fn, acc, 1)
     assert.is_false(ok)
     assert.matches("three", err)
-    assert.equal(3, core.acc_pos(acc))
+    assert.equal(3, core.pool_acc_pos(acc))
     assert.equal(3, select(3, b:_claim(0)))  -- the progress the parent sees
     b:_run_pending(fn, acc, 4)
     assert.equal(6, calls)
-    assert.same({ 1.5, 3.0, nil, 6.0, "five", nil, n = 6 }, core.acc_result(acc))
+    assert.same({ 1.5, 3.0, nil, 6.0, "five", nil, n = 6 }, core.pool_acc_result(acc))
     -- only a complete, all-number accumulator goes out packed
     assert.is_false(b:_post_numbers(1, acc))
-    assert.equal(acc, core.packed_acc(6, acc))  -- room enough: the same one, emptied
-    assert.same({ n = 6 }, core.acc_result(acc))
-    assert.matches("6 values, 2 expected", errmsg(b._run_pending, b, fn, core.packed_acc(2), 1))
+    assert.equal(acc, core.pool_packed_acc(6, acc))  -- room enough: the same one, emptied
+    assert.same({ n = 6 }, core.pool_acc_result(acc))
+    assert.matches("6 values, 2 expected",
+      errmsg(b._run_pending, b, fn, core.pool_packed_acc(2), 1))
     b:_run_pending(function(x) return x + 1 end, acc, 1)
     assert.is_true(b:_post_numbers(1, acc))
     assert.equal(1, (b:_get()))
     assert.same({ 2, 3, 4, 5, 6, 7, n = 6 }, b:_take(6))
-    assert.are_not.equal(acc, core.packed_acc(7, acc))
+    assert.are_not.equal(acc, core.pool_packed_acc(7, acc))
   end)
 
   it("claims what a worker takes until its result is posted", function()

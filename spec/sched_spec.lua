@@ -307,4 +307,67 @@ describe("mproc coroutines", function()
       assert.matches("\nend\n$", out)
     end)
   end)
+
+  -- The one binding of the core's poller (src/lua/poll.c), under the pool's
+  -- fileno() and the manager server.
+  describe("core.poll_new", function()
+    it("adds, reports ready members, changes interest and removes", function()
+      local a, b = mp.Pipe()
+      local made, p = core.poll_new()
+      assert.is_true(made)
+      assert.equal("mproc.Poller", tostring(p))
+      assert.is_true(p:_ctl("add", a:fileno()))
+      local ok, list = p:_wait(0)
+      assert.is_true(ok)
+      assert.same({}, list)
+      local t = {}
+      assert.equal(0, p:_ready(t))
+      b:send("x")
+      assert.same({ a:fileno() }, select(2, p:_wait(5)))
+      assert.equal(1, p:_ready(t))
+      assert.same({ [a:fileno()] = true }, t)
+      local pfd = p:_fileno()
+      if pfd then assert.is_true(core.poll_fd(pfd, "r", 0)) end
+      assert.is_true(p:_ctl("mod", a:fileno(), "w"))   -- writable: still ready
+      assert.same({ a:fileno() }, select(2, p:_wait(0)))
+      assert.is_true(p:_ctl("del", a:fileno()))
+      assert.same({}, select(2, p:_wait(0)))
+      assert.is_true(p:_ctl("del", a:fileno()))         -- not there: no error
+      p:_close()
+      a:close(); b:close()
+    end)
+
+    it("returns a failure status for a second add, raises for bad arguments", function()
+      local a, b = mp.Pipe()
+      local p = select(2, core.poll_new())
+      assert.is_true(p:_ctl("add", a:fileno()))
+      local ok, kind, _, errno = p:_ctl("add", a:fileno())
+      assert.is_false(ok)
+      assert.equal("OSError", kind)
+      assert.is_number(errno)
+      assert.matches("invalid option 'put'", errmsg(p._ctl, p, "put", a:fileno()))
+      assert.matches("mode must be", errmsg(p._ctl, p, "add", b:fileno(), "x"))
+      assert.matches("table expected", errmsg(p._ready, p, 1))
+      p:_close()
+      a:close(); b:close()
+    end)
+
+    it("raises a clear error when used closed, and closes twice", function()
+      local p = select(2, core.poll_new())
+      do
+        local q <close> = select(2, core.poll_new())
+        assert.is_number(q:_fileno() or 0)
+      end
+      p:_close()
+      p:_close()
+      assert.equal("mproc.Poller (closed)", tostring(p))
+      for _, call in ipairs({
+        function() return p:_ctl("add", 0) end, function() return p:_ready({}) end,
+        function() return p:_wait(0) end, function() return p:_fileno() end,
+      }) do
+        assert.equal("attempt to use a closed poller", errmsg(call))
+      end
+      assert.matches("mproc.Poller expected", errmsg(p._wait, {}))
+    end)
+  end)
 end)

@@ -473,7 +473,7 @@ describe("mproc shared data by reference", function()
     collectgarbage()
     collectgarbage()
     assert.same({}, shm_of(mp.getpid()))
-    assert.is_function(core.shm_attach)
+    assert.is_function(core.shared_attach)
   end)
 end)
 

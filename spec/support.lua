@@ -45,12 +45,16 @@ function M.in_child(fn, timeout, ...)
   return code
 end
 
--- LUA_PATH / LUA_CPATH for a lua5.4 started from a spec (the same modules).
+-- The interpreter the specs run on (tools/run-specs.sh's MPROC_LUA): what a
+-- spec starts as "a fresh Lua".
+M.LUA = os.getenv("MPROC_SPEC_LUA") or "lua5.4"
+
+-- LUA_PATH / LUA_CPATH for a Lua started from a spec (the same modules).
 function M.lua_env()
   return ("LUA_PATH=%q LUA_CPATH=%q"):format(package.path, package.cpath)
 end
 
--- Runs Lua source `src` in a fresh lua5.4 (the same modules); `env` adds
+-- Runs Lua source `src` in a fresh M.LUA (the same modules); `env` adds
 -- environment variables.  Output (stdout and stderr) goes to a file, so
 -- that a process left running by the script (detached) cannot hold up the
 -- caller; with opts.pipe it is read through a pipe instead (stdout is then
@@ -62,7 +66,7 @@ function M.run_script(src, env, opts)
   f:close()
   local vars = { M.lua_env() }
   for k, v in pairs(env or {}) do vars[#vars + 1] = ("%s=%q"):format(k, v) end
-  local cmd = table.concat(vars, " ") .. " timeout -k 5 60 lua5.4 " .. path
+  local cmd = table.concat(vars, " ") .. " timeout -k 5 60 " .. M.LUA .. " " .. path
   local out, ok, how, n
   if opts and opts.pipe then
     local p = assert(io.popen(cmd .. " 2>&1", "r"))

@@ -26,12 +26,12 @@ local CLASSES = {
   ["src/lua/shared.c:value_m"] = { doc = "shared.md", vars = { "v" } },
   ["src/lua/shared.c:array_m"] = { doc = "shared.md", vars = { "a" } },
   ["src/lua/shared.c:shm_m"] = { doc = "shared.md", vars = { "s" } },
-  ["src/lua/sync.c:lock_m"] = { doc = "sync.md", vars = { "lock" } },
-  ["src/lua/sync.c:rlock_m"] = { doc = "sync.md", vars = { "rlock", "lock" } },
-  ["src/lua/sync.c:sem_m"] = { doc = "sync.md", vars = { "sem" } },
-  ["src/lua/sync.c:event_m"] = { doc = "sync.md", vars = { "event" } },
-  ["src/lua/sync.c:cond_m"] = { doc = "sync.md", vars = { "cond" } },
-  ["src/lua/sync.c:barrier_m"] = { doc = "sync.md", vars = { "barrier" } },
+  ["src/lua/lock.c:lock_m"] = { doc = "sync.md", vars = { "lock" } },
+  ["src/lua/lock.c:rlock_m"] = { doc = "sync.md", vars = { "rlock", "lock" } },
+  ["src/lua/lock.c:sem_m"] = { doc = "sync.md", vars = { "sem" } },
+  ["src/lua/cond.c:event_m"] = { doc = "sync.md", vars = { "event" } },
+  ["src/lua/cond.c:cond_m"] = { doc = "sync.md", vars = { "cond" } },
+  ["src/lua/cond.c:barrier_m"] = { doc = "sync.md", vars = { "barrier" } },
   ["lua/mproc/pipe.lua:Conn"] = { doc = "pipe.md", vars = { "conn" } },
   ["lua/mproc/pool.lua:Pool"] = { doc = "pool.md", vars = { "pool" } },
   -- the cluster pool has the local pool's API, documented once
@@ -65,9 +65,9 @@ local CLASSES = {
 local INTERNAL = {
   "funcs", "meta", "metamethods", "queue_meta", "value_meta", "array_meta",
   "shm_meta", "lock_mt", "sem_mt", "event_mt", "cond_mt", "barrier_mt", "guard_mt",
-  "nc_meta", "po_meta", "board_meta", "poller_meta",
-  "src/lua/net.c:nc_methods", "src/lua/net.c:po_methods", "src/lua/pool.c:board_methods",
-  "src/lua/pool.c:poller_methods", "src/lua/subprocess.c:methods", "src/lua/redis.c:methods",
+  "nc_meta", "board_meta",
+  "src/lua/net.c:nc_methods", "src/lua/pool.c:board_methods", "src/lua/poll.c:methods",
+  "src/lua/subprocess.c:methods", "src/lua/redis.c:methods",
   "M", "Job", "Link", "lua/mproc/errors.lua:Error",
   "lua/mproc/forkserver.lua:Child",   -- what Process holds for a forkserver child
 }

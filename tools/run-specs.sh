@@ -2,8 +2,16 @@
 # Runs each spec file in its own busted process under a wall-clock limit,
 # so a deadlock fails one file instead of hanging the run.
 # usage: run-specs.sh BUILD_DIR [spec files...]
+# MPROC_LUA names the interpreter (lua5.4 by default; lua5.3, lua5.1,
+# luajit with their build-<vm> directory); on another VM than 5.4 the files
+# *_54_spec.lua (5.4-only syntax, `<close>`) are not run.
 build=${1:-build}; shift
+vm=${MPROC_LUA:-lua5.4}
+MPROC_SPEC_LUA=$vm; export MPROC_SPEC_LUA
 [ $# -gt 0 ] || set -- spec/*_spec.lua
+if [ "$vm" != lua5.4 ]; then
+  for f in "$@"; do shift; case $f in *_54_spec.lua) ;; *) set -- "$@" "$f" ;; esac; done
+fi
 limit=${SPEC_TIMEOUT:-240}
 if [ -n "${MPROC_ASAN:-}" ]; then
   LD_PRELOAD=$(gcc -print-file-name=libasan.so)
@@ -20,7 +28,7 @@ for f in "$@"; do
   tok="$(basename "$f" .lua)-$$-$(date +%s%N)"
   out=$(mktemp)
   marker=$(mktemp)
-  MPROC_SPEC_TOKEN="$tok" timeout -k 10 "$limit" busted --cpath="./$build/?.so" -o utfTerminal "$f" >"$out" 2>&1
+  MPROC_SPEC_TOKEN="$tok" timeout -k 10 "$limit" busted --lua="$vm" --cpath="./$build/?.so" -o utfTerminal "$f" >"$out" 2>&1
   rc=$?
   after_file "$tok" "$marker" >>"$out" || { [ $rc -eq 0 ] && rc=3; }
   rm -f "$marker"
@@ -35,7 +43,7 @@ for f in "$@"; do
     [ $rc -eq 124 ] && echo "!! $f: killed after ${limit}s (deadlock?)"
     [ $((fl + e)) -eq 0 ] && failed=$((failed + 1))
     bad="$bad $f"
-    { echo "== $f (exit $rc, method ${MPROC_START_METHOD:-fork})"
+    { echo "== $f (exit $rc, $vm, method ${MPROC_START_METHOD:-fork})"
       sed -n '/^\(Failure\|Error\) → /,$p' "$out" | head -n 60
       grep -a '^!!' "$out" | head -n 10
     } >>"$details"
@@ -45,5 +53,5 @@ done
 [ -s "$details" ] && { echo; echo "== failure details"; cat "$details"; }
 rm -f "$details"
 [ -n "$bad" ] && echo "failing spec files:$bad"
-echo "specs: $passed passed, $failed failed"
+echo "specs ($vm): $passed passed, $failed failed"
 [ -z "$bad" ]

@@ -142,7 +142,7 @@ local function main()
   bench.report("map_100k_chunked", cluster_map, "items/s")
   pool:close(); pool:join(30); pool = nil
 
-  local lp <close> = mp.Pool(2)
+  local lp = mp.Pool(2)
   lp:map(inc, items, CHUNK)
   local local_map = best_rate(NMAP, 3, function() out = lp:map(inc, items, CHUNK) end)
   assert(out[NMAP] == NMAP + 1)

@@ -3,7 +3,7 @@
 local mp = require "mproc"
 local bench = require "bench"
 
-local m <close> = mp.Manager()
+local m = mp.Manager()
 local d = m:dict()
 d.k = 0
 bench.report("dict_set", bench.per_op(function(n) for i = 1, n do d.k = i end end), "s", "<=0.5")
@@ -12,7 +12,7 @@ bench.report("dict_get", bench.per_op(function(n)
 end), "s", "<=0.5")
 
 local q = mp.BaseManager.types.Queue()
-local srv <close> = mp.BaseManager{ address = { "127.0.0.1", 0 }, authkey = "bench" }
+local srv = mp.BaseManager{ address = { "127.0.0.1", 0 }, authkey = "bench" }
 srv:register("queue", function() return q end)
 srv:start()
 local c = mp.BaseManager{ address = srv.address, authkey = "bench" }
@@ -29,3 +29,5 @@ bench.report("connect_auth", bench.per_op(function(n)
     x:shutdown()  -- a client: closes its connections only
   end
 end, 0.2), "s")
+srv:shutdown()
+m:shutdown()

@@ -1,5 +1,5 @@
 -- mp.Queue throughput: one producer process -> the parent.  The producer
--- is a fresh lua5.4 that attaches the queue by its handle.  Each figure is
+-- is a fresh Lua (the same VM) that attaches the queue by its handle.  Each figure is
 -- also given as a fraction of the raw ring floor (bench/ringfloor.c).
 local mp = require "mproc"
 local core = require "mproc.core"
@@ -21,7 +21,7 @@ local v = kind == "int" and 42 or kind == "table" and { 1, "two", x = 3 }
 if kind == "batch" then
   local b = {}
   for i = 1, 100 do b[i] = i end
-  for _ = 1, n // 100 do q:put_many(b) end
+  for _ = 1, n / 100 do q:put_many(b) end
 else
   for _ = 1, n do q:put(v) end
 end
@@ -32,9 +32,9 @@ do local f = assert(io.open(path, "w")); f:write(PRODUCER); f:close() end
 
 -- Returns messages per second for `n` messages of `kind`.
 local function run(kind, n)
-  local q <close> = mp.Queue(kind == "mib" and 8 or 100000)
-  local ctl <close> = mp.Queue()
-  local p = io.popen(("lua5.4 %s %s %s %d"):format(path, handle(q), handle(ctl), n), "w")
+  local q = mp.Queue(kind == "mib" and 8 or 100000)
+  local ctl = mp.Queue()
+  local p = io.popen(("%s %s %s %s %d"):format(bench.LUA, path, handle(q), handle(ctl), n), "w")
   ctl:put(kind)
   local got = 0
   local t0 = core.now()
@@ -46,6 +46,7 @@ local function run(kind, n)
   end
   local dt = core.now() - t0
   p:close()
+  q:close(); ctl:close()
   return got / dt
 end
 

@@ -8,13 +8,26 @@ local core = require "mproc.core"
 local N = 200000
 local v = mp.Value("int64", 0)
 local go = mp.Event()
-local function worker()
+-- under a `<close>` guard on 5.4 (as Python's `with`), acquire/release
+-- elsewhere
+local add = bench.compile54([[
+  local v, lock, N = ...
+  return function()
+    for _ = 1, N do
+      local _ <close> = lock:guard()
+      v.value = v.value + 1
+    end
+  end]], v, v:get_lock(), N) or function()
   local lock = v:get_lock()
-  go:wait()
   for _ = 1, N do
-    local _ <close> = lock:guard()
+    lock:acquire()
     v.value = v.value + 1
+    lock:release()
   end
+end
+local function worker()
+  go:wait()
+  add()
 end
 local ps = { mp.Process(worker), mp.Process(worker) }
 for _, p in ipairs(ps) do p:start() end

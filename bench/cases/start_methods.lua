@@ -23,7 +23,7 @@ bench.report("start+join spawn", start_join("spawn"), "s", "<=0.5")
 bench.report("start+join forkserver", start_join("forkserver"), "s", "<=0.5")
 
 -- 1 GiB of distinct strings on the Lua heap (pages touched)
-local heap, chunk = {}, string.rep("x", (1 << 20) - 16)
+local heap, chunk = {}, string.rep("x", 1048576 - 16)
 for i = 1, 1024 do heap[i] = chunk .. ("%016d"):format(i) end
 bench.report("start+join fork, 1 GiB heap", start_join("fork"), "s")
 bench.report("start+join forkserver, 1 GiB heap", start_join("forkserver"), "s")

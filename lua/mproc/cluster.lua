@@ -20,6 +20,7 @@
 -- badly signed goes to <queue>:dead.  mproc/cluster/worker.lua is the
 -- worker side.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
@@ -33,9 +34,10 @@ if not have_redis then
     .. "(Debian: apt-get install libhiredis-dev, then make)", 0)
 end
 
-local hmac, bytes_equal, dumps, now = core.hmac_sha256, core.bytes_equal, core.dumps, core.now
-local pack, concat = table.pack, table.concat
-local spack, sunpack = string.pack, string.unpack
+local hmac, bytes_equal = core.net_hmac_sha256, core.net_bytes_equal
+local dumps, now = core.codec_dumps, core.now
+local pack, concat, tmove, idiv = compat.pack, table.concat, compat.move, compat.idiv
+local spack, sunpack, pcall = compat.spack, compat.sunpack, compat.pcall
 local argerror, typename = util.argerror, util.typename
 local errnew, raise = errors.new, errors.raise
 local min, max = math.min, math.max
@@ -345,13 +347,14 @@ end
 -- and the items that failed {index, value, traceback}.  Only _ENV as
 -- upvalue: the local pool decodes it once and keeps it.
 function M.run_task(d)
-  local cdumps, cloads = require("mproc.core").dumps, require("mproc.core").loads
+  local cdumps, cloads = require("mproc.core").codec_dumps, require("mproc.core").codec_loads
   local errs_mod = require "mproc.errors"
+  local cpt = require "mproc.compat"
   local function check(ok, a, b)
     if ok then return a end
     errs_mod.raise(a, b)
   end
-  local fnb, pos = string.unpack(">s4", d)
+  local fnb, pos = cpt.sunpack(">s4", d)
   local cache = require("mproc.cluster").fn_cache
   local fn = cache[fnb]
   if fn == nil then
@@ -372,8 +375,8 @@ function M.run_task(d)
     for i = 1, t.n do
       local it = items[i]
       local ok, v
-      if t.s then ok, v = xpcall(fn, handler, table.unpack(it, 1, it.n or #it))
-      else ok, v = xpcall(fn, handler, it) end
+      if t.s then ok, v = cpt.xpcall(fn, handler, cpt.unpack(it, 1, it.n or #it))
+      else ok, v = cpt.xpcall(fn, handler, it) end
       if ok then out[i] = v
       else
         errs = errs or {}
@@ -390,7 +393,7 @@ function M.run_task(d)
     end
     return encode(res)
   end
-  return encode(table.pack(fn(table.unpack(t, 1, t.n))))
+  return encode(cpt.pack(fn(cpt.unpack(t, 1, t.n))))
 end
 
 -- Functions run_task decoded in this process, by their bytes.
@@ -399,7 +402,7 @@ M.fn_cache = { n = 0 }
 -- The `d` of a result entry for an error: "\0" .. {k = kind, m = message,
 -- f = fields}, the fields dropped to text when they cannot be encoded.
 function M.error_payload(kind, msg, f)
-  local cdumps, errs_mod = require("mproc.core").dumps, require "mproc.errors"
+  local cdumps, errs_mod = require("mproc.core").codec_dumps, require "mproc.errors"
   local body = { k = kind, m = msg, f = f }
   local ok, s = cdumps(body, "error", true)
   if not ok and f then
@@ -425,7 +428,7 @@ function M.run_batch(ds)
   local t0 = clock()
   local out = { n = #ds }
   for i = 1, #ds do
-    local ok, v = xpcall(run, catch, ds[i])
+    local ok, v = compat.xpcall(run, catch, ds[i])
     if ok then
       out[i] = "\1" .. v
     else
@@ -490,7 +493,7 @@ local function on_outcome(self, tid, d)
   local task = self._tasks[tid]
   if not task then return end  -- a task run twice: its first result won
   drop_task(self, tid)
-  local ok, v, msg = core.loads(d:sub(2))
+  local ok, v, msg = core.codec_loads(d:sub(2))
   local err
   if not ok then err = errnew(v, msg)
   elseif d:byte(1) ~= 1 then err = remote_error(v) end
@@ -851,7 +854,7 @@ local function push_job(self, job, items, first, n)
   local i = first
   while i < first + n do
     local count = min(job.cs, first + n - i)
-    local slice = { k = "c", s = job.star or nil, n = count, i = table.move(items, i, i + count - 1,
+    local slice = { k = "c", s = job.star or nil, n = count, i = tmove(items, i, i + count - 1,
       1, {}) }
     local ok, body = pcall(encode, slice, "items")
     if not ok then  -- name the offending item by its index in the whole job
@@ -873,11 +876,11 @@ local function map_async(self, fname, fn, items, opts, star)
   check_fn(fn, 1, fname)
   local list, n = collect_items(items, fname)
   opts = opts or {}
-  local cs = check_chunksize(opts.chunksize, 3, fname) or max(1, (n + 31) // 32)
+  local cs = check_chunksize(opts.chunksize, 3, fname) or max(1, idiv(n + 31, 32))
   local r = result.new(self, opts.callback, opts.error_callback)
   r._map = true
   local job = new_job(self, fn, star, cs)
-  poolargs.map_results(job, r, core.new_list(n), n)
+  poolargs.map_results(job, r, core.pool_new_list(n), n)
   if n > 0 then push_job(self, job, list, 1, n) end
   return r
 end
@@ -1040,7 +1043,7 @@ local function new_pool(opts)
   local maxd = util.opt_number(opts, "max_deliveries", "Pool", 1, true, 1) or 3
   local lease = util.opt_number(opts, "lease", "Pool", 1, false, 0.1) or 30
   local nproc = util.opt_number(opts, "processes", "Pool", 1, true, 0) or 0
-  local cid = ("%x"):format(core.getpid()) .. "-" .. (core.random_bytes(6):gsub(".",
+  local cid = ("%x"):format(core.getpid()) .. "-" .. (core.net_random_bytes(6):gsub(".",
     function(c) return ("%02x"):format(c:byte()) end))
   local self = setmetatable({
     _url = url, _queue = queue, _key = key, _maxd = maxd, _lease_ms = math.floor(lease * 1000),
@@ -1049,6 +1052,7 @@ local function new_pool(opts)
     _fns = setmetatable({}, { __mode = "k" }),
     _link = new_link(u), _rlink = new_link(u, READ_BLOCK_MS / 1000 + 10),
   }, Pool)
+  compat.gc(self)
   M.ensure_group(self._link, queue)
   if nproc > 0 then
     local process = require "mproc.process"

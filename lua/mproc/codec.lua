@@ -5,7 +5,7 @@ local core = require "mproc.core"
 local errors = require "mproc.errors"
 local util = require "mproc.util"
 
-local c_dumps, c_loads = core.dumps, core.loads
+local c_dumps, c_loads = core.codec_dumps, core.codec_loads
 local raise, argerror, typename = errors.raise, util.argerror, util.typename
 
 local M = {}
@@ -45,7 +45,7 @@ local function register(name, value)
       .. (value == nil and "no value" or typename(value)))
   end
   if M.before_register then M.before_register(name) end
-  core.register(name, value)
+  core.codec_register(name, value)
   return value
 end
 
@@ -53,7 +53,7 @@ end
 -- of `typename` sent by reference from another process; seen(handle), if
 -- given, hears of a handle of an object this process knows already.
 function M.register_reftype(name, fn, seen)
-  core.register_reftype(name, fn, seen)
+  core.codec_register_reftype(name, fn, seen)
 end
 
 -- The by-reference transfer of a class of the bindings, both directions in
@@ -67,7 +67,7 @@ function M.reftype(tname, decode, encode)
     local c_encode = mt.__mproc_encode
     mt.__mproc_encode = function(obj) return encode(obj, c_encode) end
   end
-  core.register_reftype(tname, decode)
+  core.codec_register_reftype(tname, decode)
 end
 
 -- pool.lua sets this: a name registered while a pool runs would be

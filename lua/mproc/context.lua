@@ -4,6 +4,7 @@
 -- side of "spawn" (a fresh interpreter that gets its work through the
 -- codec; its own side is lua/mproc/spawn_child.lua).
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local util = require "mproc.util"
 
@@ -58,7 +59,7 @@ end
 -- `what`: "start a process", "start a pool"...; `level` for error().
 function M.check_fork(what, level)
   if state.allow_threads then return end
-  local n = core.thread_count()
+  local n = core.process_thread_count()
   if n and n > 1 then
     error(("cannot %s with the 'fork' start method: this process runs %d threads "
       .. "and fork copies only the calling one (a lock another thread holds stays "
@@ -159,6 +160,7 @@ local STDLIB = { _G = true, string = true, table = true, math = true, io = true,
 
 -- Whether a value that travels by name can be rebuilt by a fresh
 -- interpreter: its module must be one that `require` finds there.
+local searchpath = compat.searchpath
 local function namecheck(kind, name, key)
   if kind == "registered" then
     return ("cannot send \"%s\" to a spawned process (it was registered with "
@@ -169,7 +171,7 @@ local function namecheck(kind, name, key)
   if name:match("^mproc") then return nil end
   local base = name:match("^[^.]+")
   for _, p in ipairs { package.path, package.cpath } do
-    if package.searchpath(name, p) or package.searchpath(base, p) then return nil end
+    if searchpath(name, p) or searchpath(base, p) then return nil end
   end
   local what = key and ("\"%s.%s\""):format(name, key) or ("module \"%s\""):format(name)
   return ("cannot send %s to a spawned process (a new interpreter cannot require "
@@ -179,17 +181,18 @@ M.namecheck = namecheck
 
 -- The interpreter that spawn starts: mp.set_executable's; else the one
 -- running us when it is a standalone interpreter (the `arg` table of
--- lua.c); else lua5.4 from PATH (a program that embeds Lua).
+-- lua.c); else lua5.4 (luajit, lua5.1...: this VM's) from PATH (a program
+-- that embeds Lua).
 function M.executable()
   if state.executable then return state.executable end
   if type(arg) == "table" and arg[-1] ~= nil then
-    local exe = core.exe_path()
+    local exe = core.process_exe_path()
     if exe then return exe end
     local i = -1
     while arg[i - 1] ~= nil do i = i - 1 end
     return arg[i]
   end
-  return "lua" .. _VERSION:match("%d+%.%d+")
+  return compat.interpreter
 end
 
 -- Per-process state that a forked child inherits with the memory and a
@@ -223,7 +226,7 @@ local BOOT = "require('mproc.spawn_child').main()"
 -- Encodes v for a spawned process: names it cannot rebuild raise
 -- SerializeError naming their path from `root`.
 function M.encode(v, root)
-  local ok, s, msg = core.dumps(v, root, false, namecheck)
+  local ok, s, msg = core.codec_dumps(v, root, false, namecheck)
   if ok then return s end
   errors.raise(s, msg)
 end
@@ -236,9 +239,9 @@ end
 -- The payload that build() returns and the descriptors that go with it:
 -- the Pipe ends its encodes met, then `extra` (from payload.extra_at on).
 function M.build_payload(build, extra)
-  core._conn_collect(true)
+  core.pipe_collect(true)
   local ok, payload = pcall(build)
-  local fds = core._conn_collect(false)
+  local fds = core.pipe_collect(false)
   if not ok then error(payload, 0) end
   payload.extra_at = #fds + 1
   for i = 1, extra and #extra or 0 do fds[#fds + 1] = extra[i] end
@@ -257,17 +260,17 @@ function M.spawn(build, detached, daemon, extra)
   M.add_inherited(payload)
   local bytes = M.encode(payload, "payload")
   local env = {
-    "LUA_PATH_5_4=" .. package.path,
-    "LUA_CPATH_5_4=" .. package.cpath,
+    compat.PATH_VAR .. "=" .. package.path,    -- LUA_PATH_5_4 on 5.4
+    compat.CPATH_VAR .. "=" .. package.cpath,
     ("MPROC_SPAWN=%d:%d:%d"):format(core.getpid(), detached and 1 or 0,
-      core.spawn_watch(detached) and 1 or 0),
+      core.process_spawn_watch(detached) and 1 or 0),
   }
   if tfd then env[#env + 1] = ("MPROC_TRACKER=%d:%d"):format(4 + #fds, tpid) end
-  local pid, child = errors.check(core.spawn_proc(exe, { exe, "-e", BOOT }, env, fds,
+  local pid, child = errors.check(core.process_spawn(exe, { exe, "-e", BOOT }, env, fds,
                                                   detached, daemon))
   state.started = true
   -- a child that died before reading leaves its exit code to tell why
-  core.boot_send(child, bytes)
+  core.process_boot_send(child, bytes)
   return pid, child
 end
 

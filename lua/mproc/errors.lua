@@ -1,6 +1,8 @@
 -- Error objects (API.md "Conventions").  The C core returns runtime failures
 -- as `false, kind, message [, errno]`; this module turns them into raised
 -- mp.Error tables.  Programmer mistakes stay plain strings (argerror style).
+local compat = require "mproc.compat"
+
 local Error = {}
 Error.__name = "mproc.Error"
 
@@ -63,6 +65,7 @@ local function pass(ok, ...)
   error(e, 0)
 end
 
+local pcall = compat.pcall  -- a wait may yield its task (mp.run): Lua 5.1 needs the help
 local function interruptible(fn)
   return function(...) return pass(pcall(fn, ...)) end
 end
@@ -78,9 +81,13 @@ end
 -- An xpcall handler for the code mproc runs on a user's behalf (a child's
 -- target, a pool task): the traceback, cut where mproc's own frames begin.
 -- `level` (default 2, the raising function) is for handlers that call it.
+local XPCALL = "\n[^\n]*%[C%]: in function 'xpcall'"
+-- Lua 5.1: compat.xpcall passes the arguments by a tail call, just above it
+local wrapped = compat.xpcall ~= xpcall
+local WRAPPED = "\n[^\n]*%(tail call%): %?" .. XPCALL
 local function traceback(e, level)
   local tb = debug.traceback(error_text(e), level or 2)
-  local cut = tb:find("\n[^\n]*%[C%]: in function 'xpcall'")
+  local cut = (wrapped and tb:find(WRAPPED)) or tb:find(XPCALL)
   if cut then tb = tb:sub(1, cut - 1) end
   return tb
 end

@@ -11,6 +11,7 @@
 -- server ends as any mproc process does (daemon children terminated, the
 -- others joined) and the parent's exit path joins the server.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local context = require "mproc.context"
 
@@ -30,15 +31,15 @@ local function ensure_server()
     if ok and code == nil then return server end
     core.child_close(server.child)
   end
-  local a, b = check(core.socket_pair())
+  local a, b = check(core.fd_socket_pair())
   local ok, pid, child = pcall(context.spawn, function() return { kind = "forkserver" } end,
                                false, false, { b })
-  core.close_fd(b)
+  core.fd_close(b)
   if not ok then
-    core.close_fd(a)
+    core.fd_close(a)
     error(pid, 0)
   end
-  check(core.shutdown_at_exit(a))
+  check(core.fd_shutdown_at_exit(a))
   server = { pid = pid, child = child, sock = a, owner = getpid() }
   return server
 end
@@ -69,7 +70,7 @@ end
 function Child:fileno() return self.fd end
 
 function Child:close()
-  if self.fd then core.close_fd(self.fd) end
+  if self.fd then core.fd_close(self.fd) end
   self.fd = nil
 end
 Child.__gc = Child.close
@@ -88,25 +89,25 @@ function M.spawn(build, detached, daemon, extra)
   payload.detached, payload.daemon = detached or false, daemon or false
   context.add_inherited(payload)
   local bytes = context.encode(payload, "payload")
-  local a, b = check(core.socket_pair())
+  local a, b = check(core.fd_socket_pair())
   local send = { b }
   for i = 1, #fds do send[#send + 1] = fds[i] end
   local sent, kind, msg = core.fd_send(srv.sock, bytes, send)
-  core.close_fd(b)
+  core.fd_close(b)
   if not sent then
-    core.close_fd(a)
+    core.fd_close(a)
     errors.raise(kind, "the forkserver is gone: " .. tostring(msg))
   end
   local answer = core.fd_recv(a)
   local pid = answer and tonumber(answer)
   if not pid then
-    core.close_fd(a)
+    core.fd_close(a)
     errors.raise("OSError", "the forkserver could not start the process: "
       .. tostring(answer or "no answer"))
   end
   context.mark_started()
-  if not detached then core.arm_end_children() end
-  return pid, setmetatable({ pid = pid, fd = a }, Child)
+  if not detached then core.process_arm_end_children() end
+  return pid, compat.gc(setmetatable({ pid = pid, fd = a }, Child))
 end
 
 -- }=====================================================================
@@ -118,7 +119,7 @@ end
 -- Runs in the server (spawn_child.lua); never returns.
 function M.serve(p)
   local sock = p.fds[p.extra_at]
-  core.set_comm("mproc-forkserv")
+  core.process_set_comm("mproc-forkserv")
   local kids = {}   -- { child, status fd, sentinel }
   local run = require("mproc.spawn_child").run
   while true do
@@ -131,7 +132,7 @@ function M.serve(p)
         if ready[i + 1] then
           local _, code = core.child_poll(k.child, true)
           core.fd_send(k.status, tostring(code or -9))
-          core.close_fd(k.status)
+          core.fd_close(k.status)
           core.child_close(k.child)
           table.remove(kids, i)
         end
@@ -141,11 +142,11 @@ function M.serve(p)
         if not bytes then core.exit(0) end   -- the parent is ending
         local req = require("mproc.codec").decode(bytes)
         local status = got[1]
-        local okf, pid, child = core.proc_fork(req.detached, req.daemon)
+        local okf, pid, child = core.process_fork(req.detached, req.daemon)
         if okf and pid == 0 then
-          core.close_fd(sock)
-          for _, k in ipairs(kids) do core.close_fd(k.status) end
-          core.close_fd(status)
+          core.fd_close(sock)
+          for _, k in ipairs(kids) do core.fd_close(k.status) end
+          core.fd_close(status)
           local rest = {}
           for i = 2, #got do rest[#rest + 1] = got[i] end
           run(req, rest)
@@ -156,9 +157,9 @@ function M.serve(p)
                               sentinel = core.child_fileno(child) }
         else
           core.fd_send(status, tostring(child))
-          core.close_fd(status)
+          core.fd_close(status)
         end
-        for i = 2, #got do core.close_fd(got[i]) end
+        for i = 2, #got do core.fd_close(got[i]) end
       end
     end
   end

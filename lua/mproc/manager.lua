@@ -20,6 +20,7 @@
 -- server.lua (the event loop), auth.lua (keys, handshake, framed I/O),
 -- client.lua (connections and proxies); this file is the API.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local util = require "mproc.util"
 local process = require "mproc.process"
 local auth = require "mproc.manager.auth"
@@ -30,7 +31,8 @@ local client = require "mproc.manager.client"
 local argerror, typename = util.argerror, util.typename
 local keys = auth.keys
 local TYPES = objects._TYPES
-local pack = table.pack
+local pack, math_type = compat.pack, compat.math_type
+local pcall = compat.pcall  -- requests wait, and a wait may yield (mp.run)
 local parse_address, addr_key, addr_text = client.parse_address, client.addr_key, client.addr_text
 local request, forget_pool = client.request, client.forget_pool
 local result_of, make_proxy = client.result_of, client.make_proxy
@@ -114,7 +116,7 @@ end
 -- Unix name (nothing to clean up), or else a socket file in /tmp.
 local function listen_default(s)
   if s.address then return listen(s.address) end
-  local rnd = core.random_bytes(8):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+  local rnd = core.net_random_bytes(8):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
   local ok, fd, addr = pcall(listen, "\0mproc-manager-" .. core.getpid() .. "-" .. rnd)
   if ok then return fd, addr end
   return listen("/tmp/mproc-manager-" .. core.getpid() .. "-" .. rnd .. ".sock")
@@ -135,7 +137,7 @@ function BaseManager:start()
   process.pass_fd_args(p, { 1 })   -- the listening socket, under spawn too
   core.tracker_ensure()   -- the server shares the tree's descriptor broker
   local ok, err = pcall(p.start, p)
-  core.net_closefd(lfd)
+  core.fd_close(lfd)
   if not ok then error(err, 0) end
   s.process, s.address, s.address_ready = p, addr, true
   s.owner = core.getpid()
@@ -216,7 +218,7 @@ function Manager:dict(t) return create(self, "dict", "dict", t) end
 function Manager:list(t) return create(self, "list", "list", t) end
 function Manager:Namespace(t) return create(self, "Namespace", "Namespace", t) end
 function Manager:Queue(maxsize)
-  if maxsize ~= nil and math.type(maxsize) ~= "integer" then
+  if maxsize ~= nil and math_type(maxsize) ~= "integer" then
     argerror(1, "Queue", "integer expected, got " .. got(maxsize))
   end
   return create(self, "Queue", "Queue", maxsize)

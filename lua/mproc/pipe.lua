@@ -3,6 +3,7 @@
 -- public methods below add the waiting, always through sched.wait_fd (the
 -- one waiting point), and turn failures into mp.Error objects.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
@@ -12,7 +13,7 @@ local check = errors.check
 local wait_fd, deadline = sched.wait_fd, sched.deadline
 local poll_fd = core.poll_fd
 local argerror, typename = util.argerror, util.typename
-local tointeger, mtype = math.tointeger, math.type
+local tointeger, mtype = compat.tointeger, compat.math_type
 
 -- The C steps carry the public names, so that a bad `self` reads
 -- "bad argument #1 to 'send' (mproc.Conn expected, got number)".
@@ -100,7 +101,7 @@ local function Pipe(duplex)
   elseif type(duplex) ~= "boolean" then
     argerror(1, "Pipe", "boolean expected, got " .. typename(duplex))
   end
-  return check(core.pipe(duplex))
+  return check(core.pipe_new(duplex))
 end
 
 -- A Pipe end reaches another process by reference (docs/pipe.md, "How a
@@ -110,9 +111,9 @@ end
 -- travelled with the frame (SCM_RIGHTS, collected by _recv); one that
 -- receives it through a queue or a pool claims the copy the sender
 -- deposited with the descriptor broker (the tree's tracker process).
-if core.register_reftype then
-  local attach, drop = core._conn_attach, core._conn_drop
-  core.register_reftype("Pipe", function(handle)
+if core.codec_register_reftype then
+  local attach, drop = core.pipe_attach, core.pipe_drop
+  core.codec_register_reftype("Pipe", function(handle)
     local c, why = attach(handle)
     if c then return c end
     error(why, 0)

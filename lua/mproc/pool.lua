@@ -22,6 +22,7 @@
 -- pool/dispatch.lua (the parent side: submit, collect, replace workers),
 -- pool/jobs.lua (map, imap); this file is the API.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
@@ -32,7 +33,8 @@ local codec = require "mproc.codec"
 local context = require "mproc.context"
 
 local getpid = core.getpid
-local pack, unpack = table.pack, table.unpack
+local pack, unpack = compat.pack, compat.unpack
+local math_type, tointeger = compat.math_type, compat.tointeger
 local argerror, typename = util.argerror, util.typename
 local errnew = errors.new
 local check_fn, apply_args = poolargs.check_fn, poolargs.apply_args
@@ -235,10 +237,10 @@ local POOL_OPTS = { processes = true, initializer = true, initargs = true,
 
 local function positive_int(v, what)
   if v == nil then return nil end
-  local i = math.type(v) and math.tointeger(v)
+  local i = math_type(v) and tointeger(v)
   if not i then
     argerror(1, "Pool", ("'%s' must be an integer, got %s"):format(what,
-      math.type(v) == "float" and "a fraction" or typename(v)), 4)
+      math_type(v) == "float" and "a fraction" or typename(v)), 4)
   end
   if i < 1 then argerror(1, "Pool", ("'%s' must be >= 1"):format(what), 4) end
   return i
@@ -279,10 +281,11 @@ local function new_pool(opts, method)
     _fns = setmetatable({}, { __mode = "k" }), _ncached = 0, _pid = core.getpid(),
     _method = method,
   }, Pool)
+  compat.gc(self)  -- Lua 5.1/LuaJIT: Pool.__gc
   self._board = errors.check(core.pool_board())
   all_boards[self._board] = true
   live_pools[self] = true
-  local ok, p = core.pool_poller()
+  local ok, p = core.poll_new()
   if ok then
     self._poller = p
     self._pollfd = p:_fileno()

@@ -4,8 +4,10 @@
 -- (apply_task, map_async, imap), as where they were written first.
 local util = require "mproc.util"
 local errors = require "mproc.errors"
+local compat = require "mproc.compat"
 
 local argerror, typename = util.argerror, util.typename
+local math_type, tointeger, unpack = compat.math_type, compat.tointeger, compat.unpack
 
 local M = {}
 
@@ -40,13 +42,13 @@ function M.apply_args(args, opts)
   end
   args = args or {}
   local n = args.n or #args
-  return { n = n, table.unpack(args, 1, n) }
+  return { n = n, unpack(args, 1, n) }
 end
 
 function M.check_chunksize(cs, n, fname)
   if cs == nil then return nil end
-  if math.type(cs) ~= "integer" then
-    if type(cs) == "number" and math.tointeger(cs) then cs = math.tointeger(cs)
+  if math_type(cs) ~= "integer" then
+    if type(cs) == "number" and tointeger(cs) then cs = tointeger(cs)
     else argerror(n, fname, "integer expected, got " .. typename(cs), 4) end
   end
   if cs < 1 then argerror(n, fname, "chunksize must be >= 1", 4) end
@@ -135,7 +137,7 @@ function M.map_results(job, r, out, n)
       job:stop()
       return r:_reject(M.make_task_error(errs[1][2], errs[1][3]))
     end
-    if vals then table.move(vals, 1, count, first, out) end
+    if vals then compat.move(vals, 1, count, first, out) end
     left = left - count
     if left == 0 then r:_resolve({ out, n = 1 }) end
   end
@@ -159,6 +161,7 @@ end
 -- runs when the input and the results are all used up.
 function M.imap_stream(h)
   local ordered, ahead, nextitem = h.ordered, h.ahead, h.nextitem
+  local half = compat.idiv(ahead, 2)
   local fed, consumed, exhausted, src_err = 0, 0, false, nil
   local vals, has, errs = {}, {}, {}   -- ordered: by input index
   local fifo, fh, ft = {}, 1, 0        -- unordered: indices as they complete
@@ -175,7 +178,7 @@ function M.imap_stream(h)
   local function feed()
     local from = fed + 1
     while not exhausted and fed - consumed < ahead do
-      local ok, more, v = pcall(nextitem)
+      local ok, more, v = compat.pcall(nextitem)  -- the input may wait (mp.run)
       if not ok then exhausted, src_err = true, more break end
       if not more then exhausted = true break end
       fed = fed + 1
@@ -215,7 +218,7 @@ function M.imap_stream(h)
       local v, err = vals[idx], errs[idx]
       vals[idx], errs[idx] = nil, nil
       consumed = consumed + 1
-      if not exhausted and fed - consumed <= ahead // 2 then feed() end
+      if not exhausted and fed - consumed <= half then feed() end
       if err then
         if h.ret_errors then return idx, nil, err end
         failed = err

@@ -3,6 +3,7 @@
 -- (src/core/process.c) forks, reaps and runs the exit path; this module is the
 -- policy: names, the child's bootstrap, joins through the one waiting point.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
@@ -11,7 +12,7 @@ local context = require "mproc.context"
 
 local check, argerror = errors.check, util.argerror
 local getpid = core.getpid
-local pack, unpack = table.pack, table.unpack
+local pack, unpack, math_type = compat.pack, compat.unpack, compat.math_type
 
 -- Private state of each Process object (instances keep only user fields,
 -- so that `self.x` is free for subclasses and the fields can be sent).
@@ -90,6 +91,7 @@ local function traceback(e)
   repeat
     tb, n = tb:gsub("\n[^\n]*mproc/process%.lua:[^\n]*$", "")
     if n == 0 then tb, n = tb:gsub("\n%s*%(%.%.%.tail calls%.%.%.%)$", "") end
+    if n == 0 then tb, n = tb:gsub("\n%s*%(tail call%): %?$", "") end  -- Lua 5.1's
     if n == 0 then tb, n = tb:gsub("\n%s*%[C%]: in %?$", "") end
     if n == 0 then tb, n = tb:gsub("\n[^\n]*mproc/spawn_child%.lua:[^\n]*$", "") end
     if n == 0 then tb, n = tb:gsub("\n[^\n]*%(command line%):[^\n]*$", "") end
@@ -129,7 +131,7 @@ local function child_main(self, s, payload)
   -- A collector step here would write to most of the heap inherited from
   -- the parent (copy-on-write faults): the bootstrap runs without it.
   collectgarbage("stop")
-  local ok, err = xpcall(child_body, traceback, self, s, payload)
+  local ok, err = compat.xpcall(child_body, traceback, self, s, payload)
   if ok then child_exit(0) end
   pcall(function()
     io.stderr:write("Process ", tostring(s.name), ":\n", tostring(err), "\n")
@@ -426,7 +428,7 @@ function Process:start()
   context.check_fork("start a process")
   context.mark_started()
   local payload = payload_of(self, s)
-  local pid, child = check(core.proc_fork(s.detached, s.daemon))
+  local pid, child = check(core.process_fork(s.detached, s.daemon))
   if pid == 0 then child_main(self, s, payload) end
   s.started, s.pid, s.child, s.creator = true, pid, child, getpid()
   s.sentinel = context.child_fileno(child)
@@ -551,13 +553,13 @@ local function fork()
 end
 
 local function waitpid(pid, timeout)
-  if math.type(pid) ~= "integer" then
+  if math_type(pid) ~= "integer" then
     argerror(1, "waitpid", "integer expected, got " .. (pid == nil and "no value"
-      or math.type(pid) or util.typename(pid)))
+      or math_type(pid) or util.typename(pid)))
   end
   util.check_timeout(timeout, 2, "waitpid")
   local deadline = sched.deadline(timeout)
-  local fd = core.fork_sentinel(pid)
+  local fd = core.process_fork_sentinel(pid)
   if fd then
     if not sched.wait_fd(fd, "r", deadline) then return nil end
     return check(core.waitpid(pid, true))

@@ -6,6 +6,7 @@
 -- inside mp.run only the calling task waits).  Failures reach `fail` as
 -- a status and are raised from there.
 local core = require "mproc.core"
+local math_type = require("mproc.compat").math_type
 local codec = require "mproc.codec"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
@@ -73,7 +74,7 @@ end
 -- whole loop is protected, not only the waits.
 local interruptible = errors.interruptible
 for _, tname in ipairs { "mproc.Queue", "mproc.JoinableQueue", "mproc.SimpleQueue" } do
-  local methods = core.class(tname)
+  local methods = require("mproc.handover")(tname)
   methods._fail = fail
   methods._slow_put, methods._slow_get = interruptible(slow_put), interruptible(slow_get)
   methods._slow_join = interruptible(slow_join)
@@ -81,7 +82,7 @@ end
 
 -- maxsize: nil or an integer; <= 0 means unbounded (as in Python).
 local function check_opts(fname, maxsize, opts)
-  if maxsize ~= nil and math.type(maxsize) ~= "integer" then
+  if maxsize ~= nil and math_type(maxsize) ~= "integer" then
     if type(maxsize) == "number" then
       util.argerror(1, fname, "number has no integer representation", 2)
     end
@@ -93,7 +94,7 @@ local function check_opts(fname, maxsize, opts)
       util.argerror(2, fname, "table expected, got " .. util.typename(opts), 2)
     end
     ring = opts.ring_size
-    if ring ~= nil and (math.type(ring) ~= "integer" or ring < 0) then
+    if ring ~= nil and (math_type(ring) ~= "integer" or ring < 0) then
       util.argerror(2, fname, "ring_size must be a non-negative integer", 2)
     end
   end

@@ -7,9 +7,10 @@
 -- that moment, so they run in completion order, from a dispatch point.
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
+local compat = require "mproc.compat"
 local util = require "mproc.util"
 
-local pack, unpack = table.pack, table.unpack
+local pack, unpack = compat.pack, compat.unpack
 local argerror, typename = util.argerror, util.typename
 
 local AsyncResult = {}

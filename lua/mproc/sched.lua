@@ -17,6 +17,7 @@
 -- handler.
 local core = require "mproc.core"
 
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local interruptible = errors.interruptible
 local now = core.now
@@ -24,9 +25,10 @@ local now = core.now
 local poll_fd, csleep = interruptible(core.poll_fd), interruptible(core.sleep)
 local poll_many = interruptible(core.poll_many)
 local huge, min = math.huge, math.min
-local running, yield, resume = coroutine.running, coroutine.yield, coroutine.resume
-local create, status = coroutine.create, coroutine.status
-local pack, unpack = table.pack, table.unpack
+-- compat.running: a protected call's helper coroutine (Lua 5.1) counts as its task
+local running, yield, resume = compat.running, coroutine.yield, coroutine.resume
+local create, status, coclose = coroutine.create, coroutine.status, compat.coclose
+local pack, unpack, ppcall = compat.pack, compat.unpack, compat.pcall
 
 local M = { hooks = {}, dispatchers = {} }
 
@@ -92,7 +94,7 @@ end
 function M.dispatch()
   if dispatching then return end
   dispatching = true
-  local ok, err = pcall(function()
+  local ok, err = ppcall(function()
     run_queue()
     local d = M.dispatchers
     for i = 1, #d do d[i]() end
@@ -227,7 +229,7 @@ local function step_task(s, t)
     -- a SIGINT that surfaced in any task ends the run, as in the main one
     if t.is_main or (s.main_error == nil and is_interrupt(r1)) then s.main_error = r1 end
     -- the dead coroutine keeps its stack: a traceback for an unjoined error
-    return finish_task(s, t, false, r1, not t.is_main and debug.traceback(t.co, nil) or nil)
+    return finish_task(s, t, false, r1, not t.is_main and debug.traceback(t.co) or nil)
   end
   if status(t.co) == "dead" then
     return finish_task(s, t, true, unpack(t.results, 1, t.results.n))
@@ -289,6 +291,62 @@ local function wake_waiters(s, ready_fd)
   end
 end
 
+-- One wait for every task at once (none when a task is ready already);
+-- true when the run must end.
+local function wait_round(s)
+  -- a task that ended may be what others wait for
+  wake_waiters(s, {})
+  if #s.ready > 0 then return false end
+  -- wait for every task at once
+  local fds, modes, owners, n = {}, {}, {}, 0
+  local dl, polls = nil, false
+  for _, t in pairs(s.by_co) do
+    local kind = t.kind
+    if kind == "fd" then
+      n = n + 1
+      fds[n], modes[n], owners[n] = t.a, t.b, t
+    elseif kind == "poll" then
+      polls = true
+      dl = earlier(dl, t.next_try)
+    elseif kind == "many" then
+      local ok, mfds, polled = pcall(t.b)
+      if not ok then
+        make_ready(s, t, nil, mfds)
+      else
+        for i = 1, #mfds do
+          n = n + 1
+          fds[n], modes[n], owners[n] = mfds[i], "r", t
+        end
+        if polled then polls = true; dl = earlier(dl, now() + MANY_TICK) end
+      end
+    end
+    if kind then dl = earlier(dl, t.deadline) end
+  end
+  if #s.ready > 0 then return false end
+  local ns = n
+  local timer
+  n, timer = source_fds(fds, modes, n)
+  dl = earlier(dl, timer)
+  local ready_fd = {}
+  if n == 0 then
+    local left = M.remaining(dl)
+    if left == nil and not polls then
+      s.main_error = "mp.run: deadlock: every task waits for something that cannot happen"
+      return true
+    end
+    if left and left > 0 then csleep(left) end
+  else
+    local ready = poll_many(fds, modes, n, M.remaining(dl))
+    if ready then
+      for i = 1, ns do if ready[i] then ready_fd[owners[i]] = true end end
+    end
+  end
+  pump()
+  M.dispatch()  -- callbacks due while every task waits
+  wake_waiters(s, ready_fd)
+  return false
+end
+
 local function loop(s)
   while true do
     while #s.ready > 0 do
@@ -298,64 +356,43 @@ local function loop(s)
       if s.main_error ~= nil then return end
     end
     if s.count == 0 then return end
-    -- a task that ended may be what others wait for
-    wake_waiters(s, {})
-    if #s.ready > 0 then goto continue end
-    -- wait for every task at once
-    local fds, modes, owners, n = {}, {}, {}, 0
-    local dl, polls = nil, false
-    for _, t in pairs(s.by_co) do
-      local kind = t.kind
-      if kind == "fd" then
-        n = n + 1
-        fds[n], modes[n], owners[n] = t.a, t.b, t
-      elseif kind == "poll" then
-        polls = true
-        dl = earlier(dl, t.next_try)
-      elseif kind == "many" then
-        local ok, mfds, polled = pcall(t.b)
-        if not ok then
-          make_ready(s, t, nil, mfds)
-        else
-          for i = 1, #mfds do
-            n = n + 1
-            fds[n], modes[n], owners[n] = mfds[i], "r", t
-          end
-          if polled then polls = true; dl = earlier(dl, now() + MANY_TICK) end
-        end
-      end
-      if kind then dl = earlier(dl, t.deadline) end
-    end
-    if #s.ready > 0 then goto continue end
-    local ns = n
-    local timer
-    n, timer = source_fds(fds, modes, n)
-    dl = earlier(dl, timer)
-    local ready_fd = {}
-    if n == 0 then
-      local left = M.remaining(dl)
-      if left == nil and not polls then
-        s.main_error = "mp.run: deadlock: every task waits for something that cannot happen"
-        return
-      end
-      if left and left > 0 then csleep(left) end
-    else
-      local ready = poll_many(fds, modes, n, M.remaining(dl))
-      if ready then
-        for i = 1, ns do if ready[i] then ready_fd[owners[i]] = true end end
-      end
-    end
-    pump()
-    M.dispatch()  -- callbacks due while every task waits
-    wake_waiters(s, ready_fd)
-    ::continue::
+    if wait_round(s) then return end
   end
+end
+
+-- Cleanup of the library for a task that mp.run may close while it waits
+-- (the VMs before 5.4 have no <close>): fn runs, newest first, before the
+-- task's coroutine is closed.  Returns the function that cancels it (nil
+-- outside mp.run, where nothing is closed).
+function M.defer(fn)
+  local t = current()
+  if not t then return nil end
+  local list = t.closers
+  if not list then list = {}; t.closers = list end
+  list[#list + 1] = fn
+  return function()
+    for i = #list, 1, -1 do
+      if list[i] == fn then table.remove(list, i); return end
+    end
+  end
+end
+
+local function close_task(t)
+  local list, failed, ferr = t.closers, false, nil
+  for i = #(list or {}), 1, -1 do
+    local ok, err = pcall(list[i])
+    if not ok and not failed then failed, ferr = true, err end
+  end
+  local ok, err = coclose(t.co)
+  if failed then return false, ferr end
+  return ok, err
 end
 
 -- The run ends early (the main task raised, SIGINT, a deadlock): close
 -- every task still suspended, newest first, so its pending <close>
--- handlers run (a subprocess.run waiting in one kills its child).  The
--- scheduler is gone by then: a handler that waits blocks for real.
+-- handlers and deferred cleanups run (a subprocess.run waiting in one kills
+-- its child).  The scheduler is gone by then: a handler that waits blocks
+-- for real.
 local function close_tasks(s)
   local left = {}
   for _, t in pairs(s.by_co) do left[#left + 1] = t end
@@ -364,7 +401,7 @@ local function close_tasks(s)
     local t = left[i]
     s.by_co[t.co] = nil
     s.count = s.count - 1
-    local pok, ok, err = pcall(coroutine.close, t.co)
+    local pok, ok, err = pcall(close_task, t)
     if not pok then err = ok end
     if not (pok and ok) then
       io.stderr:write("mp.run: closing a task raised: ",

@@ -2,13 +2,14 @@
 -- mp.run, mp.spawn, mp.poll, and the functions that wait for many results
 -- (mp.wait, mp.as_completed, mp.gather) and mp.progress.
 local sched = require "mproc.sched"
+local compat = require "mproc.compat"
 local util = require "mproc.util"
 local result = require "mproc.result"
 local progress = require "mproc.progress"
 
 local errors = require "mproc.errors"
 
-local pack, unpack = table.pack, table.unpack
+local pack, unpack = compat.pack, compat.unpack
 
 local function sleep(seconds)
   util.check_timeout(seconds, 1, "sleep")

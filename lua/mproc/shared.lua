@@ -26,7 +26,7 @@ end
 
 local function attach(tname)
   return function(handle)
-    return check(core.shm_attach(tname, handle))
+    return check(core.shared_attach(tname, handle))
   end
 end
 codec.reftype("mproc.Value", attach("mproc.Value"))

@@ -1,6 +1,7 @@
 -- The first code of a process started with the "spawn" start method
 -- (lua/mproc/context.lua starts `lua -e "require('mproc.spawn_child').main()"`
--- with package.path/cpath in LUA_PATH_5_4/LUA_CPATH_5_4).  Descriptor 3
+-- with package.path/cpath in LUA_PATH_5_4/LUA_CPATH_5_4, or the names of
+-- its VM: compat.PATH_VAR).  Descriptor 3
 -- brings the payload; the child dies with its parent as a forked one does.
 local M = {}
 
@@ -8,13 +9,13 @@ function M.main()
   local core = require "mproc.core"
   local ppid, detached, watch = (os.getenv("MPROC_SPAWN") or "")
     :match("^(%d+):([01]):([01])$")
-  if not ppid or not core.spawned_setup(detached == "1", tonumber(ppid), watch == "1") then
+  if not ppid or not core.process_spawned_setup(detached == "1", tonumber(ppid), watch == "1") then
     io.stderr:write("mproc.spawn_child: only mproc's spawn start method runs this\n")
     os.exit(2)
   end
   local tfd, tpid = (os.getenv("MPROC_TRACKER") or ""):match("^(%d+):(%d+)$")
   if tfd then core.tracker_adopt(tonumber(tfd), tonumber(tpid)) end
-  local bytes = core.boot_recv()
+  local bytes = core.process_boot_recv()
   if not bytes then core.exit(1) end   -- the parent died before sending it
   require "mproc"
   local codec = require "mproc.codec"
@@ -36,7 +37,7 @@ end
 function M.run(payload, fds)
   local core = require "mproc.core"
   payload.fds = fds
-  core._conn_received(fds)
+  core.pipe_received(fds)
   local context = require "mproc.context"
   context.restore_inherited(payload)
   if payload.exe and not context.state.executable then

@@ -3,11 +3,13 @@
 -- waiting point): pipes and the child's end (a Linux pidfd) are waited
 -- for as descriptors; without a pidfd the exit is polled with short naps.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 
 local check, raise, argerror, typename = errors.check, errors.raise, util.argerror, util.typename
+local math_type, pcall = compat.math_type, compat.pcall  -- pcall: a wait in it may yield (mp.run)
 
 local M = {}
 
@@ -70,8 +72,8 @@ local function stdio_of(v, name, n, fname)
   if type(v) == "string" and STDIO[v] and (v ~= "stdout" or name == "stderr") then
     return STDIO[v]
   end
-  if math.type(v) == "integer" and v >= 0 then return core.STDIO_FD, v end
-  local fd = io.type(v) == "file" and core.file_fileno(v)
+  if math_type(v) == "integer" and v >= 0 then return core.STDIO_FD, v end
+  local fd = io.type(v) == "file" and core.subprocess_file_fileno(v)
   if fd then return core.STDIO_FD, fd end
   argerror(n, fname, ("%s must be \"pipe\", \"devnull\", \"inherit\"%s, "
     .. "a descriptor or an open file")
@@ -151,7 +153,7 @@ end
 -- "a" reads everything up to EOF.
 function Stream:read(n, timeout)
   local ud = stream_ud(self, "read")
-  if n ~= nil and n ~= "a" and (math.type(n) ~= "integer" or n < 0) then
+  if n ~= nil and n ~= "a" and (math_type(n) ~= "integer" or n < 0) then
     argerror(1, "read", "non-negative integer or \"a\" expected, got " .. got(n))
   end
   util.check_timeout(timeout, 2, "read")
@@ -223,7 +225,7 @@ local function popen(argv, opts, fname, lvl)
   local m0, f0 = stdio_of(opts.stdin, "stdin", 2, fname)
   local m1, f1 = stdio_of(opts.stdout, "stdout", 2, fname)
   local m2, f2 = stdio_of(opts.stderr, "stderr", 2, fname)
-  local ok, ud, msg, errno = core.spawn(cmd, opts.cwd, env, m0, f0, m1, f1, m2, f2,
+  local ok, ud, msg, errno = core.subprocess_spawn(cmd, opts.cwd, env, m0, f0, m1, f1, m2, f2,
     opts.start_new_session == true)
   if not ok then
     -- posix_spawn reports a bad cwd like a missing program: tell them apart
@@ -294,7 +296,7 @@ end
 
 local function send_signal(self, fname, sig)
   local ud = checkp(self, fname)
-  if math.type(sig) ~= "integer" then
+  if math_type(sig) ~= "integer" then
     argerror(1, fname, "integer expected, got " .. got(sig), 3)
   end
   check(ud:_signal(sig))
@@ -389,15 +391,18 @@ local function run(argv, opts, fname)
   if opts.timeout ~= nil then util.check_timeout(opts.timeout, 2, fname) end
   local p = popen(argv, o, fname, 4)
   -- Ends the child unless it was waited for: on a timeout, an error, or the
-  -- calling coroutine being closed (mp.run closing its tasks) while waiting.
-  local _ <close> = setmetatable({}, { __close = function()
+  -- calling task being closed (mp.run closing its tasks) while waiting.
+  local function cleanup()
     if p.returncode == nil then
       pcall(p.kill, p)
       pcall(p.close, p)
       pcall(p.wait, p)
     end
-  end })
+  end
+  local cancel = sched.defer(cleanup)
   local ok, out, err = pcall(p.communicate, p, opts.input, opts.timeout)
+  if cancel then cancel() end
+  cleanup()
   if not ok then
     if errors.is_error(out, "Timeout") then
       local cmd = type(argv) == "table" and table.concat(cmd_of(argv), " ") or tostring(argv)

@@ -1,9 +1,11 @@
 -- Synchronisation primitives (API.md "Synchronisation").  The objects and
--- their fast paths are C (src/lua/sync.c, methods straight in the metatables);
--- this module adds what waits in Lua: `M.block`, the waiting point for
--- shared objects, and the methods that orchestrate several C steps
--- (Condition:wait, wait_for, Barrier:wait), plus the by-reference transfer.
+-- their fast paths are C (src/lua/lock.c, cond.c, methods straight in the
+-- metatables); this module adds what waits in Lua: `M.block`, the waiting
+-- point for shared objects, and the methods that orchestrate several C
+-- steps (Condition:wait, wait_for, Barrier:wait), plus the by-reference
+-- transfer.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local codec = require "mproc.codec"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
@@ -11,6 +13,7 @@ local util = require "mproc.util"
 
 local check, raise = errors.check, errors.raise
 local check_timeout = util.check_timeout
+local pcall = compat.pcall  -- the waits in it may yield (mp.run)
 
 local M = {}
 
@@ -42,7 +45,7 @@ end
 local function slow_block(obj, step, timeout) return M.block(step, obj, timeout) end
 for _, tname in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Event",
                          "mproc.Condition", "mproc.Barrier" } do
-  local methods = core.class(tname)
+  local methods = require("mproc.handover")(tname)
   methods._block, methods._guard_slow = slow_block, guard_slow
   methods._fail = errors.method_fail
 end

@@ -1,5 +1,7 @@
 -- Argument checking for the Lua wrappers, with the exact text that
 -- luaL_argerror gives C functions: "bad argument #n to 'name' (...)".
+local math_type = require("mproc.compat").math_type
+
 local M = {}
 
 local function argerror(n, fname, msg, level)
@@ -104,7 +106,7 @@ function M.opt_number(opts, key, fname, n, int, min, level)
   if v == nil then return nil end
   level = 3 + (level or 0)
   local want = int and "an integer" or "a number"
-  if type(v) ~= "number" or (int and math.type(v) ~= "integer") or v ~= v then
+  if type(v) ~= "number" or (int and math_type(v) ~= "integer") or v ~= v then
     argerror(n, fname, ("'%s' must be %s, got %s"):format(key, want,
       type(v) == "number" and tostring(v) or typename(v)), level)
   end

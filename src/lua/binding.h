@@ -6,8 +6,7 @@
 #define LMPROC_H
 
 #include <stddef.h>
-#include "lua.h"
-#include "lauxlib.h"
+#include "compat.h"
 #include "../core/mproc.h"
 
 int mproc_open_wait(lua_State *L);
@@ -20,6 +19,7 @@ int mproc_open_queue(lua_State *L);
 int mproc_open_spawn(lua_State *L);
 int mproc_open_net(lua_State *L);
 int mproc_open_pool(lua_State *L);
+int mproc_open_poll(lua_State *L);
 
 /* Runtime failures are returned, not raised (STYLE.md): the C function
  * pushes false, kind, message and returns 3; lua/mproc/errors.lua turns
@@ -63,7 +63,8 @@ void mproc_indexed_class(lua_State *L, const char *tname, const luaL_Reg *method
 void mproc_conn_share_begin(lua_State *L);
 void mproc_conn_share_end(lua_State *L, int sent);
 
-/* src/lua/sync.c, shared with src/lua/shared.c: handles of objects in slab segments. */
+/* src/lua/sync.c (push_rlock: src/lua/lock.c), shared with src/lua/shared.c:
+ * handles of objects in slab segments. */
 int mproc_sync_encode(lua_State *L, const char *tname, mproc_seg *seg, const void *obj);
 void *mproc_sync_attach(lua_State *L, const char *handle, int kind, size_t minsize,
                         mproc_seg **seg);

@@ -216,7 +216,7 @@ cstate *mproc_codec_state(lua_State *L) {
   mproc_codec_new_weak(L, "k"); lua_setiuservalue(L, -2, UV_DUMPS);
   lua_createtable(L, SC_SLOTS, 0); lua_setiuservalue(L, -2, UV_STRINGS);
   lua_newtable(L); lua_setiuservalue(L, -2, UV_REFSEEN);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_pushglobaltable(L);
   S->globals = lua_topointer(L, -1);
   lua_pop(L, 1);
   lua_pushvalue(L, -1);
@@ -1274,7 +1274,11 @@ static int dec_function(Dec *D, const unsigned char *at) {
       if (!lua_isfunction(L, other) || lua_iscfunction(L, other) ||
           m < 1 || m > lua_nups(L, other))
         return dec_bad(D, "bad upvalue reference");
+#ifdef MPROC_UPVALUE_JOIN
       lua_upvaluejoin(L, f, i, other, m);
+#else   /* plain 5.1 (compat.h): its own frames hold no shared upvalue */
+      return dec_bad(D, "shared upvalues need Lua 5.2 or later, or LuaJIT");
+#endif
       lua_pop(L, 1);
     } else return dec_bad(D, "bad upvalue");
   }
@@ -1452,7 +1456,7 @@ static int dec_value(Dec *D) {
       return 1;
     }
     case T_GLOBALS:
-      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      lua_pushglobaltable(L);
       return 1;
     case T_NAMEREG: case T_NAMEMOD: case T_NAMEFIELD: case T_OBJREF: case T_SOBJREF: {
       int ok = (c == T_OBJREF || c == T_SOBJREF) ? dec_objref(D, D->p - 1) : dec_name(D, c);

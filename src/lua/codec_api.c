@@ -1,8 +1,8 @@
 /*
- * src/lua/codec_api.c: the Lua API of the codec (src/lua/codec.c): core.dumps
- * and core.loads (status-first), the public mp.dumps and mp.loads
+ * src/lua/codec_api.c: the Lua API of the codec (src/lua/codec.c): core.codec_dumps
+ * and core.codec_loads (status-first), the public mp.dumps and mp.loads
  * (raising), and what makes a value travel by name or by reference
- * (register, register_reftype).
+ * (codec_register, codec_register_reftype).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <string.h>
@@ -183,7 +183,7 @@ static int l_register(lua_State *L) {
   return 0;
 }
 
-/* register_reftype(typename, fn | nil [, seen]): seen(handle) is called
+/* codec_register_reftype(typename, fn | nil [, seen]): seen(handle) is called
  * when a handle names an object this process knows already. */
 static int l_register_reftype(lua_State *L) {
   luaL_checkstring(L, 1);
@@ -212,13 +212,13 @@ static int l_forget_ids(lua_State *L) {
 
 int mproc_open_codec(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"dumps", l_dumps},
-    {"loads", l_loads},
-    {"register", l_register},
+    {"codec_dumps", l_dumps},
+    {"codec_loads", l_loads},
+    {"codec_register", l_register},
     {"codec_autorequire", l_autorequire},
-    {"register_reftype", l_register_reftype},
+    {"codec_register_reftype", l_register_reftype},
     {"codec_functions", l_codec_functions},
-    {"_codec_forget_ids", l_forget_ids},
+    {"codec_forget_ids", l_forget_ids},
     {NULL, NULL}
   };
   mproc_setfuncs(L, funcs);

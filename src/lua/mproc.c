@@ -167,12 +167,9 @@ static int l_sleep(lua_State *L) {
   return 1;
 }
 
-static int handover_k(lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  return lua_gettop(L) - (int)base;
-}
-
-int mproc_handover(lua_State *L, int obj, const char *method, int nargs) {
+/* Inserts obj's Lua method and obj below the nargs values on the top:
+ * method, obj, args...  Returns the stack index of the method. */
+static int push_method(lua_State *L, int obj, const char *method, int nargs) {
   int base;
   obj = lua_absindex(L, obj);
   base = lua_gettop(L) - nargs;
@@ -189,15 +186,53 @@ int mproc_handover(lua_State *L, int obj, const char *method, int nargs) {
   lua_insert(L, base + 1);
   lua_pushvalue(L, obj);
   lua_insert(L, base + 2);
+  return base + 1;
+}
+
+#ifdef MPROC_NO_CALLK
+/* Lua 5.1 and LuaJIT cannot yield across a C call: a C method cannot call
+ * a slow path that may yield (inside mp.run).  It returns instead the
+ * marker core.HANDOVER, the method, obj and the arguments, and the Lua
+ * wrapper of the C method (lua/mproc/compat.lua, put around the methods
+ * of the classes the Lua side extends) makes the call, a tail call in Lua
+ * that may yield.  So every C method that hands over must return what
+ * mproc_handover returns, and be called through that wrapper. */
+static char handover_marker;
+
+int mproc_handover(lua_State *L, int obj, const char *method, int nargs) {
+  int at = push_method(L, obj, method, nargs);
+  lua_pushlightuserdata(L, &handover_marker);
+  lua_insert(L, at);
+  return nargs + 3;
+}
+
+/* Calls obj:method(args...) here (it must not yield): for "_fail", which
+ * raises, from C functions that go on when it returns. */
+static int call_method(lua_State *L, int obj, const char *method, int nargs) {
+  int at = push_method(L, obj, method, nargs);
+  lua_call(L, nargs + 1, LUA_MULTRET);
+  return lua_gettop(L) - at + 1;
+}
+#else
+static int handover_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return lua_gettop(L) - (int)base;
+}
+
+int mproc_handover(lua_State *L, int obj, const char *method, int nargs) {
+  int base = push_method(L, obj, method, nargs) - 1;
   lua_callk(L, nargs + 1, LUA_MULTRET, base, handover_k);
   return handover_k(L, LUA_OK, base);
 }
+
+#define call_method mproc_handover
+#endif
 
 int mproc_raise_errno(lua_State *L, int obj, int err, const char *what) {
   obj = lua_absindex(L, obj);
   mproc_fail_errno(L, err, what);
   lua_remove(L, -4);                      /* the status */
-  return mproc_handover(L, obj, "_fail", 3);
+  return call_method(L, obj, "_fail", 3);
 }
 
 /* class(tname) -> methods, metatable: the one way the Lua layer extends a
@@ -249,14 +284,22 @@ int luaopen_mproc_core(lua_State *L) {
   static const opener openers[] = {
     mproc_open_wait, mproc_open_codec, mproc_open_proc, mproc_open_conn,
     mproc_open_sync, mproc_open_shm, mproc_open_queue,
-    mproc_open_spawn, mproc_open_net, mproc_open_pool,
+    mproc_open_spawn, mproc_open_net, mproc_open_pool, mproc_open_poll,
     NULL
   };
   int i;
+  luaL_checkversion(L);
   pin_module();
   lua_newtable(L);
   for (i = 0; openers[i]; i++) openers[i](L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
+  /* the VM the module was built for: "5.1", "LuaJIT", "5.3" or "5.4" */
+  lua_pushliteral(L, MPROC_LUA_VERSION);
+  lua_setfield(L, -2, "lua_version");
+#ifdef MPROC_NO_CALLK
+  lua_pushlightuserdata(L, &handover_marker);
+  lua_setfield(L, -2, "HANDOVER");
+#endif
   return 1;
 }

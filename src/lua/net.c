@@ -1,9 +1,9 @@
 /*
  * src/lua/net.c: the binding of src/core/net.c: sockets for remote managers, type
  * "mproc.NetConn" (a framed stream connection, src/core/pipe.h framing over TCP or
- * a Unix socket), type "mproc.Poller", and the crypto helpers of the
- * authkey handshake.  Nothing here blocks: lua/mproc/manager.lua waits
- * through sched.wait_fd.
+ * a Unix socket), and the crypto helpers of the authkey handshake (the
+ * manager server's poller is src/lua/poll.c).  Nothing here blocks:
+ * lua/mproc/manager.lua waits through sched.wait_fd.
  *
  * User value 1 of a NetConn: the string a pending send points into.
  *
@@ -27,7 +27,6 @@
 #include "../core/net.h"
 
 #define LUA_NETCONN "mproc.NetConn"
-#define LUA_POLLER "mproc.Poller"
 
 typedef struct netconn {
   mproc_conn c;
@@ -114,12 +113,6 @@ static int l_accept(lua_State *L) {
     return 1;
   lua_pop(L, 1);
   return mproc_fail_errno(L, errno, "accept");
-}
-
-static int l_closefd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  if (fd >= 0) close(fd);
-  return 0;
 }
 
 /* }====================================================================== */
@@ -253,7 +246,8 @@ static int nc_recv(lua_State *L) {
     case MPROC_CONN_EOF_MID:
       return mproc_fail(L, "EOF", "the peer closed the connection in the middle of a frame");
     case MPROC_CONN_TOOLONG:
-      return mproc_fail(L, "SerializeError", "frame too long (over %I bytes)", maxlen);
+      return mproc_fail(L, "SerializeError", "frame too long (over %I bytes)",
+                        (LUAI_UACINT)maxlen);
     case MPROC_CONN_ERROR:
       if (errno == ECONNRESET || errno == EPIPE)
         return mproc_fail(L, "EOF", "the peer reset the connection");
@@ -350,79 +344,6 @@ static int nc_closed(lua_State *L) {
 /* }====================================================================== */
 
 /* {======================================================================
- * Poller
- * ======================================================================= */
-
-static mproc_poller *checkpoller(lua_State *L) {
-  mproc_poller *p = (mproc_poller *)luaL_checkudata(L, 1, LUA_POLLER);
-  if (p->epfd < 0 && p->cap == (size_t)-1) luaL_error(L, "attempt to use a closed poller");
-  return p;
-}
-
-static int l_poller(lua_State *L) {
-  mproc_poller *p = (mproc_poller *)lua_newuserdatauv(L, sizeof *p, 0);
-  memset(p, 0, sizeof *p);
-  p->epfd = -1;
-  p->cap = (size_t)-1;   /* closed until initialised */
-  luaL_setmetatable(L, LUA_POLLER);
-  if (mproc_poller_init(p) < 0) {
-    p->cap = (size_t)-1;
-    return mproc_fail_errno(L, errno, "epoll_create");
-  }
-  lua_pushboolean(L, 1);
-  lua_insert(L, -2);
-  return 2;
-}
-
-static int po_add(lua_State *L) {
-  mproc_poller *p = checkpoller(L);
-  if (mproc_poller_add(p, (int)luaL_checkinteger(L, 2)) < 0)
-    return mproc_fail_errno(L, errno, "poller add");
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int po_del(lua_State *L) {
-  mproc_poller *p = checkpoller(L);
-  mproc_poller_del(p, (int)luaL_checkinteger(L, 2));
-  return 0;
-}
-
-/* fileno() -> a descriptor readable when one watched fd is, or nil */
-static int po_fileno(lua_State *L) {
-  mproc_poller *p = checkpoller(L);
-  if (p->epfd < 0) return 0;
-  lua_pushinteger(L, p->epfd);
-  return 1;
-}
-
-/* wait(timeout) -> list of ready descriptors (maybe empty) */
-static int po_wait(lua_State *L) {
-  mproc_poller *p = checkpoller(L);
-  int out[64], n, i;
-  n = mproc_poller_wait(p, out, 64, luaL_optnumber(L, 2, -1));
-  if (n < 0) return mproc_fail_errno(L, errno, "poll");
-  lua_pushboolean(L, 1);
-  lua_createtable(L, n, 0);
-  for (i = 0; i < n; i++) {
-    lua_pushinteger(L, out[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  return 2;
-}
-
-static int po_gc(lua_State *L) {
-  mproc_poller *p = (mproc_poller *)luaL_testudata(L, 1, LUA_POLLER);
-  if (p && p->cap != (size_t)-1) {
-    mproc_poller_close(p);
-    p->cap = (size_t)-1;
-  }
-  return 0;
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
  * Crypto
  * ======================================================================= */
 
@@ -474,19 +395,6 @@ int mproc_open_net(lua_State *L) {
     {"__close", nc_gc},
     {NULL, NULL}
   };
-  static const luaL_Reg po_methods[] = {
-    {"_add", po_add},
-    {"_del", po_del},
-    {"_fileno", po_fileno},
-    {"_wait", po_wait},
-    {"_close", po_gc},
-    {NULL, NULL}
-  };
-  static const luaL_Reg po_meta[] = {
-    {"__gc", po_gc},
-    {"__close", po_gc},
-    {NULL, NULL}
-  };
   static const luaL_Reg funcs[] = {
     {"net_listen_tcp", l_listen_tcp},
     {"net_listen_unix", l_listen_unix},
@@ -494,16 +402,13 @@ int mproc_open_net(lua_State *L) {
     {"net_connect_unix", l_connect_unix},
     {"net_connect_finish", l_connect_finish},
     {"net_accept", l_accept},
-    {"net_closefd", l_closefd},
     {"net_conn", l_conn},
-    {"net_poller", l_poller},
-    {"hmac_sha256", l_hmac},
-    {"random_bytes", l_random_bytes},
-    {"bytes_equal", l_bytes_equal},
+    {"net_hmac_sha256", l_hmac},
+    {"net_random_bytes", l_random_bytes},
+    {"net_bytes_equal", l_bytes_equal},
     {NULL, NULL}
   };
   mproc_newclass(L, LUA_NETCONN, nc_methods, nc_meta);
-  mproc_newclass(L, LUA_POLLER, po_methods, po_meta);
   mproc_setfuncs(L, funcs);
   return 0;
 }

@@ -32,7 +32,7 @@
 /* Registry tables for passing ends through a pipe (SCM_RIGHTS): PASSING
  * lists the descriptors of the ends met while encoding the value being
  * sent (filled by __mproc_encode); RECEIVED those that came with the frame
- * being decoded (taken by _conn_attach, -1 once taken). */
+ * being decoded (taken by pipe_attach, -1 once taken). */
 #define PASSING "mproc.Conn.passing"
 #define RECEIVED "mproc.Conn.received"
 
@@ -276,7 +276,7 @@ static int conn_recv(lua_State *L) {
     case MPROC_CONN_DONE: {
       int fds[MPROC_CONN_MAXFDS], nfds = mproc_conn_take_fds(c, fds), i, ok = 1;
       lua_settop(L, 3);
-      if (nfds > 0) {  /* ends passed along: for _conn_attach while decoding */
+      if (nfds > 0) {  /* ends passed along: for pipe_attach while decoding */
         fdlist(L, RECEIVED);
         fdlist_clear(L, 4);
         for (i = 0; i < nfds; i++) {
@@ -321,7 +321,7 @@ static int conn_recv(lua_State *L) {
       return mproc_fail(L, "OSError",
                         "bad message length: %I bytes, more than maxlen %I "
                         "(the pipe was closed)",
-                        (lua_Integer)len, (lua_Integer)maxlen);
+                        (LUAI_UACINT)len, (LUAI_UACINT)maxlen);
     }
     default: {
       int e = errno;
@@ -330,7 +330,7 @@ static int conn_recv(lua_State *L) {
         mproc_conn_close(c);
         return mproc_fail(L, "OSError",
                           "cannot receive a message of %I bytes: out of memory "
-                          "(the pipe was closed)", (lua_Integer)len);
+                          "(the pipe was closed)", (LUAI_UACINT)len);
       }
       return mproc_fail_errno(L, e, "recv");
     }
@@ -464,7 +464,7 @@ static mproc_conn *push_end(lua_State *L, int fd, int flags) {
   return c;
 }
 
-/* _conn_attach(handle [, abandon]) -> a new end for a handle of
+/* pipe_attach(handle [, abandon]) -> a new end for a handle of
  * conn_encode | nil, why.  In order: a descriptor that came with the
  * frame being decoded (a pipe), the very socket at the same number here
  * (inherited: a dup), the broker's deposit.  abandon (a test hook): claim
@@ -524,7 +524,7 @@ static int l_conn_attach(lua_State *L) {
     lua_pushnil(L);
     lua_pushfstring(L, "this process cannot reach the descriptor broker (pid %I) that "
                     "holds it: only processes started from the sender's process tree "
-                    "(fork) share it", (lua_Integer)broker);
+                    "(fork) share it", (LUAI_UACINT)broker);
     return 2;
   }
   lua_settop(L, 2);
@@ -546,7 +546,7 @@ static int l_conn_attach(lua_State *L) {
   return 2;
 }
 
-/* _conn_deposit(c) -> handle: the handle a queue or a pool would send (a
+/* pipe_deposit(c) -> handle: the handle a queue or a pool would send (a
  * test hook: the deposit waits for its claim). */
 static int l_conn_deposit(lua_State *L) {
   checkconn(L, 1);
@@ -559,9 +559,9 @@ static int l_conn_deposit(lua_State *L) {
   return 1;
 }
 
-/* _conn_collect(true): the Pipe ends met by the encodes until
- * _conn_collect(false) are listed (their index in the list goes into
- * their handle), as inside _send; _conn_collect(false) -> that list of
+/* pipe_collect(true): the Pipe ends met by the encodes until
+ * pipe_collect(false) are listed (their index in the list goes into
+ * their handle), as inside _send; pipe_collect(false) -> that list of
  * descriptors.  The spawn start method passes them to the new process. */
 static int l_conn_collect(lua_State *L) {
   int on = lua_toboolean(L, 1);
@@ -585,8 +585,8 @@ static int l_conn_collect(lua_State *L) {
   return 1;
 }
 
-/* _conn_received(fds): the descriptors that came with the payload of a
- * spawned process, for _conn_attach while it is decoded. */
+/* pipe_received(fds): the descriptors that came with the payload of a
+ * spawned process, for pipe_attach while it is decoded. */
 static int l_conn_received(lua_State *L) {
   lua_Integer i, n;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -601,7 +601,7 @@ static int l_conn_received(lua_State *L) {
   return 0;
 }
 
-/* _conn_share(true): until _conn_share(false, sent), the Pipe ends that
+/* pipe_share(true): until pipe_share(false, sent), the Pipe ends that
  * the codec meets are deposited with the descriptor broker (as in a queue
  * put); with sent false the deposits are taken back.  For messages to a
  * manager, whose server or clients did not inherit the ends. */
@@ -611,7 +611,7 @@ static int l_conn_share(lua_State *L) {
   return 0;
 }
 
-/* _conn_drop(handle): a receiver that knew the end already tells the
+/* pipe_drop(handle): a receiver that knew the end already tells the
  * broker to close the deposit made for it. */
 static int l_conn_drop(lua_State *L) {
   const char *h = luaL_checkstring(L, 1);
@@ -644,13 +644,13 @@ int mproc_open_conn(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg funcs[] = {
-    {"pipe", l_pipe},
-    {"_conn_attach", l_conn_attach},
-    {"_conn_drop", l_conn_drop},
-    {"_conn_share", l_conn_share},
-    {"_conn_deposit", l_conn_deposit},
-    {"_conn_collect", l_conn_collect},
-    {"_conn_received", l_conn_received},
+    {"pipe_new", l_pipe},
+    {"pipe_attach", l_conn_attach},
+    {"pipe_drop", l_conn_drop},
+    {"pipe_share", l_conn_share},
+    {"pipe_deposit", l_conn_deposit},
+    {"pipe_collect", l_conn_collect},
+    {"pipe_received", l_conn_received},
     {NULL, NULL}
   };
   mproc_indexed_class(L, LUA_CONN, methods, metamethods, conn_index, NULL);

@@ -9,9 +9,9 @@
  * Nothing here blocks but a worker's wait for its next task; the parent
  * waits through sched.
  *
- * "mproc.PoolPoller": the poller of src/core/poll.c over the pool's
- * descriptors (its notify socket, the workers' sentinels), so a foreign
- * event loop can watch a whole pool through pool:fileno().
+ * The poller over the pool's descriptors (its notify socket, the workers'
+ * sentinels), through which a foreign event loop watches a whole pool
+ * (pool:fileno()), is src/lua/poll.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,8 +24,7 @@
 
 #include "binding.h"
 
-#define BOARD_T  "mproc.PoolBoard"
-#define POLLER_T "mproc.PoolPoller"
+#define BOARD_T "mproc.PoolBoard"
 
 /* {======================================================================
  * Packed numbers (records: src/core/pool.h).  They are written from the
@@ -91,7 +90,7 @@ static int unpack_records(lua_State *L, const char *s, size_t n, int t, lua_Inte
   return 1;
 }
 
-/* new_list(n) -> {n = n} with room for n list items: a map's result list
+/* pool_new_list(n) -> {n = n} with room for n list items: a map's result list
  * is filled out of order, and growing it would rehash it many times */
 static int l_new_list(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
@@ -117,7 +116,7 @@ static mproc_packacc *checkacc(lua_State *L, int idx) {
   return (mproc_packacc *)luaL_checkudata(L, idx, ACC_T);
 }
 
-/* packed_acc(n [, acc]) -> an empty accumulator for n results: acc itself
+/* pool_packed_acc(n [, acc]) -> an empty accumulator for n results: acc itself
  * when it has room, else a new one */
 static int l_packed_acc(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
@@ -164,13 +163,13 @@ static int run_records(lua_State *L, int fi, const char *s, mproc_packacc *a, in
   return 0;
 }
 
-/* acc_pos(acc) -> the item being run when the last run_pending stopped */
+/* pool_acc_pos(acc) -> the item being run when the last run_pending stopped */
 static int l_acc_pos(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)checkacc(L, 1)->pos);
   return 1;
 }
 
-/* acc_result(acc) -> the results as a list with n (missing ones nil) */
+/* pool_acc_result(acc) -> the results as a list with n (missing ones nil) */
 static int l_acc_result(lua_State *L) {
   mproc_packacc *a = checkacc(L, 1);
   size_t k;
@@ -724,84 +723,6 @@ static int board_tostring(lua_State *L) {
 
 /* }====================================================================== */
 
-/* {======================================================================
- * Poller
- * ======================================================================= */
-
-typedef struct poller {
-  mproc_poller set;   /* src/core/poll.c */
-  int open;
-} poller;
-
-static poller *checkpoller(lua_State *L) {
-  poller *p = (poller *)luaL_checkudata(L, 1, POLLER_T);
-  if (!p->open) luaL_error(L, "attempt to use a closed poller");
-  return p;
-}
-
-static int poller_gc(lua_State *L) {
-  poller *p = (poller *)luaL_checkudata(L, 1, POLLER_T);
-  if (p->open) mproc_poller_close(&p->set);
-  p->open = 0;
-  return 0;
-}
-
-/* pool_poller() -> true, p | false, "OSError", ... ; p:_fileno() is nil
- * where there is no epoll (the pool then waits on its members one by
- * one). */
-static int l_poller(lua_State *L) {
-  poller *p = (poller *)lua_newuserdatauv(L, sizeof *p, 0);
-  p->open = 0;
-  luaL_setmetatable(L, POLLER_T);
-  if (mproc_poller_init(&p->set) < 0) return mproc_fail_errno(L, errno, "epoll_create1");
-  p->open = 1;
-  lua_pushboolean(L, 1);
-  lua_rotate(L, -2, 1);
-  return 2;
-}
-
-/* p:_ctl(op, fd [, mode]) with op "add", "mod" or "del" -> true | false...
- * (removing a descriptor that is not there, or closed, is not an error) */
-static int poller_ctl(lua_State *L) {
-  poller *p = checkpoller(L);
-  static const char *const ops[] = {"add", "mod", "del", NULL};
-  static const int cops[] = {MPROC_POLLER_ADD, MPROC_POLLER_MOD, MPROC_POLLER_DEL};
-  int op = luaL_checkoption(L, 2, NULL, ops);
-  int fd = (int)luaL_checkinteger(L, 3);
-  int ev = op == 2 ? 0 : mproc_checkmode(L, 4);
-  if (mproc_poller_ctl(&p->set, cops[op], fd, ev) < 0 &&
-      !(op == 2 && (errno == ENOENT || errno == EBADF)))
-    return mproc_fail_errno(L, errno, "epoll_ctl");
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* p:_ready(t) -> n: fills t[fd] = true for each member ready now (no
- * wait) and returns how many. */
-static int poller_ready(lua_State *L) {
-  poller *p = checkpoller(L);
-  int out[64], i, n;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  n = mproc_poller_ready(&p->set, out, 64);
-  if (n < 0) return luaL_error(L, "epoll_wait: %s", strerror(errno));
-  for (i = 0; i < n; i++) {
-    lua_pushboolean(L, 1);
-    lua_rawseti(L, 2, out[i]);
-  }
-  lua_pushinteger(L, n);
-  return 1;
-}
-
-static int poller_fileno(lua_State *L) {
-  int fd = mproc_poller_fileno(&checkpoller(L)->set);
-  if (fd < 0) lua_pushnil(L);
-  else lua_pushinteger(L, fd);
-  return 1;
-}
-
-/* }====================================================================== */
-
-
 int mproc_open_pool(lua_State *L) {
   static const luaL_Reg board_methods[] = {
     {"_apply", board_apply},
@@ -832,31 +753,17 @@ int mproc_open_pool(lua_State *L) {
     {"__tostring", board_tostring},
     {NULL, NULL}
   };
-  static const luaL_Reg poller_methods[] = {
-    {"_ctl", poller_ctl},
-    {"_ready", poller_ready},
-    {"_fileno", poller_fileno},
-    {"_close", poller_gc},
-    {NULL, NULL}
-  };
-  static const luaL_Reg poller_meta[] = {
-    {"__gc", poller_gc},
-    {"__close", poller_gc},
-    {NULL, NULL}
-  };
   static const luaL_Reg funcs[] = {
     {"pool_board", l_board},
     {"pool_board_attach", l_board_attach},
-    {"alarm", l_alarm},
-    {"pool_poller", l_poller},
-    {"new_list", l_new_list},
-    {"packed_acc", l_packed_acc},
-    {"acc_pos", l_acc_pos},
-    {"acc_result", l_acc_result},
+    {"pool_alarm", l_alarm},
+    {"pool_new_list", l_new_list},
+    {"pool_packed_acc", l_packed_acc},
+    {"pool_acc_pos", l_acc_pos},
+    {"pool_acc_result", l_acc_result},
     {NULL, NULL}
   };
   mproc_newclass(L, BOARD_T, board_methods, board_meta);
-  mproc_newclass(L, POLLER_T, poller_methods, poller_meta);
   mproc_newclass(L, ACC_T, NULL, NULL);
   mproc_setfuncs(L, funcs);
   return 0;

@@ -40,7 +40,7 @@ static lchild *checkchild(lua_State *L, int i) {
  * Forking
  * ======================================================================= */
 
-/* proc_fork(detached, daemon) -> true, pid, child | true, 0 (in the child)
+/* process_fork(detached, daemon) -> true, pid, child | true, 0 (in the child)
  * | false, "OSError", msg, errno */
 /* As Python does after fork: a child reseeds math.random, or siblings
  * would all draw the parent's sequence (math.randomseed() alone would not
@@ -101,7 +101,7 @@ static void arm_end_children(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &end_key);
 }
 
-/* arm_end_children(): the forkserver's children count too. */
+/* process_arm_end_children(): the forkserver's children count too. */
 static int l_arm_end_children(lua_State *L) {
   arm_end_children(L);
   return 0;
@@ -188,7 +188,7 @@ static char **merge_env(lua_State *L, char **over) {
   return v;
 }
 
-/* spawn_proc(path, argv, env|nil, fds|nil, detached, daemon): env lists
+/* process_spawn(path, argv, env|nil, fds|nil, detached, daemon): env lists
  * "K=V" entries that replace or add to the inherited environment
  * -> true, pid, child (its fileno: the boot socket and sentinel)
  * | false, "OSError", msg, errno */
@@ -236,7 +236,7 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
-/* boot_send(child, s) -> true | false, "OSError", ...: the payload,
+/* process_boot_send(child, s) -> true | false, "OSError", ...: the payload,
  * length first; then no more from us (the child reads to the end). */
 static int l_boot_send(lua_State *L) {
   lchild *c = checkchild(L, 1);
@@ -251,7 +251,7 @@ static int l_boot_send(lua_State *L) {
   return 1;
 }
 
-/* boot_recv() -> the payload (in a spawned child; descriptor 3) | nil */
+/* process_boot_recv() -> the payload (in a spawned child; descriptor 3) | nil */
 static int l_boot_recv(lua_State *L) {
   uint64_t len = 0;
   size_t got = 0;
@@ -275,7 +275,7 @@ static int l_boot_recv(lua_State *L) {
   return 1;
 }
 
-/* spawned_setup(detached, parent_pid, watch) -> true | nil */
+/* process_spawned_setup(detached, parent_pid, watch) -> true | nil */
 static int l_spawned_setup(lua_State *L) {
   int r = mproc_spawned_setup(lua_toboolean(L, 1), (pid_t)luaL_checkinteger(L, 2),
                               lua_toboolean(L, 3));
@@ -318,7 +318,7 @@ static int l_spawn_watch(lua_State *L) {
   return 1;
 }
 
-/* thread_count() -> n | nil (the platform does not tell) */
+/* process_thread_count() -> n | nil (the platform does not tell) */
 static int l_thread_count(lua_State *L) {
   int n = mproc_thread_count();
   if (n < 0) return 0;
@@ -326,7 +326,7 @@ static int l_thread_count(lua_State *L) {
   return 1;
 }
 
-/* set_comm(name): the process name that ps and /proc/<pid>/stat show
+/* process_set_comm(name): the process name that ps and /proc/<pid>/stat show
  * (Linux; the forkserver calls itself "mproc-forkserv") */
 static int l_set_comm(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
@@ -338,7 +338,7 @@ static int l_set_comm(lua_State *L) {
   return 0;
 }
 
-/* exe_path() -> the running program's path | nil */
+/* process_exe_path() -> the running program's path | nil */
 static int l_exe_path(lua_State *L) {
 #ifdef __linux__
   char buf[PATH_MAX];
@@ -456,7 +456,7 @@ static int l_fd_recv(lua_State *L) {
   return 2;
 }
 
-/* socket_pair() -> true, a, b | false, "OSError", ...: blocking,
+/* fd_socket_pair() -> true, a, b | false, "OSError", ...: blocking,
  * close-on-exec */
 static int l_socket_pair(lua_State *L) {
   int sv[2];
@@ -474,7 +474,7 @@ static void shut_at_exit(void) {
   if (shut_fd >= 0 && shut_pid == getpid()) shutdown(shut_fd, SHUT_RDWR);
 }
 
-/* shutdown_at_exit(fd): first thing in the exit path, fd is shut down
+/* fd_shutdown_at_exit(fd): first thing in the exit path, fd is shut down
  * (the forkserver then ends its children as our exit path would). */
 static int l_shutdown_at_exit(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
@@ -562,7 +562,7 @@ static int l_waitpid(lua_State *L) {
   return 2;
 }
 
-/* fork_sentinel(pid) -> fd | nil (not an mp.fork child of ours) */
+/* process_fork_sentinel(pid) -> fd | nil (not an mp.fork child of ours) */
 static int l_fork_sentinel(lua_State *L) {
   int fd = mproc_fork_sentinel((pid_t)luaL_checkinteger(L, 1));
   if (fd < 0) lua_pushnil(L);
@@ -612,7 +612,7 @@ static int l_kill(lua_State *L) {
   return 1;
 }
 
-/* close_fd(fd): for descriptors handed out by the core */
+/* fd_close(fd): for descriptors handed out by the core */
 static int l_close_fd(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
   lua_pushboolean(L, close(fd) == 0);
@@ -623,25 +623,25 @@ static int l_close_fd(lua_State *L) {
 
 int mproc_open_proc(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"proc_fork", l_proc_fork},
+    {"process_fork", l_proc_fork},
     {"fork", l_fork},
     {"exit", l_exit},
-    {"spawn_proc", l_spawn_proc},
-    {"boot_send", l_boot_send},
-    {"boot_recv", l_boot_recv},
-    {"spawned_setup", l_spawned_setup},
+    {"process_spawn", l_spawn_proc},
+    {"process_boot_send", l_boot_send},
+    {"process_boot_recv", l_boot_recv},
+    {"process_spawned_setup", l_spawned_setup},
     {"tracker_export", l_tracker_export},
-    {"arm_end_children", l_arm_end_children},
+    {"process_arm_end_children", l_arm_end_children},
     {"tracker_adopt", l_tracker_adopt},
     {"tracker_ensure", l_tracker_ensure},
-    {"spawn_watch", l_spawn_watch},
-    {"thread_count", l_thread_count},
-    {"exe_path", l_exe_path},
-    {"set_comm", l_set_comm},
+    {"process_spawn_watch", l_spawn_watch},
+    {"process_thread_count", l_thread_count},
+    {"process_exe_path", l_exe_path},
+    {"process_set_comm", l_set_comm},
     {"fd_send", l_fd_send},
     {"fd_recv", l_fd_recv},
-    {"socket_pair", l_socket_pair},
-    {"shutdown_at_exit", l_shutdown_at_exit},
+    {"fd_socket_pair", l_socket_pair},
+    {"fd_shutdown_at_exit", l_shutdown_at_exit},
     {"child_poll", l_child_poll},
     {"child_signal", l_child_signal},
     {"child_fileno", l_child_fileno},
@@ -649,12 +649,12 @@ int mproc_open_proc(lua_State *L) {
     {"child_running", l_child_running},
     {"child_notify_fd", l_child_notify_fd},
     {"waitpid", l_waitpid},
-    {"fork_sentinel", l_fork_sentinel},
+    {"process_fork_sentinel", l_fork_sentinel},
     {"getpid", l_getpid},
     {"getppid", l_getppid},
     {"cpu_count", l_cpu_count},
     {"kill", l_kill},
-    {"close_fd", l_close_fd},
+    {"fd_close", l_close_fd},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {

@@ -140,7 +140,7 @@ static int encode_frame(lua_State *L, lqueue *q, mproc_bytes *b, int idx,
       int e = errno;
       b->len = start;
       lua_pushfstring(L, "cannot store a message of %I bytes: %s",
-                      (lua_Integer)n, strerror(e));
+                      (LUAI_UACINT)n, strerror(e));
       return -1;
     }
     n = strlen(name);

@@ -31,8 +31,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "lua.h"
-#include "lauxlib.h"
+#include "compat.h"   /* lua.h and lauxlib.h, whatever the VM */
 
 #define LUA_REDISCONN "mproc.redis.Conn"
 #define MAX_DEPTH 16

@@ -657,7 +657,7 @@ static int l_shm_index(lua_State *L) {
 
 /* }====================================================================== */
 
-/* shm_attach(typename, handle) -> true, object | false, kind, message */
+/* shared_attach(typename, handle) -> true, object | false, kind, message */
 static int l_shm_attach(lua_State *L) {
   const char *tname = luaL_checkstring(L, 1);
   const char *handle = luaL_checkstring(L, 2);
@@ -735,7 +735,7 @@ int mproc_open_shm(lua_State *L) {
   };
   static const luaL_Reg funcs[] = {
     {"Value", l_Value}, {"Array", l_Array}, {"SharedMemory", l_SharedMemory},
-    {"shm_attach", l_shm_attach}, {"tracker_pid", l_tracker_pid},
+    {"shared_attach", l_shm_attach}, {"tracker_pid", l_tracker_pid},
     {NULL, NULL}
   };
   mproc_indexed_class(L, "mproc.Value", value_m, value_meta, l_value_index, "value");

@@ -102,12 +102,12 @@ static int l_spawn(lua_State *L) {
   return 2;
 }
 
-/* file_fileno(f) -> fd of a Lua io file, or nil */
+/* subprocess_file_fileno(f) -> fd of a Lua io file, or nil */
 static int l_file_fileno(lua_State *L) {
-  luaL_Stream *s = (luaL_Stream *)luaL_testudata(L, 1, LUA_FILEHANDLE);
-  if (s == NULL || s->closef == NULL || s->f == NULL) return 0;
-  fflush(s->f);  /* what Lua buffered goes first */
-  lua_pushinteger(L, fileno(s->f));
+  FILE *f = mproc_tofile(L, 1);
+  if (f == NULL) return 0;
+  fflush(f);  /* what Lua buffered goes first */
+  lua_pushinteger(L, fileno(f));
   return 1;
 }
 
@@ -337,8 +337,8 @@ int mproc_open_spawn(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg funcs[] = {
-    {"spawn", l_spawn},
-    {"file_fileno", l_file_fileno},
+    {"subprocess_spawn", l_spawn},
+    {"subprocess_file_fileno", l_file_fileno},
     {NULL, NULL}
   };
   mproc_newclass(L, LUA_POPEN, methods, metamethods);

@@ -73,7 +73,7 @@ function M.new(run, opts)
         lines[#lines + 1] = ("  ... and %d more"):format(#rs - room)
         break
       end
-      -- (a job just started by the runner may not have begun its attempt)
+      -- (a job the pump took may not have begun its first attempt yet)
       local attempt = job.attempt or 1
       lines[#lines + 1] = ("  %-24s %s%s"):format(job.name, fmt_time(now() - job.started),
         attempt > 1 and (" (attempt %d)"):format(attempt) or "")

@@ -14,6 +14,7 @@
 -- <queue>:dead.
 local mp = require "mproc"
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local cluster = require "mproc.cluster"
@@ -21,14 +22,15 @@ local redis = require "mproc.redis"
 
 local now, fields, GROUP = core.now, cluster.fields, cluster.GROUP
 local bytes_equal = cluster.bytes_equal
-local spack, concat = string.pack, table.concat
+local spack, concat, tmove, idiv = compat.spack, table.concat, compat.move, compat.idiv
+local pcall = compat.pcall  -- a wait in it may yield (mp.run)
 
 local M = {}
 
 local SCAN_EVERY = 0.25     -- seconds between looks for expired leases
 local BATCH_SECONDS = 0.02  -- a batch of tasks (one local pool task) runs about this long
 local MAX_BATCH = 64        -- tasks per batch at most
-local RESULT_BYTES = 1 << 20  -- a result entry holds several results up to about this size
+local RESULT_BYTES = 1048576  -- 2^20: a result entry holds several results up to about this size
 local GIVE_BACK_IDLE = 1e9  -- ms: an entry handed back is claimable at once
 local DEFAULT_LEASE = 30000
 
@@ -54,7 +56,7 @@ end
 
 local function hostname()
   local f = io.open("/proc/sys/kernel/hostname")
-  local h = f and f:read("l")
+  local h = f and f:read("*l")
   if f then f:close() end
   return h or "host"
 end
@@ -73,7 +75,7 @@ function M.serve(o)
   end
   local link = cluster.new_link(u)
   local ilink = cluster.new_link(u, 12)  -- intake: a pending XREADGROUP
-  local me = ("%s:%d:%s"):format(hostname(), core.getpid(), hex(core.random_bytes(3)))
+  local me = ("%s:%d:%s"):format(hostname(), core.getpid(), hex(core.net_random_bytes(3)))
   local dead_key, rprefix = queue .. ":dead", queue .. ":r:"
 
   local pool = mp.Pool(nproc)
@@ -224,8 +226,8 @@ function M.serve(o)
     end
     local n = #batch
     if n == 0 then return end
-    local size = math.min(batch_size(), (n + nproc - 1) // nproc)
-    for i = 1, n, size do start_unit(table.move(batch, i, math.min(n, i + size - 1), 1, {})) end
+    local size = math.min(batch_size(), idiv(n + nproc - 1, nproc))
+    for i = 1, n, size do start_unit(tmove(batch, i, math.min(n, i + size - 1), 1, {})) end
   end
 
   -- Publishes what the local pool finished.
@@ -485,7 +487,7 @@ function M.main(argv)
     elseif name == "--queue" then o.queue = value()
     elseif name == "--processes" or name == "-j" then
       local v = value()
-      o.processes = math.tointeger(tonumber(v or ""))
+      o.processes = compat.tointeger(tonumber(v or ""))
       if not o.processes or o.processes < 1 then
         return bad("--processes must be an integer >= 1")
       end
@@ -500,7 +502,7 @@ function M.main(argv)
   if keyfile then
     local f, err = io.open(keyfile, "rb")
     if not f then return bad("cannot read the authkey file: " .. err) end
-    o.authkey = f:read("a"):gsub("[\r\n]+$", "")
+    o.authkey = f:read("*a"):gsub("[\r\n]+$", "")
     f:close()
   else
     o.authkey = os.getenv("MPROC_AUTHKEY")

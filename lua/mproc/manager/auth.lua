@@ -11,7 +11,7 @@ local check, raise = errors.check, errors.raise
 local M = {}
 
 M.AUTH_MAX = 256                     -- longest handshake frame
-M.MAX_FRAME = 1 << 30                -- longest request or reply
+M.MAX_FRAME = 1073741824             -- 2^30: longest request or reply
 local AUTH_MAX = M.AUTH_MAX
 local CHALLENGE_S, CHALLENGE_C = "#CHALLENGE#S", "#CHALLENGE#C"
 local NONCE = 32                     -- random bytes after a challenge's prefix
@@ -22,7 +22,7 @@ local WELCOME, FAILURE = "#WELCOME#", "#FAILURE#"
 -- default key of every manager and the key a received proxy uses when its
 -- process never connected to that address itself.  known: address key ->
 -- authkey.
-M.keys = { family = core.random_bytes(32), known = {} }
+M.keys = { family = core.net_random_bytes(32), known = {} }
 
 -- A spawned child (no inherited memory) gets both from its parent.
 require("mproc.context").inherit("manager.keys",
@@ -70,7 +70,7 @@ end
 
 -- Server side: the challenge that opens a connection.
 function M.challenge()
-  return CHALLENGE_S .. core.random_bytes(NONCE)
+  return CHALLENGE_S .. core.net_random_bytes(NONCE)
 end
 
 -- Server side: one handshake frame `msg` of the connection cs (state
@@ -78,7 +78,7 @@ end
 -- ends the connection.
 function M.server_step(cs, key, msg, send, drop)
   if cs.state == "auth1" then
-    if core.bytes_equal(msg, core.hmac_sha256(key, cs.challenge)) then
+    if core.net_bytes_equal(msg, core.net_hmac_sha256(key, cs.challenge)) then
       cs.state = "auth2"
       send(WELCOME)
     else
@@ -90,7 +90,7 @@ function M.server_step(cs, key, msg, send, drop)
       return drop()
     end
     cs.state, cs.cchallenge = "auth3", msg
-    send(core.hmac_sha256(key, msg))
+    send(core.net_hmac_sha256(key, msg))
   elseif cs.state == "auth3" then
     if msg ~= WELCOME then return drop() end
     local ok, secured = pcall(cs.conn._secure, cs.conn, key, cs.challenge, cs.cchallenge,
@@ -111,17 +111,17 @@ function M.client_auth(c, key, deadline)
     raise("AuthenticationError", "the peer is not an mproc manager")
   end
   local sch = msg
-  M.send_frame(c, core.hmac_sha256(key, msg), deadline)
+  M.send_frame(c, core.net_hmac_sha256(key, msg), deadline)
   ok, msg = M.recv_frame(c, AUTH_MAX, "raw", deadline)
   if not ok then raise("AuthenticationError", "no answer from the manager (timeout)") end
   if msg ~= WELCOME then
     raise("AuthenticationError", "digest sent was rejected (wrong authkey)")
   end
-  local ch = CHALLENGE_C .. core.random_bytes(NONCE)
+  local ch = CHALLENGE_C .. core.net_random_bytes(NONCE)
   M.send_frame(c, ch, deadline)
   ok, msg = M.recv_frame(c, AUTH_MAX, "raw", deadline)
   if not ok then raise("AuthenticationError", "no answer from the manager (timeout)") end
-  if not core.bytes_equal(msg, core.hmac_sha256(key, ch)) then
+  if not core.net_bytes_equal(msg, core.net_hmac_sha256(key, ch)) then
     M.send_frame(c, FAILURE, deadline)
     raise("AuthenticationError", "digest received was wrong (wrong authkey)")
   end

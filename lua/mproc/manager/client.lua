@@ -1,6 +1,7 @@
 -- Managers (lua/mproc/manager.lua): the client side, connections to a
 -- manager and the proxies of its objects.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
@@ -9,7 +10,8 @@ local auth = require "mproc.manager.auth"
 
 local check, raise, is_error = errors.check, errors.raise, errors.is_error
 local argerror, typename = util.argerror, util.typename
-local pack, unpack = table.pack, table.unpack
+local pack, unpack = compat.pack, compat.unpack
+local pcall = compat.pcall  -- the waits in it may yield (mp.run)
 local encode, decode = codec.encode, codec.decode
 local send_frame, recv_frame = auth.send_frame, auth.recv_frame
 local MAX_FRAME = auth.MAX_FRAME
@@ -31,7 +33,7 @@ local function parse_address(addr, n, fname)
     if #addr == 0 then argerror(n, fname, "address must not be empty", 4) end
     return "unix", addr
   end
-  if type(addr) == "table" and type(addr[1]) == "string" and math.type(addr[2]) == "integer"
+  if type(addr) == "table" and type(addr[1]) == "string" and compat.math_type(addr[2]) == "integer"
       and addr[2] >= 0 and addr[2] < 65536 then
     return "tcp", addr[1], addr[2]
   end
@@ -113,16 +115,16 @@ local function request(addr, key, msg, fresh)
   if not c then c = open_conn(addr, key) end
   -- Pipe ends in the request go through the descriptor broker; taken back
   -- when it is not sent
-  core._conn_share(true)
+  core.pipe_share(true)
   local eok, bytes = pcall(encode, msg, "args")
   if not eok then
-    core._conn_share(false, false)
+    core.pipe_share(false, false)
     p.idle[#p.idle + 1] = c
     error(bytes, 0)
   end
   local ok, res = pcall(function()
     local sent, err = pcall(send_frame, c, bytes, nil)
-    core._conn_share(false, sent)
+    core.pipe_share(false, sent)
     if not sent then error(err, 0) end
     local _, v = recv_frame(c, MAX_FRAME, "value", nil)
     return v
@@ -231,13 +233,17 @@ for _, typeid in ipairs({ "dict", "list", "Namespace", "Queue", "JoinableQueue",
   local cls, methods = new_proxy_class(typeid)
   local itemwise = typeid == "dict" or typeid == "list" or typeid == "Namespace"
   if typeid == "Lock" then
-    -- local _ <close> = lock:guard()
+    -- local _ <close> = lock:guard(), or g:close() (Lua before 5.4): releases once
     methods.guard = function(self, timeout)
       check_proxy(self, "guard")
       if not callmethod(self, "acquire", timeout) then
         raise("Timeout", "lock not acquired within " .. tostring(timeout) .. " s")
       end
-      return setmetatable({}, { __close = function() callmethod(self, "release") end })
+      local held = true
+      local function close()
+        if held then held = false; callmethod(self, "release") end
+      end
+      return setmetatable({ close = close }, { __close = close })
     end
     methods.__enter = nil
   end

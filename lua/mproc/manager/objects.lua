@@ -1,7 +1,9 @@
 -- Managers (lua/mproc/manager.lua): the objects a manager's server owns.
 local errors = require "mproc.errors"
+local compat = require "mproc.compat"
 
 local raise = errors.raise
+local math_type, tmove = compat.math_type, compat.move
 
 local M = {}
 
@@ -79,13 +81,13 @@ M._SDict = SDict
 
 local SList = class("list", {})
 local function list_index(self, i, extra)
-  if math.type(i) ~= "integer" then error("list index must be an integer", 0) end
+  if math_type(i) ~= "integer" then error("list index must be an integer", 0) end
   if i < 0 then i = self.n + 1 + i end
   if i < 1 or i > self.n + (extra or 0) then error("list index out of range", 0) end
   return i
 end
 function SList:__getitem(i)
-  if math.type(i) ~= "integer" then return nil end
+  if math_type(i) ~= "integer" then return nil end
   if i < 0 then i = self.n + 1 + i end
   return self.t[i]
 end
@@ -101,7 +103,7 @@ function SList:extend(list)
 end
 function SList:insert(i, v)
   i = list_index(self, i, 1)
-  table.move(self.t, i, self.n, i + 1)
+  tmove(self.t, i, self.n, i + 1)
   self.t[i] = v
   self.n = self.n + 1
 end
@@ -109,7 +111,7 @@ function SList:pop(i)
   if self.n == 0 then error("pop from empty list", 0) end
   i = list_index(self, i or self.n)
   local v = self.t[i]
-  table.move(self.t, i + 1, self.n + 1, i)
+  tmove(self.t, i + 1, self.n + 1, i)
   self.n = self.n - 1
   return v
 end
@@ -129,7 +131,7 @@ function SList:count(v)
 end
 function SList:sort() table.sort(self.t) end
 function SList:clear() self.t, self.n = {}, 0 end
-function SList:totable() return table.move(self.t, 1, self.n, 1, { n = self.n }) end
+function SList:totable() return tmove(self.t, 1, self.n, 1, { n = self.n }) end
 M._SList = SList
 
 local SNamespace = class("Namespace", {})
@@ -217,7 +219,7 @@ local function value_conv(self, x)
   if self.kind == "bool" then return not not x end
   if type(x) ~= "number" then error("number expected, got " .. type(x), 0) end
   if self.kind == "int" then
-    local i = math.tointeger(x)
+    local i = compat.tointeger(x)
     if not i then error("integer expected", 0) end
     return i
   end

@@ -1,6 +1,7 @@
 -- Managers (lua/mproc/manager.lua): the server, one event loop over every
 -- connection.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local codec = require "mproc.codec"
@@ -8,7 +9,8 @@ local auth = require "mproc.manager.auth"
 local objects = require "mproc.manager.objects"
 
 local check, is_error, catch = errors.check, errors.is_error, errors.catch
-local pack, unpack = table.pack, table.unpack
+local pack, unpack = compat.pack, compat.unpack
+local xpcall = compat.xpcall  -- 5.1 passes no arguments
 local encode = codec.encode
 local send_frame = auth.send_frame
 local AUTH_MAX, MAX_FRAME = auth.AUTH_MAX, auth.MAX_FRAME
@@ -38,21 +40,21 @@ local function drop(srv, cs)
   if cs.dead then return end
   cs.dead = true
   srv.conns[cs.fd] = nil
-  srv.poller:_del(cs.fd)
+  srv.poller:_ctl("del", cs.fd)
   cs.conn:_close()
 end
 
 -- A reply.  Pipe ends in it go through the descriptor broker (the client
 -- did not inherit them); taken back when the reply is not sent.
 local function reply(srv, cs, msg)
-  core._conn_share(true)
+  core.pipe_share(true)
   local ok, bytes = pcall(encode, msg, "reply")
   if not ok then
-    core._conn_share(false, false)
+    core.pipe_share(false, false)
     bytes = encode(error_reply(bytes))
   end
   local sent, done = pcall(send_frame, cs.conn, bytes, sched.deadline(SEND_TIMEOUT))
-  if ok then core._conn_share(false, sent and done) end
+  if ok then core.pipe_share(false, sent and done) end
   if not sent or not done then drop(srv, cs) end
 end
 
@@ -180,7 +182,7 @@ end
 local function start_auth(srv, fd)
   local cs = { fd = fd, conn = core.net_conn(fd), state = "auth1",
                auth_deadline = sched.now() + srv.auth_timeout }
-  check(srv.poller:_add(fd))
+  check(srv.poller:_ctl("add", fd, "r"))
   srv.conns[fd] = cs
   cs.challenge = auth.challenge()
   send_raw(srv, cs, cs.challenge)
@@ -234,8 +236,8 @@ function M._serve(lfd, key, registry, opts)
     lfd = lfd, key = key, registry = registry or {}, conns = {}, objects = {},
     ids = {}, next_id = 1, parked = {}, auth_timeout = opts and opts.auth_timeout or AUTH_TIMEOUT,
   }
-  srv.poller = check(core.net_poller())
-  check(srv.poller:_add(lfd))
+  srv.poller = check(core.poll_new())
+  check(srv.poller:_ctl("add", lfd, "r"))
   local pfd = srv.poller:_fileno()
   while not srv.stop do
     local deadline = next_deadline(srv)
@@ -271,7 +273,7 @@ function M._serve(lfd, key, registry, opts)
   end
   for _, cs in pairs(srv.conns) do cs.conn:_close() end
   srv.poller:_close()
-  core.net_closefd(lfd)
+  core.fd_close(lfd)
 end
 
 -- The body of a started manager's server process.

@@ -3,14 +3,15 @@
 -- looks (the Pool is a source of sched, pumped from every wait); dead
 -- workers are replaced and their tasks failed from their claim slots.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local util = require "mproc.util"
 local poolargs = require "mproc.poolargs"
 local context = require "mproc.context"
 
-local dumps, now, poll_fd, getpid = core.dumps, core.now, core.poll_fd, core.getpid
-local pack, unpack = table.pack, table.unpack
+local dumps, now, poll_fd, getpid = core.codec_dumps, core.now, core.poll_fd, core.getpid
+local pack, unpack, idiv = compat.pack, compat.unpack, compat.idiv
 local argerror, typename = util.argerror, util.typename
 local errnew = errors.new
 local make_task_error = poolargs.make_task_error
@@ -113,7 +114,7 @@ local function start_workers(self, n)
       r = pack(pcall(spawn_worker, self, slot, name))
       if not r[1] then raised = r[2] break end
     else
-      r = pack(core.proc_fork(false, true))
+      r = pack(core.process_fork(false, true))
     end
     if not r[1] then failed = r break end
     if r[2] == 0 then
@@ -183,8 +184,8 @@ local function push_job(self, job, first, count)
   local cs, w = job.cs, self._processes * GUIDE
   local last = first + count - 1
   while first <= last do
-    local chunks = (last - first + cs) // cs
-    local n = min(max(1, chunks // w) * cs, last - first + 1)
+    local chunks = idiv(last - first + cs, cs)
+    local n = min(max(1, idiv(chunks, w)) * cs, last - first + 1)
     push_batch(self, job, first, n)
     first = first + n
   end
@@ -261,7 +262,7 @@ local function worker_ended(self, w)
       job.live[tid] = nil
       local cs, first, count = job.cs, task.first, task.count
       at = (at >= 1 and at <= count) and at or 1
-      local start = (at - 1) // cs * cs + 1
+      local start = idiv(at - 1, cs) * cs + 1
       local len = min(cs, count - start + 1)
       job:fail(first + start - 1, len, err)
       if not job.failed and self._state ~= "TERMINATE" then

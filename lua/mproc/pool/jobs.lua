@@ -2,11 +2,12 @@
 -- map/starmap (batches of whole chunks, guided scheduling, packed numbers)
 -- and imap/imap_unordered (input read a few chunks per worker ahead).
 local core = require "mproc.core"
+local idiv = require("mproc.compat").idiv
 local sched = require "mproc.sched"
 local result = require "mproc.result"
 local poolargs = require "mproc.poolargs"
 
-local new_list = core.new_list
+local new_list = core.pool_new_list
 local make_task_error, check_fn = poolargs.make_task_error, poolargs.check_fn
 local check_chunksize, collect_items = poolargs.check_chunksize, poolargs.collect_items
 local max, min = math.max, math.min
@@ -78,7 +79,7 @@ end
 
 local function default_chunksize(self, n)
   local w = self._processes * 4
-  local cs, extra = n // w, n % w
+  local cs, extra = idiv(n, w), n % w
   if extra > 0 then cs = cs + 1 end
   return max(cs, 1)
 end

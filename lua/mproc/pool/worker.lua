@@ -2,14 +2,17 @@
 -- tasks from the task ring itself (src/core/pool.c), runs them and posts
 -- the answers; it never waits for the parent.
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local errors = require "mproc.errors"
 local sched = require "mproc.sched"
 local process = require "mproc.process"
 local codec = require "mproc.codec"
 
-local alarm = core.alarm
-local packed_acc, acc_pos, acc_result = core.packed_acc, core.acc_pos, core.acc_result
-local pack, unpack, tmove = table.pack, table.unpack, table.move
+local alarm = core.pool_alarm
+local packed_acc, acc_pos = core.pool_packed_acc, core.pool_acc_pos
+local acc_result = core.pool_acc_result
+local pack, unpack, tmove = compat.pack, compat.unpack, compat.move
+local xpcall, idiv = compat.xpcall, compat.idiv  -- xpcall: 5.1 passes no arguments
 local min = math.min
 
 local SLICE = sched.SLICE  -- a worker's wait for a task before it re-checks its parent
@@ -84,14 +87,14 @@ local function run_batch(board, tid, fn, star, items, cs)
   while from <= n do
     local ok, box = xpcall(run_range, catch, board, fn, star, items, from, n, cs)
     if ok then break end
-    local start = (pos - 1) // cs * cs + 1
+    local start = idiv(pos - 1, cs) * cs + 1
     for k = start, min(start + cs - 1, n) do items[k] = nil end
     errs = errs or {}
     errs[#errs + 1] = { start, box[1], box[2] }
     from = start + cs
   end
   post_batch(board, tid, items, errs)
-  return (n + cs - 1) // cs
+  return idiv(n + cs - 1, cs)
 end
 
 -- A batch of packed numbers, still in the board's buffer: the calls run in
@@ -110,7 +113,7 @@ local function run_packed(board, tid, fn, n, cs)
       for start = from, n, cs do errs[#errs + 1] = { start, box[1], box[2] } end
       break
     end
-    local start = (at - 1) // cs * cs + 1
+    local start = idiv(at - 1, cs) * cs + 1
     errs[#errs + 1] = { start, box[1], box[2] }
     from = start + cs
   end
@@ -123,7 +126,7 @@ local function run_packed(board, tid, fn, n, cs)
     end
     post_batch(board, tid, out, errs)
   end
-  return (n + cs - 1) // cs
+  return idiv(n + cs - 1, cs)
 end
 
 -- Runs in the worker and never returns: every path ends in core.exit.

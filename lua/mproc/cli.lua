@@ -470,11 +470,15 @@ local function run_cmd(o)
 
   local pump, succeeded
 
-  local function attempt_begins(job, attempt, why)
+  local function attempt_begins(job, attempt)
     job.attempt, job.attempts = attempt, attempt
     job.started = now()
     if attempt == 1 then job.first_start = job.started end
-    if attempt > 1 then ui.retry(job, { why = why }) else ui.started(job) end
+  end
+
+  -- why: the previous attempt's failure
+  local function announce(job, why)
+    if job.attempt > 1 then ui.retry(job, { why = why }) else ui.started(job) end
   end
 
   -- Whether attempt `attempt` (ok, why) was the job's last one.
@@ -509,7 +513,8 @@ local function run_cmd(o)
     local attempt, why = 0, nil
     repeat
       attempt = attempt + 1
-      attempt_begins(job, attempt, why)
+      attempt_begins(job, attempt)
+      announce(job, why)
       local ok, w
       local okc, e = pcall(function()
         if cluster then ok, w = attempt_pool(job) else ok, w = attempt_shell(job) end
@@ -536,8 +541,10 @@ local function run_cmd(o)
   end
   start_fn = function(job, attempt, why)
     while true do
-      attempt_begins(job, attempt, why)
+      attempt_begins(job, attempt)
       local okc, r = pcall(submit_pool, job)
+      -- (said once the worker can start: nothing else is said in between)
+      announce(job, why)
       if okc then
         fn_attempt[r] = job
         r:add_done_callback(fn_done)
@@ -591,7 +598,9 @@ local function run_cmd(o)
     if job.status == "pending" and job.waiting == 0 then push(job) end
   end
   succeeded = function(job)
-    for _, dj in ipairs(dependents[job.name] or {}) do
+    local djs = dependents[job.name]
+    for i = 1, djs and #djs or 0 do
+      local dj = djs[i]
       dj.waiting = dj.waiting - 1
       if dj.waiting == 0 and dj.status == "pending" then push(dj) end
     end

@@ -315,6 +315,11 @@ return { jobs = {
         "job 'a': 'cmd' is an empty argv list" },
       { "a self dependency", [[{ name = "a", cmd = "true", deps = {"a"} }]],
         "job 'a': depends on itself" },
+      -- (b's dep 'x' is also a's: listed twice is within one job only)
+      { "a dep listed twice", [[{ name = "x", cmd = "true" },
+        { name = "a", cmd = "true", deps = {"x"} },
+        { name = "b", cmd = "true", deps = {"x", "x"} }]],
+        "job 'b': dep 'x' listed twice" },
     }
     for _, c in ipairs(cases) do
       it("reports " .. c[1] .. " naming the file and the job, exit 2", function()

@@ -173,15 +173,15 @@ function M.load(file)
     list[#list + 1] = copy
     byname[job.name] = copy
   end
+  local seen = {}   -- dep name -> the job it was last seen in (one table for all)
   for _, job in ipairs(list) do
-    local seen = {}
     for _, d in ipairs(job.deps) do
       if not byname[d] then
         bad(file, "job '%s': dep '%s' is not a job in this file", job.name, d)
       end
       if d == job.name then bad(file, "job '%s': depends on itself", job.name) end
-      if seen[d] then bad(file, "job '%s': dep '%s' listed twice", job.name, d) end
-      seen[d] = true
+      if seen[d] == job then bad(file, "job '%s': dep '%s' listed twice", job.name, d) end
+      seen[d] = job
     end
   end
   local cyc = find_cycle(list, byname)

@@ -315,6 +315,11 @@ return { jobs = {
         "job 'a': 'cmd' is an empty argv list" },
       { "a self dependency", [[{ name = "a", cmd = "true", deps = {"a"} }]],
         "job 'a': depends on itself" },
+      -- (b's dep 'x' is also a's: listed twice is within one job only)
+      { "a dep listed twice", [[{ name = "x", cmd = "true" },
+        { name = "a", cmd = "true", deps = {"x"} },
+        { name = "b", cmd = "true", deps = {"x", "x"} }]],
+        "job 'b': dep 'x' listed twice" },
     }
     for _, c in ipairs(cases) do
       it("reports " .. c[1] .. " naming the file and the job, exit 2", function()
@@ -641,6 +646,23 @@ return { jobs = {
       assert.is_false(exists(".mproc/logs/quiet.err"))
       assert.equal("a1\nb\n", read(".mproc/logs/talks.out"))
       assert.is_false(exists(".mproc/logs/talks.err"))
+    end)
+
+    it("a retry's logs replace the failed attempt's, in a log directory made by the run", function()
+      -- (a first attempt in a new log directory has no old logs to remove:
+      -- a later attempt has)
+      write("jobs.lua", [[
+return { jobs = {
+  { name = "again", retries = 1, fn = function(job)
+      if job.attempt == 1 then print("first attempt"); error("once") end
+    end },
+} }]])
+      assert.is_false(exists("new-logs"))
+      local code, _, err = mproc({ "run", "jobs.lua", "--log-dir", "new-logs/sub" }, 40)
+      assert.equal(0, code, err)
+      assert.matches("retry again: attempt 2", err, 1, true)
+      assert.is_false(exists("new-logs/sub/again.out"))
+      assert.is_false(exists("new-logs/sub/again.err"))
     end)
 
     it("run on a pool: print goes to .out, an error fails the job with its traceback", function()

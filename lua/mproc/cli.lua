@@ -125,7 +125,18 @@ local function json(v)
 end
 M._json = json
 
+-- "dir", "missing" (nothing there: ENOENT) or nil (a file, no access...)
+local function dir_state(path)
+  local f, _, errno = io.open(path .. "/.", "r")
+  if f then
+    f:close()
+    return "dir"
+  end
+  return errno == 2 and "missing" or nil
+end
+
 local function mkdir_p(dir)
+  if dir_state(dir) == "dir" then return true end
   local ok = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
   return ok == true
 end
@@ -163,14 +174,19 @@ end
 -- }}}
 
 -- {{{ running one attempt
--- Runs in a pool worker: print and io.write go to the job's .out file.
--- out_path false (a cluster worker, on another machine): what print writes
--- is sent back as a third result.
-local function fn_runner(fn, info, out_path, err_path)
+-- Runs in a pool worker: print and io.write go to the job's .out file
+-- (info.out).  logs false (a cluster worker, on another machine): what
+-- print writes is sent back as a third result.  fresh: the job can have
+-- no logs yet (its first attempt, in a log directory this run made).
+local function fn_runner(fn, info, logs, fresh)
+  local out_path = logs and info.out
   -- Its logs are made when it first writes (print, io.write) or fails: a
-  -- new file can cost more than a short job.  A previous run's go first.
-  if out_path then os.remove(out_path) end
-  if err_path then os.remove(err_path) end
+  -- new file can cost more than a short job.  A previous run's or
+  -- attempt's go first (a failed unlink costs a few microseconds too).
+  if logs and not fresh then
+    os.remove(out_path)
+    os.remove(info.err)
+  end
   local buf = {}
   local out
   local saved_print, saved_write = print, io.write
@@ -306,6 +322,8 @@ local function run_cmd(o)
     return 0
   end
 
+  -- a log directory made now holds no logs of earlier runs to remove
+  local fresh_logs = dir_state(o.log_dir) == "missing"
   if not mkdir_p(o.log_dir) then
     io.stderr:write(("mproc run: cannot create the log directory %s\n"):format(o.log_dir))
     return 2
@@ -404,22 +422,22 @@ local function run_cmd(o)
     return false, ("exit %d"):format(code), code
   end
 
-  local function attempt_pool(job)
-    local r, args
+  -- Submits one attempt of a job to the pool; returns its AsyncResult.
+  local function submit_pool(job)
     if job.fn then
-      args = { job.fn, { name = job.name, attempt = job.attempt, env = job.env, cwd = job.cwd,
-        out = job.out_path, err = job.err_path }, not cluster and job.out_path,
-        not cluster and job.err_path }
+      local args = { job.fn, { name = job.name, attempt = job.attempt, env = job.env,
+        cwd = job.cwd, out = job.out_path, err = job.err_path }, not cluster,
+        fresh_logs and job.attempt == 1 }
       if cluster then write_file(job.err_path, "") end
-      r = pool:apply_async(fn_runner, args, { timeout = job.timeout })
-    else
-      local argv = shell_argv(job)
-      r = pool:apply_async(remote_shell, { argv, { capture = true, cwd = job.cwd,
-        timeout = job.timeout } })
+      return pool:apply_async(fn_runner, args, { timeout = job.timeout })
     end
-    while not r:wait(0.2) do
-      if stopping and interrupted then return false, "interrupted" end
-    end
+    local argv = shell_argv(job)
+    return pool:apply_async(remote_shell, { argv, { capture = true, cwd = job.cwd,
+      timeout = job.timeout } })
+  end
+
+  -- The outcome of a finished pool attempt: ok, why, exit code.
+  local function pool_outcome(job, r)
     local ok, a, b, captured = pcall(r.get, r)
     if ok and cluster and job.fn then write_file(job.out_path, captured or "") end
     if job.cmd then
@@ -442,23 +460,34 @@ local function run_cmd(o)
     return false, tostring(a)
   end
 
+  local function attempt_pool(job)
+    local r = submit_pool(job)
+    while not r:wait(0.2) do
+      if stopping and interrupted then return false, "interrupted" end
+    end
+    return pool_outcome(job, r)
+  end
+
   local pump, succeeded
 
-  local function run_job(job)
-    local why
-    for attempt = 1, job.retries + 1 do
-      job.attempt, job.attempts = attempt, attempt
-      job.started = now()
-      if attempt == 1 then job.first_start = job.started end
-      if attempt > 1 then ui.retry(job, { why = why }) else ui.started(job) end
-      local ok, w
-      local okc, e = pcall(function()
-        if job.fn or cluster then ok, w = attempt_pool(job) else ok, w = attempt_shell(job) end
-      end)
-      if not okc then ok, w = false, "mproc error: " .. tostring(e) end
-      why = w
-      if ok or (stopping and interrupted) then break end
-    end
+  local function attempt_begins(job, attempt)
+    job.attempt, job.attempts = attempt, attempt
+    job.started = now()
+    if attempt == 1 then job.first_start = job.started end
+  end
+
+  -- why: the previous attempt's failure
+  local function announce(job, why)
+    if job.attempt > 1 then ui.retry(job, { why = why }) else ui.started(job) end
+  end
+
+  -- Whether attempt `attempt` (ok, why) was the job's last one.
+  local function last_attempt(job, attempt, ok)
+    return ok or (stopping and interrupted) or attempt > job.retries
+  end
+
+  -- The job's last attempt ended: why is nil when it succeeded.
+  local function job_ended(job, why)
     job.seconds = now() - job.first_start
     run.running[job] = nil
     run.nrunning = run.nrunning - 1
@@ -476,6 +505,55 @@ local function run_cmd(o)
     ui.ended(job, { why = why })
     if job.status ~= "ok" then skip_dependents(job) end
     pump()
+  end
+
+  -- A shell job, or any job on a cluster: a task that waits for each
+  -- attempt in turn.
+  local function run_job(job)
+    local attempt, why = 0, nil
+    repeat
+      attempt = attempt + 1
+      attempt_begins(job, attempt)
+      announce(job, why)
+      local ok, w
+      local okc, e = pcall(function()
+        if cluster then ok, w = attempt_pool(job) else ok, w = attempt_shell(job) end
+      end)
+      if not okc then ok, w = false, "mproc error: " .. tostring(e) end
+      why = w
+    until last_attempt(job, attempt, ok)
+    job_ended(job, why)
+  end
+
+  -- A Lua function job on the local pool: no task of its own, each
+  -- attempt's result calls back (the runner's cost per job is about that
+  -- of a task submitted by hand).  fn_attempt[r]: the job r is an attempt of.
+  local fn_attempt = {}
+  local start_fn
+  local function fn_done(r)
+    local job = fn_attempt[r]
+    if not job then return end   -- ended by an interrupt meanwhile
+    fn_attempt[r] = nil
+    local okc, ok, why = pcall(pool_outcome, job, r)
+    if not okc then ok, why = false, "mproc error: " .. tostring(ok) end
+    if last_attempt(job, job.attempt, ok) then return job_ended(job, why) end
+    start_fn(job, job.attempt + 1, why)
+  end
+  start_fn = function(job, attempt, why)
+    while true do
+      attempt_begins(job, attempt)
+      local okc, r = pcall(submit_pool, job)
+      -- (said once the worker can start: nothing else is said in between)
+      announce(job, why)
+      if okc then
+        fn_attempt[r] = job
+        r:add_done_callback(fn_done)
+        return
+      end
+      why = "mproc error: " .. tostring(r)
+      if last_attempt(job, attempt, false) then return job_ended(job, why) end
+      attempt = attempt + 1
+    end
   end
 
   -- Jobs whose deps have all succeeded wait in a heap ordered by their
@@ -520,15 +598,20 @@ local function run_cmd(o)
     if job.status == "pending" and job.waiting == 0 then push(job) end
   end
   succeeded = function(job)
-    for _, dj in ipairs(dependents[job.name] or {}) do
+    local djs = dependents[job.name]
+    for i = 1, djs and #djs or 0 do
+      local dj = djs[i]
       dj.waiting = dj.waiting - 1
       if dj.waiting == 0 and dj.status == "pending" then push(dj) end
     end
   end
 
+  -- (not re-entered: a job that ends while it starts calls pump again)
+  local pumping = false
   pump = function()
-    if stopping then return end
-    while run.nrunning < nprocs and #heap > 0 do
+    if pumping then return end
+    pumping = true
+    while not stopping and run.nrunning < nprocs and #heap > 0 do
       local job = pop()
       if job.status == "pending" and not run.running[job] then
         run.running[job] = true
@@ -536,9 +619,10 @@ local function run_cmd(o)
         -- the running jobs' elapsed time
         job.started = now()
         run.nrunning = run.nrunning + 1
-        mp.spawn(run_job, job)
+        if job.fn and not cluster then start_fn(job, 1) else mp.spawn(run_job, job) end
       end
     end
+    pumping = false
   end
 
   local sigin = os.getenv("MPROC_SIGNALS_ON_STDIN") == "1"
@@ -551,8 +635,23 @@ local function run_cmd(o)
       if job.pid then core.kill(-job.pid, SIGTERM) end
     end
     if pool then pcall(pool.terminate, pool) end
+    -- the local pool's Lua jobs have no task to notice: they end here
+    local cut = {}
+    for r, job in pairs(fn_attempt) do cut[#cut + 1] = job; fn_attempt[r] = nil end
+    table.sort(cut, function(a, b) return a.idx < b.idx end)
+    for _, job in ipairs(cut) do job_ended(job, "interrupted") end
   end
 
+  -- The main task wakes every TICK (status, state file, the end of a
+  -- grace period), on a line from the launcher (sigin) and as soon as the
+  -- last running job has ended: a fixed sleep would add up to a TICK to
+  -- every run.
+  local TICK = 0.1
+  local function idle() return run.nrunning == 0 end
+  local stdin_fds = { 0 }
+  local function stdin_fd() return stdin_fds end
+  local function stdin_ready() return core.poll_fd(0, "r", 0) end
+  local function idle_or_stdin() return idle() or stdin_ready() end
   local last_save = now()
   local main_ok, main_err = pcall(mp.run, function()
     pump()
@@ -560,14 +659,19 @@ local function run_cmd(o)
       for _, job in ipairs(order) do if job.status == "pending" then return true end end
       return false
     end)()) do
+      -- (nothing running: a plain tick, not a wait that ends at once)
+      local busy = run.nrunning > 0
       if sigin then
-        if sched.wait_fd(0, "r", sched.deadline(0.1)) then
+        sched.wait_many(stdin_fd, busy and idle_or_stdin or stdin_ready, sched.deadline(TICK))
+        if stdin_ready() then
           local l = io.stdin:read("l")
           interrupt(l and l:match("%u+") and ("SIG" .. l:match("%u+")) or "supervisor gone")
           sigin = false
         end
+      elseif busy then
+        sched.wait_event(idle, sched.deadline(TICK))
       else
-        mp.sleep(0.1)
+        mp.sleep(TICK)
       end
       if stopping and interrupted and now() - stop_at > GRACE + 1 then
         for job in pairs(run.running) do

@@ -16,6 +16,9 @@ local function isatty(stream)
   if stream ~= io.stderr then return false end
   local term = os.getenv("TERM")
   if not term or term == "dumb" then return false end
+  -- a stream that seeks (a file, /dev/null) is no terminal: no need to
+  -- start a shell to know (a few milliseconds)
+  if stream:seek("cur") then return false end
   -- `test -t 2` asks the shell about our stderr, which it inherits
   local ok = os.execute("test -t 2")
   return ok == true

@@ -19,76 +19,84 @@ local function who(job, i)
   return ("job #%d"):format(i)
 end
 
+-- (the job's name is formatted only when there is something to say)
+local function bad_job(file, job, i, fmt, ...)
+  bad(file, "%s: " .. fmt, who(job, i), ...)
+end
+
 local function check_job(file, job, i)
   if type(job) ~= "table" then bad(file, "job #%d: a table expected, got %s", i, type(job)) end
-  local w = who(job, i)
   for k in pairs(job) do
     if not FIELDS[k] then
-      bad(file, "%s: unknown field '%s' (fields: name, cmd, fn, deps, retries, timeout, env, cwd)",
-        w, tostring(k))
+      bad_job(file, job, i,
+        "unknown field '%s' (fields: name, cmd, fn, deps, retries, timeout, env, cwd)", tostring(k))
     end
   end
   local name = job.name
   if type(name) ~= "string" or name == "" then
-    bad(file, "%s: 'name' must be a non-empty string", w)
+    bad_job(file, job, i, "'name' must be a non-empty string")
   end
   -- the name is a file name under the log directory
   if not name:match("^[%w_][%w%._%-]*$") then
-    bad(file, "%s: 'name' may only hold letters, digits, '.', '_' and '-' "
-      .. "and must not start with '.' or '-'", w)
+    bad_job(file, job, i, "'name' may only hold letters, digits, '.', '_' and '-' "
+      .. "and must not start with '.' or '-'")
   end
   if job.cmd == nil and job.fn == nil then
-    bad(file, "%s: needs 'cmd' (a shell line or an argv list) or 'fn' (a function)", w)
+    bad_job(file, job, i, "needs 'cmd' (a shell line or an argv list) or 'fn' (a function)")
   end
-  if job.cmd ~= nil and job.fn ~= nil then bad(file, "%s: has both 'cmd' and 'fn'", w) end
+  if job.cmd ~= nil and job.fn ~= nil then bad_job(file, job, i, "has both 'cmd' and 'fn'") end
   local cmd = job.cmd
   if cmd ~= nil then
     if type(cmd) == "table" then
-      if #cmd == 0 then bad(file, "%s: 'cmd' is an empty argv list", w) end
+      if #cmd == 0 then bad_job(file, job, i, "'cmd' is an empty argv list") end
       for k, a in pairs(cmd) do
         if math.type(k) ~= "integer" or k < 1 or k > #cmd then
-          bad(file, "%s: 'cmd' must be a list of strings", w)
+          bad_job(file, job, i, "'cmd' must be a list of strings")
         end
         if type(a) ~= "string" and type(a) ~= "number" then
-          bad(file, "%s: 'cmd'[%d] must be a string, got %s", w, k, type(a))
+          bad_job(file, job, i, "'cmd'[%d] must be a string, got %s", k, type(a))
         end
       end
     elseif type(cmd) ~= "string" or cmd == "" then
-      bad(file, "%s: 'cmd' must be a non-empty string or an argv list, got %s", w, type(cmd))
+      bad_job(file, job, i, "'cmd' must be a non-empty string or an argv list, got %s", type(cmd))
     end
   end
   if job.fn ~= nil and type(job.fn) ~= "function" then
-    bad(file, "%s: 'fn' must be a function, got %s", w, type(job.fn))
+    bad_job(file, job, i, "'fn' must be a function, got %s", type(job.fn))
   end
   if job.deps ~= nil then
-    if type(job.deps) ~= "table" then bad(file, "%s: 'deps' must be a list of job names", w) end
+    if type(job.deps) ~= "table" then
+      bad_job(file, job, i, "'deps' must be a list of job names")
+    end
     for k, d in pairs(job.deps) do
       if math.type(k) ~= "integer" or type(d) ~= "string" then
-        bad(file, "%s: 'deps' must be a list of job names", w)
+        bad_job(file, job, i, "'deps' must be a list of job names")
       end
     end
   end
   local r = job.retries
   if r ~= nil and (math.type(r) ~= "integer" or r < 0) then
-    bad(file, "%s: 'retries' must be an integer >= 0", w)
+    bad_job(file, job, i, "'retries' must be an integer >= 0")
   end
   local t = job.timeout
   if t ~= nil and (type(t) ~= "number" or t ~= t or t <= 0) then
-    bad(file, "%s: 'timeout' must be a number of seconds > 0", w)
+    bad_job(file, job, i, "'timeout' must be a number of seconds > 0")
   end
   if job.env ~= nil then
-    if type(job.env) ~= "table" then bad(file, "%s: 'env' must be a table name -> value", w) end
+    if type(job.env) ~= "table" then
+      bad_job(file, job, i, "'env' must be a table name -> value")
+    end
     for k, v in pairs(job.env) do
       if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then
-        bad(file, "%s: 'env' has a bad variable name %s", w, tostring(k))
+        bad_job(file, job, i, "'env' has a bad variable name %s", tostring(k))
       end
       if type(v) ~= "string" and type(v) ~= "number" then
-        bad(file, "%s: 'env'.%s must be a string, got %s", w, k, type(v))
+        bad_job(file, job, i, "'env'.%s must be a string, got %s", k, type(v))
       end
     end
   end
   if job.cwd ~= nil and (type(job.cwd) ~= "string" or job.cwd == "") then
-    bad(file, "%s: 'cwd' must be a non-empty string", w)
+    bad_job(file, job, i, "'cwd' must be a non-empty string")
   end
 end
 
@@ -156,23 +164,24 @@ function M.load(file)
     if byname[job.name] then
       bad(file, "job '%s': duplicate name (also job #%d)", job.name, byname[job.name].index)
     end
-    local copy = {}
-    for k, v in pairs(job) do copy[k] = v end
-    copy.deps = {}
+    -- every field (check_job allows no other) named in the constructor,
+    -- nil or not: the table is made with room for the runner's state too,
+    -- instead of growing (and being rehashed) field by field
+    local copy = { name = job.name, cmd = job.cmd, fn = job.fn, deps = {},
+      retries = job.retries, timeout = job.timeout, env = job.env, cwd = job.cwd, index = i }
     for _, d in ipairs(job.deps or {}) do copy.deps[#copy.deps + 1] = d end
-    copy.index = i
     list[#list + 1] = copy
     byname[job.name] = copy
   end
+  local seen = {}   -- dep name -> the job it was last seen in (one table for all)
   for _, job in ipairs(list) do
-    local seen = {}
     for _, d in ipairs(job.deps) do
       if not byname[d] then
         bad(file, "job '%s': dep '%s' is not a job in this file", job.name, d)
       end
       if d == job.name then bad(file, "job '%s': depends on itself", job.name) end
-      if seen[d] then bad(file, "job '%s': dep '%s' listed twice", job.name, d) end
-      seen[d] = true
+      if seen[d] == job then bad(file, "job '%s': dep '%s' listed twice", job.name, d) end
+      seen[d] = job
     end
   end
   local cyc = find_cycle(list, byname)

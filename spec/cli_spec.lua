@@ -236,7 +236,7 @@ return { jobs = {
 
     it("--url runs shell and Lua jobs on real `mproc worker`s (private redis-server)", function()
       if not (pcall(require, "mproc.cluster")
-              and os.execute("command -v redis-server >/dev/null 2>&1")) then
+              and support.exec_status(os.execute("command -v redis-server >/dev/null 2>&1"))) then
         return pending("redis-server or mproc.redis (libhiredis-dev) is not installed")
       end
       local sock = dir .. "/redis.sock"
@@ -735,7 +735,7 @@ return { jobs = {
 
   describe("on a terminal (under tmux)", function()
     local function tmux_ok()
-      return os.execute("command -v tmux >/dev/null 2>&1") == true
+      return support.exec_status(os.execute("command -v tmux >/dev/null 2>&1")) == true
     end
 
     it("redraws a live area in place and shows a failed job's stderr", function()

@@ -8,8 +8,12 @@ local core = require "mproc.core"
 local sched = require "mproc.sched"
 local jobsfile = require "mproc.cli.jobs"
 local status = require "mproc.cli.status"
+local compat = require "mproc.compat"
 
 local now = core.now
+local idiv, math_type, unpack, move = compat.idiv, compat.math_type, compat.unpack, compat.move
+-- a wait inside mp.run under pcall: Lua 5.1 cannot yield through pcall
+local wpcall = compat.pcall
 local M = {}
 
 local GRACE = 2          -- seconds between SIGTERM and SIGKILL for a group
@@ -48,7 +52,7 @@ local function parse_run(argv)
     return v
   end
   local function int(name, v, min)
-    local n = math.tointeger(tonumber(v))
+    local n = compat.tointeger(tonumber(v))
     if not n or n < min then usage_error("%s must be an integer >= %d, got '%s'", name, min, v) end
     return n
   end
@@ -98,7 +102,7 @@ local function json(v)
   if v == nil or v == json then return "null"
   elseif t == "boolean" then return tostring(v)
   elseif t == "number" then
-    if math.type(v) == "integer" then return tostring(v) end
+    if math_type(v) == "integer" then return tostring(v) end
     if v ~= v or v == math.huge or v == -math.huge then return "null" end
     return ("%.3f"):format(v)
   elseif t == "string" then return json_str(v)
@@ -137,16 +141,15 @@ end
 
 local function mkdir_p(dir)
   if dir_state(dir) == "dir" then return true end
-  local ok = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-  return ok == true
+  return compat.succeeded("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
 end
 
 local function read_state(path)
   local f = io.open(path, "r")
   if not f then return {} end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
-  local chunk = load(s, "=" .. path, "t", {})
+  local chunk = compat.load(s, "=" .. path, "t", {})
   local ok, t = pcall(chunk or error)
   if not ok or type(t) ~= "table" or type(t.jobs) ~= "table" then
     error({ bad_input = path .. ": not a mproc state file (remove it to start afresh)" }, 0)
@@ -215,10 +218,10 @@ local function fn_runner(fn, info, logs, fresh)
       end
       parts[k] = v
     end
-    put(table.unpack(parts, 1, n))
+    put(unpack(parts, 1, n))
     return io.stdout
   end)
-  local ok, r = xpcall(fn, debug.traceback, info)
+  local ok, r = compat.xpcall(fn, debug.traceback, info)
   rawset(_G, "print", saved_print)
   rawset(io, "write", saved_write)
   if out then out:close() end
@@ -226,7 +229,9 @@ local function fn_runner(fn, info, logs, fresh)
   if not ok then
     -- the frames below the job's own function are ours and the pool's
     r = tostring(r)
-    local cut = r:find("\n\t%[C%]: in function 'xpcall'")
+    -- (on Lua 5.1 compat.xpcall adds a tail call line just above)
+    local cut = r:find("\n\t%(tail call%): %?\n\t%[C%]: in function 'xpcall'")
+      or r:find("\n\t%[C%]: in function 'xpcall'")
     return false, cut and r:sub(1, cut - 1) or r, captured
   end
   if r == false then return false, "returned false", captured end
@@ -236,6 +241,8 @@ end
 -- On a cluster worker: a shell job, its output sent back.
 local function remote_shell(argv, opts)
   local sp = require("mproc").subprocess
+  -- (a plain pcall: this function travels to the worker, and a worker's
+  -- task is no mp.run task)
   local ok, r = pcall(sp.run, argv, opts)
   if not ok then return { error = tostring(r) } end
   return { returncode = r.returncode, stdout = r.stdout, stderr = r.stderr }
@@ -342,7 +349,7 @@ local function run_cmd(o)
   end
   local pool
   if cluster and nfn > 0 then
-    local ok, p = pcall(cluster.Pool, { url = o.url })
+    local ok, p = wpcall(cluster.Pool, { url = o.url })
     if not ok then
       io.stderr:write("mproc run: --url: ", tostring(p), "\n")
       return 2
@@ -400,7 +407,7 @@ local function run_cmd(o)
     local deadline = job.timeout and (job.started + job.timeout)
     local term_at, timed_out = nil, false
     while true do
-      local w = pcall(p.wait, p, 0.2)
+      local w = wpcall(p.wait, p, 0.2)
       if w then break end
       local t = now()
       if not term_at and (stopping and interrupted or (deadline and t >= deadline)) then
@@ -438,7 +445,7 @@ local function run_cmd(o)
 
   -- The outcome of a finished pool attempt: ok, why, exit code.
   local function pool_outcome(job, r)
-    local ok, a, b, captured = pcall(r.get, r)
+    local ok, a, b, captured = wpcall(r.get, r)
     if ok and cluster and job.fn then write_file(job.out_path, captured or "") end
     if job.cmd then
       if not ok then return false, tostring(a) end
@@ -516,7 +523,7 @@ local function run_cmd(o)
       attempt_begins(job, attempt)
       announce(job, why)
       local ok, w
-      local okc, e = pcall(function()
+      local okc, e = wpcall(function()
         if cluster then ok, w = attempt_pool(job) else ok, w = attempt_shell(job) end
       end)
       if not okc then ok, w = false, "mproc error: " .. tostring(e) end
@@ -534,7 +541,7 @@ local function run_cmd(o)
     local job = fn_attempt[r]
     if not job then return end   -- ended by an interrupt meanwhile
     fn_attempt[r] = nil
-    local okc, ok, why = pcall(pool_outcome, job, r)
+    local okc, ok, why = wpcall(pool_outcome, job, r)
     if not okc then ok, why = false, "mproc error: " .. tostring(ok) end
     if last_attempt(job, job.attempt, ok) then return job_ended(job, why) end
     start_fn(job, job.attempt + 1, why)
@@ -542,7 +549,7 @@ local function run_cmd(o)
   start_fn = function(job, attempt, why)
     while true do
       attempt_begins(job, attempt)
-      local okc, r = pcall(submit_pool, job)
+      local okc, r = wpcall(submit_pool, job)
       -- (said once the worker can start: nothing else is said in between)
       announce(job, why)
       if okc then
@@ -565,7 +572,7 @@ local function run_cmd(o)
     local i = #heap + 1
     heap[i] = job
     while i > 1 do
-      local up = i // 2
+      local up = idiv(i, 2)
       if heap[up].idx <= job.idx then break end
       heap[i], heap[up] = heap[up], job
       i = up
@@ -664,7 +671,7 @@ local function run_cmd(o)
       if sigin then
         sched.wait_many(stdin_fd, busy and idle_or_stdin or stdin_ready, sched.deadline(TICK))
         if stdin_ready() then
-          local l = io.stdin:read("l")
+          local l = io.stdin:read("*l")
           interrupt(l and l:match("%u+") and ("SIG" .. l:match("%u+")) or "supervisor gone")
           sigin = false
         end
@@ -745,7 +752,7 @@ end
 -- exit status.
 function M.main(argv)
   local cmd = argv[1]
-  local rest = table.move(argv, 2, #argv, 1, {})
+  local rest = move(argv, 2, #argv, 1, {})
   if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
     io.stdout:write(USAGE)
     return cmd == nil and 2 or 0

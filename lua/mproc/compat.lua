@@ -302,6 +302,13 @@ end
 
 -- }=====================================================================
 
+-- os.execute(cmd) -> true when the command exited 0: 5.2+ say true, 5.1
+-- and LuaJIT give the wait status (0).
+function M.succeeded(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
 -- The fields are reached through __index: a traceback of 5.4 names a
 -- function after a field of a loaded module when it finds one, and
 -- `xpcall` must stay `xpcall` there (errors.traceback cuts at it).

@@ -20,8 +20,7 @@ local function isatty(stream)
   -- start a shell to know (a few milliseconds)
   if stream:seek("cur") then return false end
   -- `test -t 2` asks the shell about our stderr, which it inherits
-  local ok = os.execute("test -t 2")
-  return ok == true
+  return compat.succeeded("test -t 2")
 end
 
 local function fmt_time(s)

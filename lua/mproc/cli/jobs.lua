@@ -1,6 +1,9 @@
 -- mproc run: loading and checking a jobs file, and the hash of a job's
 -- definition that --resume compares.  Every problem is one line naming the
 -- file and the job, raised as a table {bad_input = msg} (exit status 2).
+local compat = require "mproc.compat"
+
+local math_type = compat.math_type
 local M = {}
 
 local FIELDS = {
@@ -50,7 +53,7 @@ local function check_job(file, job, i)
     if type(cmd) == "table" then
       if #cmd == 0 then bad_job(file, job, i, "'cmd' is an empty argv list") end
       for k, a in pairs(cmd) do
-        if math.type(k) ~= "integer" or k < 1 or k > #cmd then
+        if math_type(k) ~= "integer" or k < 1 or k > #cmd then
           bad_job(file, job, i, "'cmd' must be a list of strings")
         end
         if type(a) ~= "string" and type(a) ~= "number" then
@@ -69,13 +72,13 @@ local function check_job(file, job, i)
       bad_job(file, job, i, "'deps' must be a list of job names")
     end
     for k, d in pairs(job.deps) do
-      if math.type(k) ~= "integer" or type(d) ~= "string" then
+      if math_type(k) ~= "integer" or type(d) ~= "string" then
         bad_job(file, job, i, "'deps' must be a list of job names")
       end
     end
   end
   local r = job.retries
-  if r ~= nil and (math.type(r) ~= "integer" or r < 0) then
+  if r ~= nil and (math_type(r) ~= "integer" or r < 0) then
     bad_job(file, job, i, "'retries' must be an integer >= 0")
   end
   local t = job.timeout
@@ -155,7 +158,7 @@ function M.load(file)
   local list, byname = {}, {}
   local n = #spec.jobs
   for k in pairs(spec.jobs) do
-    if math.type(k) ~= "integer" or k < 1 or k > n then
+    if math_type(k) ~= "integer" or k < 1 or k > n then
       bad(file, "'jobs' must be a list (found key %s)", tostring(k))
     end
   end
@@ -189,22 +192,9 @@ function M.load(file)
   return list, byname
 end
 
--- FNV-1a, 64 bits, as 16 hex digits: enough to notice a changed definition.
-local function fnv(s)
-  local h = -3750763034362895579   -- 0xcbf29ce484222325
-  local n, byte = #s, string.byte
-  for i = 1, n - 3, 4 do
-    local a, b, c, d = byte(s, i, i + 3)
-    h = (h ~ a) * 1099511628211
-    h = (h ~ b) * 1099511628211
-    h = (h ~ c) * 1099511628211
-    h = (h ~ d) * 1099511628211
-  end
-  for i = n - n % 4 + 1, n do
-    h = (h ~ byte(s, i)) * 1099511628211
-  end
-  return ("%016x"):format(h)
-end
+-- FNV-1a, 64 bits, as 16 hex digits: enough to notice a changed
+-- definition (the same digits on every VM)
+local fnv = compat.fnv1a64
 
 local function canon(v)
   local t = type(v)

@@ -6,6 +6,7 @@ local core = require "mproc.core"
 local progress = require "mproc.progress"
 
 local now, fmt_time = core.now, progress.fmt_time
+local move = require("mproc.compat").move
 
 local M = {}
 
@@ -14,7 +15,7 @@ local function columns()
   if cols then return cols end
   -- stty reads the size of whatever terminal it is given (our stderr)
   local p = io.popen("stty size <&2 2>/dev/null")
-  local s = p and p:read("a") or ""
+  local s = p and p:read("*a") or ""
   if p then p:close() end
   return tonumber(s:match("%d+%s+(%d+)")) or 80
 end
@@ -24,13 +25,13 @@ local function tail(path, nlines)
   if not f then return {} end
   local size = f:seek("end")
   f:seek("set", math.max(0, size - 4096))
-  local s = f:read("a") or ""
+  local s = f:read("*a") or ""
   f:close()
   local lines = {}
   for l in s:gmatch("[^\n]*") do lines[#lines + 1] = l end
   while #lines > 0 and lines[#lines] == "" do lines[#lines] = nil end
   local first = math.max(1, #lines - nlines + 1)
-  return table.move(lines, first, #lines, 1, {})
+  return move(lines, first, #lines, 1, {})
 end
 M.tail = tail
 

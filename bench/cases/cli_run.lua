@@ -27,7 +27,8 @@ local WORK = 20000       -- loop iterations per Lua job (about 0.1-0.2 ms)
 
 local ROOT = os.getenv("PWD")
 -- run.sh's LUA_CPATH is relative to the checkout; the commands run in dir
-local MPROC = ("LUA_CPATH=%s %s/bin/mproc"):format("'" .. ROOT .. "/build/?.so;;'", ROOT)
+local MPROC = ("MPROC_LUA=%s LUA_CPATH=%s %s/bin/mproc"):format(bench.LUA,
+  "'" .. ROOT .. "/" .. bench.BUILD .. "/?.so;;'", ROOT)
 
 local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -159,7 +160,7 @@ local function work(k)
   return x
 end
 local ND = %d           -- diamonds: 1 + 3 * ND jobs
-]]):format(WORK, (NFN - 1) // 3)
+]]):format(WORK, math.floor((NFN - 1) / 3))
 write("fn_jobs.lua", COMMON .. [[
 local jobs = { { name = "a", fn = function() work(0) end } }
 local prev = "a"
@@ -174,7 +175,7 @@ return { jobs = jobs }
 ]])
 write("fn_hand.lua", COMMON .. [[
 local mp = require "mproc"
-local pool <close> = mp.Pool(2)
+local pool = mp.Pool(2)
 pool:apply(work, 0)
 for k = 1, ND do
   local rb = pool:apply_async(work, { k })
@@ -182,6 +183,7 @@ for k = 1, ND do
   rb:get(); rc:get()
   pool:apply(work, k + 2)
 end
+pool:close(); pool:join()     -- what <close> did (no <close> before 5.4)
 ]])
 -- part 1's log files reach the disk first: what still writes them slows
 -- whatever runs next
@@ -191,9 +193,9 @@ os.execute("sync")
 local mproc_fn, mproc_fn_warm, hand_fn = best_of({
   { MPROC .. " run fn_jobs.lua -j 2 --log-dir LOGDIR >/dev/null 2>&1" },
   { MPROC .. " run fn_jobs.lua -j 2 --log-dir LOGDIR >/dev/null 2>&1", true },
-  { ("LUA_PATH=%s LUA_CPATH=%s lua5.4 fn_hand.lua >/dev/null 2>&1"):format(
+  { ("LUA_PATH=%s LUA_CPATH=%s " .. bench.LUA .. " fn_hand.lua >/dev/null 2>&1"):format(
     sh_quote(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"),
-    sh_quote(ROOT .. "/build/?.so;;")) },
+    sh_quote(ROOT .. "/" .. bench.BUILD .. "/?.so;;")) },
 })
 if mproc_fn then bench.report("fn_1k_diamonds mproc run", mproc_fn, "s") end
 if mproc_fn_warm then

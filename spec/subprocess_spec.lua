@@ -1,6 +1,7 @@
 local mp = require "mproc"
 local support = require "support"
 local sp = mp.subprocess
+local compat = require "mproc.compat"
 
 local errmsg = support.errmsg
 
@@ -160,6 +161,14 @@ describe("mproc.subprocess", function()
       assert.equal(0, p:wait(5))
       assert.equal("attempt to use a closed stream", errmsg(p.stdin.write, p.stdin, "x"))
       assert.equal("cannot write to stdout", errmsg(p.stdout.write, p.stdout, "x"))
+      p:close()
+    end)
+
+    it("reads a chunk as true and the bytes, nothing else (issue 18: 5.3 crashed)", function()
+      local p = sp.Popen({ "printf", "hello" }, { stdout = "pipe" })
+      assert.equal(0, p:wait(5))
+      local r = compat.pack(p._ud:_read(1))   -- stdout's raw read
+      assert.same({ true, "hello", n = 2 }, r)
       p:close()
     end)
 

@@ -12,7 +12,7 @@ local CPATH = (package.cpath:gsub("%./", ROOT .. "/"))
 local KEY = "spec-key"
 
 local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
+  return support.exec_status(os.execute("command -v " .. prog .. " >/dev/null 2>&1")) == true
 end
 local have_redis = have("redis-server") and pcall(require, "mproc.redis")
 

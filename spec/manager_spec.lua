@@ -248,7 +248,7 @@ describe("mproc.Manager", function()
     it("refuses a value it cannot send at the caller, naming it, and goes on", function()
       local d = m:dict()
       local a, b = mp.Pipe()
-      local e = errmsg(function() d.x = { b, coroutine.create(print) } end)
+      local e = errmsg(function() d.x = { b, coroutine.create(function() end) } end)
       assert.is_true(mp.is_error(e, "SerializeError"), tostring(e))
       assert.matches("[2]", tostring(e), 1, true)
       d.y = 1                                -- the connection is still good
@@ -275,7 +275,7 @@ describe("mproc.Manager", function()
         local srv = mp.subprocess.Popen({ "env", "LUA_PATH=" .. package.path,
           "LUA_CPATH=" .. package.cpath, support.LUA, script })
         local up = support.wait_until(function()
-          return os.execute("test -S " .. path) == true
+          return support.exec_status(os.execute("test -S " .. path)) == true
         end, 10)
         if not up then srv:kill(); srv:wait(5) end
         assert.is_true(up)
@@ -442,7 +442,8 @@ describe("mproc.BaseManager", function()
     end
     for i = 1, 8 do assert.is_true(procs[i]:join(20)); assert.equal(0, procs[i].exitcode) end
     local c = client(port, "secret"):connect()
-    assert.equal(400, #c:dict())
+    assert.equal(400, c:dict():len())
+    if META_LEN then assert.equal(400, #c:dict()) end
     local got = {}
     for _ = 1, 8 do got[#got + 1] = c:queue():get(5) end
     table.sort(got)

@@ -105,7 +105,13 @@ describe("mproc examples", function()
     end)
 
     example("daemon", function(out)
-      has(out, "set daemon after start: false, cannot set daemon after start")
+      if _VERSION == "Lua 5.1" and not compat.luajit then
+        -- 5.1 counts the levels of a __newindex call differently: error's
+        -- level 3 there is the assignment's line, which gets a position
+        has(out, "set daemon after start: false, examples/daemon.lua:19: cannot set daemon after start")
+      else
+        has(out, "set daemon after start: false, cannot set daemon after start")
+      end
       has(out, "worker finished")
       assert.equal(3, count(out, "worker %d"))
       assert.is_true(count(out, "daemon %d") >= 1)

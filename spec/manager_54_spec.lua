@@ -52,7 +52,8 @@ describe("mproc.Manager", function()
     local n = 0
     for _ in out:gmatch("Result: %d+ %* %d+ = %d+") do n = n + 1 end
     assert.equal(10, n)
-    local bad = sp.run({ support.LUA, "examples/distributed_worker.lua", "127.0.0.1", mport, "nope" },
+    local bad = sp.run(
+      { support.LUA, "examples/distributed_worker.lua", "127.0.0.1", mport, "nope" },
       { capture = true, env = env, timeout = 30 })
     assert.is_not.equal(0, bad.returncode)
   end)

@@ -313,6 +313,22 @@ describe("mproc.Manager", function()
     end)
   end)
 
+  it("serves proxies inside mp.run (tasks wait without blocking one another)", function()
+    local d, ns = m:dict(), m:Namespace()
+    local out = mp.run(function()
+      local t = mp.spawn(function() d:update({ a = 1 }); return d:get("a") end)
+      d:update({ b = 2 })
+      return t:join() + d:get("b")
+    end)
+    assert.equal(3, out)
+    -- field access goes through __index/__newindex: Lua 5.1 (not LuaJIT)
+    -- cannot yield across a metamethod, so there it is not used inside
+    -- mp.run (docs/managers.md, Proxies)
+    if _VERSION ~= "Lua 5.1" or compat.luajit then
+      assert.equal(5, mp.run(function() ns.x = 5; d.c = 0; return ns.x + d.c end))
+    end
+  end)
+
   it("passes proxies to child processes", function()
     local d, l = m:dict(), m:list()
     local procs = {}

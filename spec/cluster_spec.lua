@@ -167,6 +167,23 @@ describe("mp.cluster", function()
         true)
     end)
 
+    it("a worker names both VMs for a function made by another VM (issue 18)", function()
+      local ok, fnb = core.codec_dumps(function() return 1 end, "fn", true)
+      assert.is_true(ok)
+      -- the embedded bytecode's header, made another VM's
+      local other = mp.cluster.THIS_VM == "Lua 5.4" and "Lua 5.3" or "Lua 5.4"
+      local header = other == "Lua 5.4" and "\27LuaT" or "\27LuaS"
+      local n
+      fnb, n = fnb:gsub(compat.luajit and "\27LJ" or "\27Lua.", header, 1)
+      assert.equal(1, n)
+      local _, args = core.codec_dumps(compat.pack(), "args", true)
+      local e = support.errmsg(mp.cluster.run_task, compat.spack(">s4", fnb) .. args)
+      assert.is_true(mp.is_error(e, "SerializeError"), tostring(e))
+      assert.equal("the task's function was made by " .. other .. " and this worker runs "
+        .. mp.cluster.THIS_VM .. " (start the workers with the callers' VM: MPROC_LUA)",
+        e.message)
+    end)
+
     it("raises OSError naming the address when Redis is unreachable", function()
       local ok, e = pcall(mp.cluster.Pool, { url = "unix:" .. dir .. "/nothere.sock",
                                              authkey = "k" })

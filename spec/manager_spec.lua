@@ -296,6 +296,49 @@ describe("mproc.Manager", function()
         os.remove(script); os.remove(path)
       end)
 
+    it("refuses a function from a client of another VM, saying so, and goes on", function()
+      -- the server runs another VM than this spec (5.4, or LuaJIT under 5.4)
+      local other, build = "lua5.4", "build"
+      if _VERSION == "Lua 5.4" then other, build = "luajit", "build-jit" end
+      local so = io.open(build .. "/mproc/core.so")
+      if so then so:close() end
+      if not so or not support.exec_status(os.execute("command -v " .. other .. " >/dev/null"))
+      then
+        return pending(other .. " or " .. build .. "/ is missing (make build-vms)")
+      end
+      local path = os.tmpname()
+      os.remove(path)
+      local srv = mp.subprocess.Popen({ "env", "LUA_PATH=" .. package.path,
+        "LUA_CPATH=./" .. build .. "/?.so;;", other, "-e", ([[
+          local mp = require "mproc"
+          local q = mp.BaseManager.types.Queue()
+          local s = mp.BaseManager{ address = %q, authkey = "k" }
+          s:register("queue", function() return q end)
+          s:serve_forever()
+        ]]):format(path) })
+      local up = support.wait_until(function()
+        return support.exec_status(os.execute("test -S " .. path)) == true
+      end, 10)
+      if not up then srv:kill(); srv:wait(5) end
+      assert.is_true(up)
+      local c = mp.BaseManager{ address = path, authkey = "k" }
+      c:register("queue")
+      c:connect()
+      local rq = c:queue()
+      rq:put({ "plain", 1 })                   -- no function: passes between VMs
+      assert.same({ "plain", 1 }, rq:get(5))
+      local e = errmsg(rq.put, rq, function() return 1 end)
+      assert.is_true(mp.is_error(e, "SerializeError"), tostring(e))
+      local other_name = other == "luajit" and "LuaJIT" or "Lua 5.4"
+      assert.matches("(a function made by another Lua VM? this manager runs " .. other_name .. ")",
+        e.message, 1, true)
+      rq:put("still fine")
+      assert.equal("still fine", rq:get(5))
+      c:stop_server()
+      srv:wait(10)
+      os.remove(path)
+    end)
+
     it("serves other clients while one waits", function()
       local q = m:Queue()
       local p = mp.Process(function(qq)

@@ -257,59 +257,13 @@ describe("mproc.Manager", function()
       a:close(); b:close()
     end)
 
-    it("refuses a Pipe end a server outside the process tree cannot take, and goes on",
-      function()
-        local path = os.tmpname()
-        os.remove(path)
-        local script = os.tmpname()
-        local f = assert(io.open(script, "w"))
-        f:write(([[
-          local mp = require "mproc"
-          local q = mp.BaseManager.types.Queue()
-          local s = mp.BaseManager{ address = %q, authkey = "k" }
-          s:register("queue", function() return q end)
-          s:serve_forever()
-        ]]):format(path))
-        f:close()
-        -- a separate program (its own tree, its own broker)
-        local srv = mp.subprocess.Popen({ "env", "LUA_PATH=" .. package.path,
-          "LUA_CPATH=" .. package.cpath, support.LUA, script })
-        local up = support.wait_until(function()
-          return support.exec_status(os.execute("test -S " .. path)) == true
-        end, 10)
-        if not up then srv:kill(); srv:wait(5) end
-        assert.is_true(up)
-        local c = mp.BaseManager{ address = path, authkey = "k" }
-        c:register("queue")
-        c:connect()
-        local rq = c:queue()
-        local a, b = mp.Pipe()
-        local e = errmsg(rq.put, rq, { end_ = b })
-        assert.is_true(mp.is_error(e, "SerializeError"), tostring(e))
-        assert.matches("the manager cannot receive the request: cannot receive a Pipe",
-          tostring(e), 1, true)
-        rq:put("still fine")
-        assert.equal("still fine", rq:get(5))
-        c:stop_server()
-        srv:wait(10)
-        a:close(); b:close()
-        os.remove(script); os.remove(path)
-      end)
-
-    it("refuses a function from a client of another VM, saying so, and goes on", function()
-      -- the server runs another VM than this spec (5.4, or LuaJIT under 5.4)
-      local other, build = "lua5.4", "build"
-      if _VERSION == "Lua 5.4" then other, build = "luajit", "build-jit" end
-      local so = io.open(build .. "/mproc/core.so")
-      if so then so:close() end
-      if not so or not support.exec_status(os.execute("command -v " .. other .. " >/dev/null"))
-      then
-        return pending(other .. " or " .. build .. "/ is missing (make build-vms)")
-      end
-      local path = os.tmpname()
-      os.remove(path)
+    -- A separate program (its own tree, its own broker) serving one queue
+    -- on a Unix socket: `lua` with the C modules of `build` (this VM's by
+    -- default).  Returns its Popen, a connected client and the queue proxy.
+    local function queue_server(path, lua, build)
+      local cpath = build and ("./" .. build .. "/?.so;;") or package.cpath
       local srv = mp.subprocess.Popen({ "env", "LUA_PATH=" .. package.path,
-        "LUA_CPATH=./" .. build .. "/?.so;;", other, "-e", ([[
+        "LUA_CPATH=" .. cpath, lua or support.LUA, "-e", ([[
           local mp = require "mproc"
           local q = mp.BaseManager.types.Queue()
           local s = mp.BaseManager{ address = %q, authkey = "k" }
@@ -324,7 +278,40 @@ describe("mproc.Manager", function()
       local c = mp.BaseManager{ address = path, authkey = "k" }
       c:register("queue")
       c:connect()
-      local rq = c:queue()
+      return srv, c, c:queue()
+    end
+
+    it("refuses a Pipe end a server outside the process tree cannot take, and goes on",
+      function()
+        local path = os.tmpname()
+        os.remove(path)
+        local srv, c, rq = queue_server(path)
+        local a, b = mp.Pipe()
+        local e = errmsg(rq.put, rq, { end_ = b })
+        assert.is_true(mp.is_error(e, "SerializeError"), tostring(e))
+        assert.matches("the manager cannot receive the request: cannot receive a Pipe",
+          tostring(e), 1, true)
+        rq:put("still fine")
+        assert.equal("still fine", rq:get(5))
+        c:stop_server()
+        srv:wait(10)
+        a:close(); b:close()
+        os.remove(path)
+      end)
+
+    it("refuses a function from a client of another VM, saying so, and goes on", function()
+      -- the server runs another VM than this spec (5.4, or LuaJIT under 5.4)
+      local other, build = "lua5.4", "build"
+      if _VERSION == "Lua 5.4" then other, build = "luajit", "build-jit" end
+      local so = io.open(build .. "/mproc/core.so")
+      if so then so:close() end
+      if not so or not support.exec_status(os.execute("command -v " .. other .. " >/dev/null"))
+      then
+        return pending(other .. " or " .. build .. "/ is missing (make build-vms)")
+      end
+      local path = os.tmpname()
+      os.remove(path)
+      local srv, c, rq = queue_server(path, other, build)
       rq:put({ "plain", 1 })                   -- no function: passes between VMs
       assert.same({ "plain", 1 }, rq:get(5))
       local e = errmsg(rq.put, rq, function() return 1 end)

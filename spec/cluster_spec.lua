@@ -5,6 +5,7 @@ local mp = require "mproc"
 local core = require "mproc.core"
 local support = require "support"
 local sp = mp.subprocess
+local compat = require "mproc.compat"
 
 local ROOT = os.getenv("PWD")
 local MPROC = ROOT .. "/bin/mproc"
@@ -12,12 +13,13 @@ local CPATH = (package.cpath:gsub("%./", ROOT .. "/"))
 local KEY = "spec-key"
 
 local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
+  return support.exec_status(os.execute("command -v " .. prog .. " >/dev/null 2>&1")) == true
 end
 local have_redis = have("redis-server") and pcall(require, "mproc.redis")
 
 local dir, url, sock, server
 local workers = {}
+local pools = {}   -- made by pool_for, closed after each test (<close> before 5.4)
 local nq = 0
 
 local function start_redis(extra)
@@ -61,7 +63,9 @@ local function start_worker(queue, opts)
   opts = opts or {}
   local name = "w" .. (#workers + 1)
   local log = io.open(dir .. "/" .. name .. ".log", "w")
-  local argv = { "env", "LUA_CPATH=" .. CPATH, "MPROC_AUTHKEY=" .. (opts.key or KEY), MPROC,
+  -- the worker runs this VM: tasks cross as its bytecode
+  local argv = { "env", "LUA_CPATH=" .. CPATH, "MPROC_AUTHKEY=" .. (opts.key or KEY),
+                 "MPROC_LUA=" .. support.LUA, MPROC,
                  "worker", "--url", url, "--queue", queue, "--processes",
                  tostring(opts.processes or 2), "-v" }
   local p = sp.Popen(argv, { stdout = "devnull", stderr = log })
@@ -98,7 +102,21 @@ end
 local function pool_for(queue, opts)
   local o = { url = url, queue = queue, authkey = KEY }
   for k, v in pairs(opts or {}) do o[k] = v end
-  return mp.cluster.Pool(o)
+  local pool = mp.cluster.Pool(o)
+  pools[#pools + 1] = pool
+  return pool
+end
+
+-- What `local pool <close>` does when the test's block is left: close,
+-- join, terminate (terminate at once when the join does not end).
+local function close_pools()
+  for _, pool in ipairs(pools) do
+    pcall(pool.close, pool)
+    local ok, joined = pcall(pool.join, pool, 30)
+    if not (ok and joined) then pcall(pool.terminate, pool) end
+    pool:terminate()
+  end
+  pools = {}
 end
 
 local function lines(path)
@@ -117,7 +135,7 @@ describe("mp.cluster", function()
 
   setup(function()
     local p = io.popen("mktemp -d /tmp/mproc-cluster.XXXXXX")
-    dir = p:read("l")
+    dir = p:read("*l")
     p:close()
     sock = dir .. "/redis.sock"
     url = "unix:" .. sock
@@ -125,12 +143,16 @@ describe("mp.cluster", function()
   end)
 
   teardown(function()
+    close_pools()
     stop_workers()
     stop_redis()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
-  after_each(stop_workers)
+  after_each(function()
+    close_pools()
+    stop_workers()
+  end)
 
   describe("Pool()", function()
     it("checks its options", function()
@@ -143,6 +165,23 @@ describe("mp.cluster", function()
       assert.matches("'max_deliveries' must be >= 1",
         support.errmsg(mp.cluster.Pool, { url = url, authkey = "k", max_deliveries = 0 }), 1,
         true)
+    end)
+
+    it("a worker names both VMs for a function made by another VM (issue 18)", function()
+      local ok, fnb = core.codec_dumps(function() return 1 end, "fn", true)
+      assert.is_true(ok)
+      -- the embedded bytecode's header, made another VM's
+      local other = mp.cluster.THIS_VM == "Lua 5.4" and "Lua 5.3" or "Lua 5.4"
+      local header = other == "Lua 5.4" and "\27LuaT" or "\27LuaS"
+      local n
+      fnb, n = fnb:gsub(compat.luajit and "\27LJ" or "\27Lua.", header, 1)
+      assert.equal(1, n)
+      local _, args = core.codec_dumps(compat.pack(), "args", true)
+      local e = support.errmsg(mp.cluster.run_task, compat.spack(">s4", fnb) .. args)
+      assert.is_true(mp.is_error(e, "SerializeError"), tostring(e))
+      assert.equal("the task's function was made by " .. other .. " and this worker runs "
+        .. mp.cluster.THIS_VM .. " (start the workers with the callers' VM: MPROC_LUA)",
+        e.message)
     end)
 
     it("raises OSError naming the address when Redis is unreachable", function()
@@ -159,7 +198,7 @@ describe("mp.cluster", function()
       function()
       local q = new_queue()
       start_worker(q)
-      local pool <close> = pool_for(q)
+      local pool = pool_for(q)
       assert.same({ 3, "x" }, { pool:apply(function(a, b) return a + b, "x" end, 1, 2) })
       assert.equal(7, pool:submit(function(x) return x + 1 end, 6):get(20))
       local got
@@ -169,7 +208,7 @@ describe("mp.cluster", function()
       assert.equal(42, got)
       assert.is_true(r:successful())
       local sq = pool:map(function(x) return x * x end, { 1, 2, 3, 4, 5, 6, 7 }, 2)
-      assert.same({ 1, 4, 9, 16, 25, 36, 49 }, { table.unpack(sq, 1, 7) })
+      assert.same({ 1, 4, 9, 16, 25, 36, 49 }, { compat.unpack(sq, 1, 7) })
       local st = pool:starmap(function(a, b) return a .. b end, { { "a", 1 }, { "b", 2 } })
       assert.same({ "a1", "b2" }, { st[1], st[2] })
       local ordered = {}
@@ -202,7 +241,7 @@ describe("mp.cluster", function()
       function()
       local q = new_queue()
       start_worker(q)
-      local pool <close> = pool_for(q)
+      local pool = pool_for(q)
       local ok, e = pcall(pool.apply, pool, function() error({ code = 7 }) end)
       assert.is_false(ok)
       assert.is_true(mp.is_error(e, "TaskError"))
@@ -230,7 +269,7 @@ describe("mp.cluster", function()
 
     it("refuses mproc objects with SerializeError naming the path", function()
       local q = new_queue()
-      local pool <close> = pool_for(q)
+      local pool = pool_for(q)
       local lock = mp.Lock()
       local ok, e = pcall(pool.apply_async, pool, function() end, { 1, { x = lock } })
       assert.is_false(ok)
@@ -249,7 +288,7 @@ describe("mp.cluster", function()
 
     it("needs no local worker: tasks wait in the stream until a worker comes", function()
       local q = new_queue()
-      local pool <close> = pool_for(q)
+      local pool = pool_for(q)
       local r = pool:submit(function() return "late" end)
       assert.is_false(r:wait(0.3))
       assert.is_false(r:ready())
@@ -259,11 +298,11 @@ describe("mp.cluster", function()
 
     it("has a fileno() a foreign event loop can watch, as a local pool's", function()
       local q = new_queue()
-      local pool <close> = pool_for(q)
+      local pool = pool_for(q)
       start_worker(q)
       local r = pool:apply_async(function(x) return x + 1 end, { 41 })
       local fd = pool:fileno()
-      assert.is_true(math.type(fd) == "integer" and fd >= 0)
+      assert.is_true(compat.math_type(fd) == "integer" and fd >= 0)
       -- the loop: wait on the descriptor, then let mproc collect
       local deadline = core.now() + 20
       while not r:ready() and core.now() < deadline do
@@ -275,9 +314,9 @@ describe("mp.cluster", function()
 
     it("runs a pool with local workers (processes = n)", function()
       local q = new_queue()
-      local pool <close> = pool_for(q, { processes = 2 })
+      local pool = pool_for(q, { processes = 2 })
       local out = pool:map(function(x) return 2 * x end, { 1, 2, 3 })
-      assert.same({ 2, 4, 6 }, { table.unpack(out, 1, out.n) })
+      assert.same({ 2, 4, 6 }, { compat.unpack(out, 1, out.n) })
     end)
   end)
 
@@ -286,7 +325,7 @@ describe("mp.cluster", function()
       function()
       local q = new_queue()
       local a = start_worker(q, { processes = 1 })
-      local pool <close> = pool_for(q, { lease = 1 })
+      local pool = pool_for(q, { lease = 1 })
       local runs = dir .. "/runs-kill"
       local calls = 0
       local r = pool:apply_async(function(path)
@@ -312,7 +351,7 @@ describe("mp.cluster", function()
       function()
       local q = new_queue()
       local w = start_worker(q, { processes = 1 })
-      local pool <close> = pool_for(q)
+      local pool = pool_for(q)
       local mark = dir .. "/runs-term"
       local r = pool:apply_async(function(path)
         local f = io.open(path, "a"); f:write("run\n"); f:close()
@@ -330,7 +369,7 @@ describe("mp.cluster", function()
       .. "the late result is dropped", function()
       local q = new_queue()
       local a = start_worker(q, { processes = 1 })
-      local pool <close> = pool_for(q, { lease = 1 })
+      local pool = pool_for(q, { lease = 1 })
       local runs = dir .. "/runs-stop"
       local calls = 0
       local r = pool:apply_async(function(path)
@@ -357,7 +396,7 @@ describe("mp.cluster", function()
       .. "max_deliveries; the others go on", function()
       local q = new_queue()
       start_worker(q)
-      local pool <close> = pool_for(q, { lease = 1, max_deliveries = 2 })
+      local pool = pool_for(q, { lease = 1, max_deliveries = 2 })
       local runs = dir .. "/runs-poison"
       local bad = pool:apply_async(function(path)
         local f = io.open(path, "a"); f:write("run\n"); f:close()
@@ -393,7 +432,7 @@ describe("mp.cluster", function()
       function()
       local q = new_queue()
       local a = start_worker(q, { processes = 1 })
-      local pool <close> = pool_for(q, { lease = 1 })
+      local pool = pool_for(q, { lease = 1 })
       warm_up(pool)
       local runs = dir .. "/runs-batch"
       local calls, rs = {}, {}
@@ -425,7 +464,7 @@ describe("mp.cluster", function()
       .. "get their results, it gets WorkerLost", function()
       local q = new_queue()
       local a = start_worker(q, { processes = 1 })
-      local pool <close> = pool_for(q, { lease = 1, max_deliveries = 2 })
+      local pool = pool_for(q, { lease = 1, max_deliveries = 2 })
       warm_up(pool)
       local first = pool:submit(function() require("mproc").sleep(0.3) return 0 end)
       local rs = {}
@@ -451,7 +490,7 @@ describe("mp.cluster", function()
       local q = new_queue()
       -- a worker with another authkey: the caller hears AuthenticationError
       local w = start_worker(q, { key = "other" })
-      local pool <close> = pool_for(q)
+      local pool = pool_for(q)
       local ok, e = pcall(pool.apply, pool, function() return 1 end)
       assert.is_false(ok)
       assert.is_true(mp.is_error(e, "AuthenticationError"), tostring(e))
@@ -462,7 +501,7 @@ describe("mp.cluster", function()
       start_worker(q)
       -- tampered: a signed entry whose payload changed
       local h = "30000 3 -"
-      local fnb = string.pack(">s4", mp.dumps(function() return "pwned" end))
+      local fnb = compat.spack(">s4", mp.dumps(function() return "pwned" end))
       local d = fnb .. mp.dumps({ n = 0 })
       local cl = require "mproc.cluster"
       local sig = cl.task_sig(KEY, q, "1", q .. ":r:x", h, d)
@@ -489,7 +528,7 @@ describe("mp.cluster", function()
       start_redis { "--appendonly", "yes", "--appendfsync", "always" }
       local q = new_queue()
       start_worker(q)
-      local pool <close> = pool_for(q, { lease = 2 })
+      local pool = pool_for(q, { lease = 2 })
       local r = pool:map_async(function(x) require("mproc").sleep(0.05) return x end,
         (function() local t = {} for i = 1, 40 do t[i] = i end return t end)(), { chunksize = 1 })
       local singles = {}

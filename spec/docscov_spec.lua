@@ -3,6 +3,7 @@
 -- of the checkout with one change.
 local mp = require "mproc"
 local sp = mp.subprocess
+local support = require "support"
 
 local ROOT = os.getenv("PWD")
 
@@ -24,7 +25,7 @@ end
 
 local function edit(path, from, to)
   local f = assert(io.open(path))
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   local n
   s, n = s:gsub(from, to, 1)
@@ -36,7 +37,7 @@ end
 
 -- Runs docscov on dir: exit code, stdout .. stderr.
 local function docscov(dir)
-  local r = sp.run({ "env", "LUA_CPATH=" .. ROOT .. "/build/?.so;;", "lua5.4",
+  local r = sp.run({ "env", "LUA_CPATH=" .. package.cpath, support.LUA,
     ROOT .. "/tools/docscov.lua", dir }, { capture = true, timeout = 60 })
   os.execute("rm -rf " .. sh_quote(dir))
   return r.returncode, r.stdout .. r.stderr

@@ -1,6 +1,7 @@
 local mp = require "mproc"
 local support = require "support"
 local sp = mp.subprocess
+local compat = require "mproc.compat"
 
 local errmsg = support.errmsg
 
@@ -95,7 +96,7 @@ describe("mproc.subprocess", function()
       local f = io.tmpfile()
       sp.run({ "echo", "to file" }, { stdout = f })
       f:seek("set")
-      assert.equal("to file\n", f:read("a"))
+      assert.equal("to file\n", f:read("*a"))
       f:close()
     end)
 
@@ -148,7 +149,7 @@ describe("mproc.subprocess", function()
     end)
 
     it("talks line by line through the pipe streams", function()
-      local p <close> = sp.Popen({ "cat" }, { stdin = "pipe", stdout = "pipe" })
+      local p = sp.Popen({ "cat" }, { stdin = "pipe", stdout = "pipe" })
       p.stdin:write("one\ntwo\n", 5)
       assert.equal("one", p.stdout:readline(5))
       assert.equal("two", p.stdout:readline(5))
@@ -160,13 +161,24 @@ describe("mproc.subprocess", function()
       assert.equal(0, p:wait(5))
       assert.equal("attempt to use a closed stream", errmsg(p.stdin.write, p.stdin, "x"))
       assert.equal("cannot write to stdout", errmsg(p.stdout.write, p.stdout, "x"))
+      p:close()
+    end)
+
+    it("reads a chunk as true and the bytes, nothing else (issue 18: 5.3 crashed)", function()
+      local p = sp.Popen({ "printf", "hello" }, { stdout = "pipe" })
+      assert.equal(0, p:wait(5))
+      local r = compat.pack(p._ud:_read(1))   -- stdout's raw read
+      assert.same({ true, "hello", n = 2 }, r)
+      p:close()
     end)
 
     it("iterates lines", function()
-      local p <close> = sp.Popen({ "printf", "a\\nb\\nc" }, { stdout = "pipe" })
+      local p = sp.Popen({ "printf", "a\\nb\\nc" }, { stdout = "pipe" })
       local got = {}
       for l in p.stdout:lines(5) do got[#got + 1] = l end
       assert.same({ "a", "b", "c" }, got)
+      assert.equal(0, p:wait(5))
+      p:close()
     end)
 
     it("reads time out with Timeout", function()
@@ -219,7 +231,7 @@ describe("mproc.subprocess", function()
 
     it("ignores a program that does not read its input", function()
       local p = sp.Popen({ "true" }, { stdin = "pipe" })
-      p:communicate(string.rep("x", 1 << 20), 5)
+      p:communicate(string.rep("x", 2 ^ 20), 5)
       assert.equal(0, p.returncode)
     end)
 
@@ -233,7 +245,7 @@ describe("mproc.subprocess", function()
       require("mproc.core").sleep(0.2)
       sp.call({ "true" })   -- reaps the abandoned ones
       local f = io.open("/proc/" .. pid .. "/stat")
-      local stat = f and f:read("a")
+      local stat = f and f:read("*a")
       if f then f:close() end
       assert.is_true(stat == nil or not stat:match("^%d+ %b() Z"))
     end)
@@ -307,7 +319,7 @@ describe("mproc.subprocess", function()
     -- field 6 of /proc/<pid>/stat: the session id
     local function session(pid)
       local f = assert(io.open("/proc/" .. pid .. "/stat"))
-      local st = f:read("a")
+      local st = f:read("*a")
       f:close()
       return tonumber(st:match("^%d+ %b() %S+ %d+ %d+ (%d+)"))
     end

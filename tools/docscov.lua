@@ -82,7 +82,7 @@ end
 
 local function slurp(path)
   local f = assert(io.open(ROOT .. "/" .. path))
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end

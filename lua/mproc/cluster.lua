@@ -358,7 +358,17 @@ function M.run_task(d)
   local cache = require("mproc.cluster").fn_cache
   local fn = cache[fnb]
   if fn == nil then
-    fn = check(cloads(fnb))
+    local ok, a, b = cloads(fnb)
+    if not ok then
+      -- bytecode of another VM (a cluster mixing versions): say so
+      local cl = require "mproc.cluster"
+      local made = cl.bytecode_vm(fnb)
+      if made and made ~= cl.THIS_VM then
+        a, b = "SerializeError", ("the task's function was made by %s and this worker runs %s "
+          .. "(start the workers with the callers' VM: MPROC_LUA)"):format(made, cl.THIS_VM)
+      end
+    end
+    fn = check(ok, a, b)
     if cache.n >= 64 then for k in pairs(cache) do cache[k] = nil end cache.n = 0 end
     cache[fnb], cache.n = fn, cache.n + 1
   end
@@ -398,6 +408,20 @@ end
 
 -- Functions run_task decoded in this process, by their bytes.
 M.fn_cache = { n = 0 }
+
+-- The VM that made the function encoded in s (the codec embeds its
+-- string.dump near the start): "Lua 5.4", "LuaJIT"..., or nil.
+M.THIS_VM = compat.luajit and "LuaJIT" or _VERSION
+function M.bytecode_vm(s)
+  local head = s:sub(1, 16)
+  local v = head:match("\27Lua(.)")
+  if v then
+    local b = v:byte()
+    return ("Lua %d.%d"):format((b - b % 16) / 16, b % 16)
+  end
+  if head:find("\27LJ", 1, true) then return "LuaJIT" end
+  return nil
+end
 
 -- The `d` of a result entry for an error: "\0" .. {k = kind, m = message,
 -- f = fields}, the fields dropped to text when they cannot be encoded.

@@ -232,12 +232,17 @@ static int p_read(lua_State *L) {
     return 2;
   }
   if (r < 0) return mproc_fail_errno(L, errno, "read");
-  lua_pushboolean(L, 1);
   if (r == 0) {
+    lua_pushboolean(L, 1);
     lua_pushnil(L);
     return 2;
   }
+  /* nothing may be pushed between buffinitsize and pushresult: the buffer's
+   * box sits on top of the stack (5.3 took a value pushed over it for the
+   * box and crashed; 5.4 returned the box as the first result) */
   luaL_pushresultsize(&b, (size_t)r);
+  lua_pushboolean(L, 1);
+  lua_insert(L, -2);
   return 2;
 }
 

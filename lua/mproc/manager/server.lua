@@ -200,6 +200,11 @@ local function on_readable(srv, cs)
     -- a whole request that cannot be decoded here (a Pipe end from
     -- another process tree, say): the client is told, the link stays
     if cs.parked then return drop(srv, cs) end
+    if v:find("bad function at byte", 1, true) then
+      -- most likely a client of another VM (its bytecode cannot load here)
+      v = v .. " (a function made by another Lua VM? this manager runs "
+        .. (compat.luajit and "LuaJIT" or _VERSION) .. ")"
+    end
     return reply(srv, cs, { false, "SerializeError", "the manager cannot receive the request: "
       .. v })
   end

@@ -9,6 +9,7 @@ local compat = require "mproc.compat"
 -- Lua 5.1 and LuaJIT: no _ENV (functions have environments) and no __gc
 -- for tables
 local NO_ENV = _VERSION == "Lua 5.1"
+local PUC51 = NO_ENV and not compat.luajit
 
 local TRUST = { functions = true }
 local function rt(v, opts)
@@ -188,7 +189,8 @@ describe("mproc.codec", function()
       local function get() return n end
       local r = rt({ inc = inc, get = get })
       r.inc(); r.inc()
-      assert.equal(2, r.get())
+      -- plain Lua 5.1 has no lua_upvaluejoin: each closure gets its own copy
+      assert.equal(PUC51 and 0 or 2, r.get())
       assert.equal(0, n)
     end)
 
@@ -361,8 +363,10 @@ describe("mproc.codec", function()
     it("name the kind of value", function()
       assert.equal("value.co: cannot send a coroutine",
         serr(mp.dumps, { co = coroutine.create(function() end) }))
-      local light = debug.upvalueid(function() return rt end, 1)
-      assert.equal("value: cannot send a light userdata", serr(mp.dumps, light))
+      if debug.upvalueid then   -- a light userdata at hand (not on plain 5.1)
+        local light = debug.upvalueid(function() return rt end, 1)
+        assert.equal("value: cannot send a light userdata", serr(mp.dumps, light))
+      end
       assert.equal("value.it: cannot send a C function (not found in package.loaded; "
         .. "use mp.register)", serr(mp.dumps, { it = string.gmatch("", "") }))
     end)
@@ -613,8 +617,8 @@ describe("mproc.codec", function()
       assert.equal("malformed data (format version 9, expected 1)",
         serr(mp.loads, "\9\0"))
       assert.equal("malformed data (trailing bytes at byte 2)", serr(mp.loads, "\1\0\0"))
-      assert.equal("malformed data (unknown tag at byte 1)", serr(mp.loads, "\1\xdf"))
-      assert.equal("malformed data (bad reference at byte 1)", serr(mp.loads, "\1\xd4\1"))
+      assert.equal("malformed data (unknown tag at byte 1)", serr(mp.loads, "\1\223"))
+      assert.equal("malformed data (bad reference at byte 1)", serr(mp.loads, "\1\212\1"))
     end)
 
     it("raises SerializeError on every truncation of valid encodings", function()
@@ -646,17 +650,17 @@ describe("mproc.codec", function()
     end)
 
     it("refuses lengths and counts larger than the data", function()
-      assert.matches("malformed data", serr(mp.loads, "\1\xcb\255\255\255\255\255\255\255\127"))
-      assert.matches("malformed data", serr(mp.loads, "\1\xcc\255\255\255\255\15\0"))
-      assert.matches("malformed data", serr(mp.loads, "\1\xcc\0\200"))
+      assert.matches("malformed data", serr(mp.loads, "\1\203\255\255\255\255\255\255\255\127"))
+      assert.matches("malformed data", serr(mp.loads, "\1\204\255\255\255\255\15\0"))
+      assert.matches("malformed data", serr(mp.loads, "\1\204\0\200"))
       assert.matches("malformed data",
-        serr(mp.loads, "\1\xcc" .. ("\128"):rep(10) .. "\1\0"))
+        serr(mp.loads, "\1\204" .. ("\128"):rep(10) .. "\1\0"))
       assert.matches("malformed data %(nesting deeper than 1000 levels%)",
-        serr(mp.loads, "\1" .. ("\xcc\1\0"):rep(1200)))
+        serr(mp.loads, "\1" .. ("\204\1\0"):rep(1200)))
       assert.matches("malformed data %(nil or NaN table key",
-        serr(mp.loads, "\1\xcc\0\1\xc0\1"))
+        serr(mp.loads, "\1\204\0\1\192\1"))
       assert.matches("malformed data %(nil or NaN table key",
-        serr(mp.loads, "\1\xcc\0\1\xc7\0\0\0\0\0\0\xf8\x7f\1"))   -- a NaN key
+        serr(mp.loads, "\1\204\0\1\199\0\0\0\0\0\0\248\127\1"))   -- a NaN key
     end)
   end)
 
@@ -765,9 +769,9 @@ describe("mproc.codec", function()
     end)
 
     it("a message claiming 1001 levels fails to decode", function()
-      local s = "\1" .. ("\xcc\1\0"):rep(1001) .. "\0"
+      local s = "\1" .. ("\204\1\0"):rep(1001) .. "\0"
       assert.equal("malformed data (nesting deeper than 1000 levels)", serr(mp.loads, s))
-      local ok = "\1" .. ("\xcc\1\0"):rep(1000) .. "\0"
+      local ok = "\1" .. ("\204\1\0"):rep(1000) .. "\0"
       assert.equal(1000, depth(mp.loads(ok)))
     end)
 
@@ -796,22 +800,23 @@ describe("mproc.codec on each Lua version (issue 18)", function()
     else                -- 5.1 and LuaJIT: every number is a double
       assert.equal(1, rt(1.0))
     end
-    assert.equal(-math.huge, 1 / rt(-0.0), "-0.0 keeps its sign")
+    -- (on 5.1 a literal -0.0 may share the constant 0 of its function)
+    assert.equal(-math.huge, 1 / rt(tonumber("-0.0")), "-0.0 keeps its sign")
     local nan = rt(0 / 0)
     assert.is_true(nan ~= nan)
     assert.equal(math.huge, rt(math.huge))
   end)
 
   it("writes a frame without functions the same on every VM", function()
-    assert.equal("\1\xcc\3\0\1\x81a\xc7\0\0\0\0\0\0\xf8\x3f", mp.dumps({ 1, "a", 1.5 }))
+    assert.equal("\1\204\3\0\1\129a\199\0\0\0\0\0\0\248\063", mp.dumps({ 1, "a", 1.5 }))
     -- an integer, whichever VM made it, is an integer where the VM has them
-    assert.equal(7, mp.loads("\1\xc3\7"))
-    assert.equal(2 ^ 53, mp.loads("\1\xc6\0\0\0\0\0\0\x20\0"))
+    assert.equal(7, mp.loads("\1\195\7"))
+    assert.equal(2 ^ 53, mp.loads("\1\198\0\0\0\0\0\0\032\0"))
   end)
 
   it("refuses a function made by another VM, naming both", function()
     local s = mp.dumps({ f = function() return 1 end })
-    local at = s:find("\xce", 1, true)   -- T_FUNC, then the VM's byte
+    local at = s:find("\206", 1, true)   -- T_FUNC, then the VM's byte
     assert.equal(SELF, VMS[s:byte(at + 1)])
     assert.equal(1, mp.loads(s, TRUST).f())
     for vm, name in ipairs(VMS) do

@@ -147,9 +147,10 @@ describe("Interrupted", function()
 
   for _, which in ipairs { "queue", "pipe", "lock", "sleep" } do
     it("reaches a blocked " .. which .. " wait as an error object", function()
-      local cmd = ("LUA_PATH=%q LUA_CPATH=%q exec lua5.4 %s %s"):format(
-        package.path, package.cpath, script, which)
-      local p <close> = mp.subprocess.Popen({ "sh", "-c", cmd }, { stdout = "pipe" })
+      local cmd = ("LUA_PATH=%q LUA_CPATH=%q exec %s %s %s"):format(
+        package.path, package.cpath, support.LUA, script, which)
+      local p = mp.subprocess.Popen({ "sh", "-c", cmd }, { stdout = "pipe" })
+      finally(function() support.close(p) end)
       assert.equal("ready", p.stdout:readline(10))
       mp.sleep(0.1)                        -- into the blocking wait
       assert.is_true(support.wait_until(function()  -- asleep in it

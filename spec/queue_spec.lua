@@ -29,11 +29,11 @@ local function spawn(src, ...)
   f:close()
   local args = {}
   for i, a in ipairs { ... } do args[i] = shell_quote(tostring(a)) end
-  local cmd = ("LUA_PATH=%s LUA_CPATH=%s exec lua5.4 %s %s >%s 2>&1")
-    :format(shell_quote(package.path), shell_quote(package.cpath), path,
+  local cmd = ("LUA_PATH=%s LUA_CPATH=%s exec %s %s %s >%s 2>&1")
+    :format(shell_quote(package.path), shell_quote(package.cpath), support.LUA, path,
       table.concat(args, " "), out)
   local p = assert(io.popen("sh -c " .. shell_quote(cmd) .. " & echo $!"))
-  local pid = tonumber(p:read("l"))
+  local pid = tonumber(p:read("*l"))
   p:close()
   return { pid = pid, out = out, script = path }
 end
@@ -41,7 +41,7 @@ end
 local function alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return false end
-  local st = f:read("a"):match("^%d+ %b() (%S)")
+  local st = f:read("*a"):match("^%d+ %b() (%S)")
   f:close()
   return st ~= "Z" and st ~= "X"
 end
@@ -55,7 +55,7 @@ local function finish(child, timeout)
   deadline = now() + 5
   while io.open("/proc/" .. child.pid .. "/stat") and now() < deadline do core.sleep(0.01) end
   local f = io.open(child.out)
-  local s = f and f:read("a") or ""
+  local s = f and f:read("*a") or ""
   if f then f:close() end
   os.remove(child.out)
   os.remove(child.script)
@@ -106,8 +106,9 @@ end
 describe("mproc.Queue", function()
   describe("mp.Queue()", function()
     it("makes an unbounded queue by default and a bounded one with maxsize", function()
-      local q <close> = mp.Queue()
-      local b <close> = mp.Queue(2)
+      local q = mp.Queue()
+      local b = mp.Queue(2)
+      finally(function() support.close(q, b) end)
       assert.is_false(q:full())
       b:put(1); b:put(2)
       assert.is_true(b:full())
@@ -116,7 +117,8 @@ describe("mproc.Queue", function()
     end)
 
     it("treats maxsize <= 0 as unbounded", function()
-      local q <close> = mp.Queue(0)
+      local q = mp.Queue(0)
+      finally(function() support.close(q) end)
       for i = 1, 100 do q:put(i, 0) end
       assert.equal(100, q:qsize())
     end)
@@ -133,7 +135,8 @@ describe("mproc.Queue", function()
 
   describe(":put() and :get()", function()
     it("keeps order and copies every kind of value, nil included", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local vals = { 1, -0.5, "str\0bin", true, false, { 1, 2, x = { y = "z" } } }
       for i = 1, #vals do q:put(vals[i]) end
       q:put(nil)
@@ -144,7 +147,8 @@ describe("mproc.Queue", function()
     end)
 
     it("raises Empty after the timeout", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local t0 = now()
       local ok, e = pcall(q.get, q, 0.2)
       local dt = now() - t0
@@ -156,7 +160,8 @@ describe("mproc.Queue", function()
     end)
 
     it("raises Empty at once with get_nowait or a 0 timeout", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local ok, e = pcall(q.get_nowait, q)
       assert.is_true(mp.is_error(e, "Empty") and not ok)
       ok, e = pcall(q.get, q, 0)
@@ -164,7 +169,8 @@ describe("mproc.Queue", function()
     end)
 
     it("raises Full after the timeout on a full queue", function()
-      local q <close> = mp.Queue(1)
+      local q = mp.Queue(1)
+      finally(function() support.close(q) end)
       q:put("a")
       local t0 = now()
       local ok, e = pcall(q.put, q, "b", 0.2)
@@ -179,7 +185,8 @@ describe("mproc.Queue", function()
     end)
 
     it("wakes a waiting getter when another process puts", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local c = spawn([=[
         local q = attach(arg[1]); core.sleep(0.2); q:put("late"); print("OK")]=], handle(q))
       local t0 = now()
@@ -189,8 +196,9 @@ describe("mproc.Queue", function()
     end)
 
     it("raises SerializeError before writing anything; the queue stays usable", function()
-      local q <close> = mp.Queue()
-      local ok, e = pcall(q.put, q, { 1, { co = coroutine.create(print) } })
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
+      local ok, e = pcall(q.put, q, { 1, { co = coroutine.create(function() end) } })
       assert.is_false(ok)
       assert.is_true(mp.is_error(e, "SerializeError"))
       assert.equal(0, q:qsize())
@@ -199,7 +207,8 @@ describe("mproc.Queue", function()
     end)
 
     it("checks its arguments", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       assert.has_error(function() q:put() end, "bad argument #1 to 'put' (value expected)")
       assert.has_error(function() q:get("x") end,
         "bad argument #1 to 'get' (number expected, got string)")
@@ -214,7 +223,8 @@ describe("mproc.Queue", function()
 
   describe("large messages", function()
     it("moves a 100 MiB string even while nobody reads", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local big = string.rep("0123456789abcdef", 100 * 65536)
       q:put(big, 30)               -- returns: nobody is reading yet
       local c = spawn([=[
@@ -234,7 +244,8 @@ describe("mproc.Queue", function()
     end)
 
     it("never blocks an unbounded queue on bytes: extra messages spill", function()
-      local q <close> = mp.Queue(nil, { ring_size = 65536 })
+      local q = mp.Queue(nil, { ring_size = 65536 })
+      finally(function() support.close(q) end)
       local prefix = handle(q):sub(2)
       local s = string.rep("x", 1000)
       for i = 1, 200 do q:put(s .. i, 0) end
@@ -256,7 +267,8 @@ describe("mproc.Queue", function()
 
   describe(":put_many() and :get_many()", function()
     it("moves batches, keeping n and nil items", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       q:put_many({ 1, nil, 3, n = 3 })
       q:put_many({ "a", "b" })
       local l = q:get_many(10, 1)
@@ -267,7 +279,8 @@ describe("mproc.Queue", function()
     end)
 
     it("raises Empty when nothing came, Full with the count put", function()
-      local q <close> = mp.Queue(2)
+      local q = mp.Queue(2)
+      finally(function() support.close(q) end)
       local ok, e = pcall(q.get_many, q, 5, 0.1)
       assert.is_true(mp.is_error(e, "Empty") and not ok)
       ok, e = pcall(q.put_many, q, { 1, 2, 3 }, 0.1)
@@ -278,7 +291,8 @@ describe("mproc.Queue", function()
     end)
 
     it("raises SerializeError with the path and puts nothing", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local ok, e = pcall(q.put_many, q, { 1, 2, io.stdout })
       assert.is_false(ok)
       assert.is_true(mp.is_error(e, "SerializeError"))
@@ -287,7 +301,8 @@ describe("mproc.Queue", function()
     end)
 
     it("checks its arguments", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       assert.has_error(function() q:get_many(0) end,
         "bad argument #1 to 'get_many' (max must be >= 1)")
       assert.has_error(function() q:put_many(5) end,
@@ -309,8 +324,9 @@ describe("mproc.Queue", function()
 
   describe("across processes", function()
     it("delivers 4 x 50 000 messages of 4 producers to 4 consumers exactly once", function()
-      local q <close> = mp.Queue(1000)
-      local res <close> = mp.Queue()
+      local q = mp.Queue(1000)
+      local res = mp.Queue()
+      finally(function() support.close(q, res) end)
       local N, P = 50000, 4
       local kids = {}
       for c = 1, P do
@@ -341,7 +357,7 @@ describe("mproc.Queue", function()
       end
       for c = 1, P do assert.matches("OK", finish(kids[c])) end
       local want = 0
-      for p = 1, P do want = want + p * 1000000 * N + N * (N + 1) // 2 end
+      for p = 1, P do want = want + p * 1000000 * N + math.floor(N * (N + 1) / 2) end
       assert.equal(P * N, count)
       assert.equal(want, sum)
       for p = 1, P do assert.equal(N, per[p]) end
@@ -349,7 +365,8 @@ describe("mproc.Queue", function()
     end)
 
     it("stays consistent when a producer is killed mid-stream", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local c = spawn([=[
         local q = attach(arg[1]); local i = 0
         local pad = string.rep("p", 3000)
@@ -371,7 +388,8 @@ describe("mproc.Queue", function()
     end)
 
     it("stays consistent when a waiting consumer is killed", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local c = spawn([=[local q = attach(arg[1]); q:get(60)]=], handle(q))
       core.sleep(0.3)
       kill9(c)
@@ -391,7 +409,8 @@ describe("mproc.Queue", function()
     end)
 
     it("keeps working when one of two blocked getters is SIGKILLed", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       survives(function()
         while q:get(30) do end
       end, function()
@@ -405,7 +424,8 @@ describe("mproc.Queue", function()
     end)
 
     it("keeps working when one of two putters blocked on a full queue is SIGKILLed", function()
-      local q <close> = mp.Queue(1)
+      local q = mp.Queue(1)
+      finally(function() support.close(q) end)
       survives(function()
         for i = 1, 300 do q:put(i, 30) end
       end, function()
@@ -417,7 +437,8 @@ describe("mproc.Queue", function()
     end)
 
     it("keeps a message put by a process that exits at once", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       local c = spawn([=[local q = attach(arg[1]); q:put("bye"); os.exit(0)]=], handle(q))
       finish(c)
       assert.equal("bye", q:get(5))
@@ -426,8 +447,9 @@ describe("mproc.Queue", function()
 
   describe("by reference", function()
     it("travels through another queue", function()
-      local outer <close> = mp.Queue()
-      local inner <close> = mp.Queue()
+      local outer = mp.Queue()
+      local inner = mp.Queue()
+      finally(function() support.close(outer, inner) end)
       outer:put(inner)
       local c = spawn([=[
         local outer = attach(arg[1]); local inner = outer:get(10)
@@ -438,7 +460,8 @@ describe("mproc.Queue", function()
     end)
 
     it("is encoded as its type name and handle", function()
-      local q <close> = mp.JoinableQueue()
+      local q = mp.JoinableQueue()
+      finally(function() support.close(q) end)
       local tname, h = getmetatable(q).__mproc_encode(q)
       assert.equal("mproc.JoinableQueue", tname)
       assert.matches("^/mproc%-q", h)
@@ -447,7 +470,8 @@ describe("mproc.Queue", function()
 
   describe("qsize, empty and full", function()
     it("are exact", function()
-      local q <close> = mp.Queue(3)
+      local q = mp.Queue(3)
+      finally(function() support.close(q) end)
       assert.is_true(q:empty())
       q:put(1); q:put(2)
       assert.equal(2, q:qsize())
@@ -464,7 +488,8 @@ end)
 describe("mproc.JoinableQueue", function()
   describe(":task_done() and :join()", function()
     it("joins once every item was marked done in another process", function()
-      local q <close> = mp.JoinableQueue()
+      local q = mp.JoinableQueue()
+      finally(function() support.close(q) end)
       for i = 1, 10 do q:put(i) end
       assert.is_false(q:join(0.1))
       local c = spawn([=[
@@ -476,7 +501,8 @@ describe("mproc.JoinableQueue", function()
     end)
 
     it("keeps working when one of two blocked joiners is SIGKILLed", function()
-      local q <close> = mp.JoinableQueue()
+      local q = mp.JoinableQueue()
+      finally(function() support.close(q) end)
       survives(function()
         for _ = 1, 100 do assert(q:join(30)) end
       end, function()
@@ -489,7 +515,8 @@ describe("mproc.JoinableQueue", function()
     end)
 
     it("returns false after the timeout", function()
-      local q <close> = mp.JoinableQueue()
+      local q = mp.JoinableQueue()
+      finally(function() support.close(q) end)
       q:put(1)
       local t0 = now()
       assert.is_false(q:join(0.2))
@@ -499,13 +526,15 @@ describe("mproc.JoinableQueue", function()
     end)
 
     it("raises when task_done is called too many times", function()
-      local q <close> = mp.JoinableQueue()
+      local q = mp.JoinableQueue()
+      finally(function() support.close(q) end)
       q:put(1); q:get(); q:task_done()
       assert.has_error(function() q:task_done() end, "task_done() called too many times")
     end)
 
     it("is not offered by a plain Queue", function()
-      local q <close> = mp.Queue()
+      local q = mp.Queue()
+      finally(function() support.close(q) end)
       assert.is_nil(q.task_done)
       assert.is_nil(q.join)
     end)
@@ -515,7 +544,8 @@ end)
 describe("mproc.SimpleQueue", function()
   describe(":put(), :get(), :empty()", function()
     it("works and offers only Python's SimpleQueue methods", function()
-      local q <close> = mp.SimpleQueue()
+      local q = mp.SimpleQueue()
+      finally(function() support.close(q) end)
       assert.is_true(q:empty())
       q:put("s")
       assert.is_false(q:empty())

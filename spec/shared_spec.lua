@@ -12,11 +12,15 @@ end
 
 local error_of = support.errmsg
 
+-- Before 5.3 every number is a double: int64 and uint64 are checked within
+-- the integers a double holds exactly (API.md "Lua versions").
+local IMIN, IMAX = math.mininteger or -2 ^ 53, math.maxinteger or 2 ^ 53
+
 local INTS = {
   { "int8", "b", -128, 127 }, { "uint8", "B", 0, 255 },
   { "int16", "h", -32768, 32767 }, { "uint16", "H", 0, 65535 },
   { "int32", "i", -2147483648, 2147483647 }, { "uint32", "I", 0, 4294967295 },
-  { "int64", "q", math.mininteger, math.maxinteger },
+  { "int64", "q", IMIN, IMAX },
 }
 
 describe("mproc.Value", function()
@@ -46,8 +50,8 @@ describe("mproc.Value", function()
       local v = mp.Value("Q", -1)
       assert.equal(-1, v.value)
       assert.equal("uint64", v:_type())
-      v.value = math.maxinteger
-      assert.equal(math.maxinteger, v.value)
+      v.value = IMAX
+      assert.equal(IMAX, v.value)
       assert.equal("uint64", mp.Value("L", 0):_type())
       assert.equal("int64", mp.Value("l", 0):_type())
     end)
@@ -149,8 +153,9 @@ describe("mproc.Value", function()
       support.all_zero(support.in_children(4, function()
         local lock = v:get_lock()
         for _ = 1, 10000 do
-          local _ <close> = lock:guard()
+          lock:acquire()
           v.value = v.value + 1
+          lock:release()
         end
       end))
       assert.equal(40000, v.value)
@@ -266,7 +271,8 @@ end)
 describe("mproc.SharedMemory", function()
   describe("mp.SharedMemory()", function()
     it("creates a zeroed segment with a name and a size", function()
-      local s <close> = mp.SharedMemory{ create = true, size = 4096 }
+      local s = mp.SharedMemory{ create = true, size = 4096 }
+      finally(function() support.close(s) end)
       assert.equal(4096, s.size)
       assert.matches("^mproc%-", s.name)
       assert.is_true(exists(s.name))
@@ -274,15 +280,17 @@ describe("mproc.SharedMemory", function()
     end)
 
     it("attaches by name in the same process", function()
-      local s <close> = mp.SharedMemory{ create = true, size = 10 }
-      local t <close> = mp.SharedMemory{ name = s.name }
+      local s = mp.SharedMemory{ create = true, size = 10 }
+      local t = mp.SharedMemory{ name = s.name }
+      finally(function() support.close(s, t) end)
       s:write(1, "abc")
       assert.equal("abc", t:read(1, 3))
       assert.equal(10, t.size)
     end)
 
     it("attaches by name from an unrelated process", function()
-      local s <close> = mp.SharedMemory{ create = true, size = 64 }
+      local s = mp.SharedMemory{ create = true, size = 64 }
+      finally(function() support.close(s) end)
       s:write(1, "from parent")
       local out = support.run_script(([[
         local mp = require "mproc"
@@ -303,7 +311,8 @@ describe("mproc.SharedMemory", function()
 
     it("creates a segment with a chosen name, once", function()
       local name = "mproc-named-" .. mp.getpid()
-      local s <close> = mp.SharedMemory{ create = true, size = 8, name = name }
+      local s = mp.SharedMemory{ create = true, size = 8, name = name }
+      finally(function() support.close(s) end)
       assert.equal(name, s.name)
       local e = error_of(mp.SharedMemory, { create = true, size = 8, name = name })
       assert.is_true(mp.is_error(e, "OSError"))
@@ -326,7 +335,8 @@ describe("mproc.SharedMemory", function()
 
   describe(":write() and :read()", function()
     it("are 1-based and bounds-checked", function()
-      local s <close> = mp.SharedMemory{ create = true, size = 8 }
+      local s = mp.SharedMemory{ create = true, size = 8 }
+      finally(function() support.close(s) end)
       s:write(5, "wxyz")
       assert.equal("wxyz", s:read(5, 4))
       assert.equal("wxyz", s:read(5))
@@ -343,7 +353,8 @@ describe("mproc.SharedMemory", function()
     end)
 
     it("carry binary data", function()
-      local s <close> = mp.SharedMemory{ create = true, size = 256 }
+      local s = mp.SharedMemory{ create = true, size = 256 }
+      finally(function() support.close(s) end)
       local all = {}
       for i = 0, 255 do all[#all + 1] = string.char(i) end
       s:write(1, table.concat(all))
@@ -388,7 +399,8 @@ describe("mproc.SharedMemory", function()
     end)
 
     it("unlink removes the name while the mapping stays usable", function()
-      local s <close> = mp.SharedMemory{ create = true, size = 8 }
+      local s = mp.SharedMemory{ create = true, size = 8 }
+      finally(function() support.close(s) end)
       s:write(1, "x")
       s:unlink()
       assert.is_false(exists(s.name))
@@ -456,7 +468,8 @@ describe("mproc shared data by reference", function()
     end, b)
     p:start()
     local v, arr = mp.Value("int64", 1), mp.Array("int32", 3)
-    local shm <close> = mp.SharedMemory{ create = true, size = 4 }
+    local shm = mp.SharedMemory{ create = true, size = 4 }
+    finally(function() support.close(shm) end)
     a:send(v); a:send(arr); a:send(shm)
     assert.is_true(a:poll(10))
     assert.is_true(a:recv())
@@ -522,7 +535,8 @@ describe("mproc shared segments and the processes holding them", function()
   -- issue 12 item 3: a process that did not create a segment let go of it
   -- and unlinked it while its creator still held it
   it("an Array made after the pool survives a worker dropping its copy", function()
-    local pool <close> = mp.Pool(1)
+    local pool = mp.Pool(1)
+    finally(function() support.close(pool) end)
     -- over 1 MiB: a segment of its own, made after the worker forked
     local a = mp.Array("int64", 200000)
     for i = 1, 4 do
@@ -544,7 +558,8 @@ describe("mproc shared segments and the processes holding them", function()
       w:send("closed")
     end)
     p:start()
-    local s <close> = mp.SharedMemory{ create = true, size = 8 }
+    local s = mp.SharedMemory{ create = true, size = 8 }
+    finally(function() support.close(s) end)
     s:write(1, "k")
     w2:send(s.name)
     assert.equal("closed", r:recv())
@@ -593,7 +608,7 @@ describe("mproc shared segments and the processes holding them", function()
       local mp = require "mproc"
       local core = require "mproc.core"
       local q = mp.Queue()
-      q:put(string.rep("x", 3 << 20))         -- a big frame: its own segment
+      q:put(string.rep("x", 3 * 1048576))         -- a big frame: its own segment
       local v = mp.Value("int64", 1)
       local s = mp.SharedMemory{ create = true, size = 64 }
       local p = mp.Process(function() core.sleep(30) end)
@@ -623,10 +638,10 @@ describe("mproc shared segments and the processes holding them", function()
       local h = mp.dumps(q)
       local f = assert(io.open(os.getenv("HFILE"), "wb")); f:write(h); f:close()
       -- an exec'd program: attaches the queue, then is killed after we are
-      local p = mp.subprocess.Popen({ "lua5.4", "-e", [=[
+      local p = mp.subprocess.Popen({ os.getenv("SPEC_LUA"), "-e", [=[
         local mp = require "mproc"
         local f = assert(io.open(os.getenv("HFILE"), "rb"))
-        local q = mp.loads(f:read("a")); f:close()
+        local q = mp.loads(f:read("*a")); f:close()
         q:put("attached")
         require("mproc.core").sleep(1)
         require("mproc.core").kill(require("mproc.core").getpid(), 9)
@@ -635,7 +650,7 @@ describe("mproc shared segments and the processes holding them", function()
       print("pids", core.getpid(), p.pid, core.tracker_pid())
       io.stdout:flush()
       core.kill(core.getpid(), core.SIGKILL)
-    ]], { HFILE = os.tmpname() })
+    ]], { HFILE = os.tmpname(), SPEC_LUA = support.LUA })
     local parent, ext, tracker = out:match("pids\t(%d+)\t(%d+)\t(%d+)")
     assert.is_not_nil(tracker, out)
     assert.is_true(support.wait_until(function()
@@ -671,7 +686,7 @@ describe("mproc shared segments and the processes holding them", function()
     local r, w = mp.Pipe(false)
     local p = mp.Process(function()
       local q = mp.Queue()
-      q:put(string.rep("y", 3 << 20))
+      q:put(string.rep("y", 3 * 1048576))
       w:send(q)
       core.sleep(30)
     end)

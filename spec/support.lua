@@ -188,4 +188,21 @@ function M.exec_status(ok, how, n)
   return nil, "signal", ok % 128
 end
 
+-- group A
+
+-- What `local x <close> = v` does at the end of a scope, for specs that run
+-- on every VM (`finally(function() support.close(a, b) end)`): calls the
+-- __close of each value given (nil and false skipped), the last one first;
+-- its close method where the VM has no __close (an io file before 5.4).
+function M.close(...)
+  for i = select("#", ...), 1, -1 do
+    local v = select(i, ...)
+    if v then
+      local mt = getmetatable(v)
+      local fin = type(mt) == "table" and rawget(mt, "__close")
+      if fin then fin(v) else v:close() end
+    end
+  end
+end
+
 return M

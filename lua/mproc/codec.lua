@@ -32,7 +32,8 @@ end
 -- through errors.raise and check their arguments like the wrappers here.
 local dumps, loads = core.codec_functions(raise)
 
-local IDENTITY = { table = true, ["function"] = true, userdata = true, thread = true }
+-- (LuaJIT's FFI cdata travels by name only: it may be registered too)
+local IDENTITY = { table = true, ["function"] = true, userdata = true, thread = true, cdata = true }
 
 local function register(name, value)
   if type(name) ~= "string" then

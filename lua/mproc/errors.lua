@@ -69,6 +69,15 @@ local pcall = compat.pcall  -- a wait may yield its task (mp.run): Lua 5.1 needs
 local function interruptible(fn)
   return function(...) return pass(pcall(fn, ...)) end
 end
+-- LuaJIT runs no hook when a C function returns: the SIGINT hook fires at
+-- the next Lua instruction, which must still be inside the pcall.
+if compat.luajit then
+  local function settle(...) return ... end
+  local function step(fn, ...) return settle(fn(...)) end
+  interruptible = function(fn)
+    return function(...) return pass(pcall(step, fn, ...)) end
+  end
+end
 
 -- The text of any error value, for a traceback or a message.
 local function error_text(e)

@@ -44,7 +44,7 @@ enum {
    * the decoder, keyed by the offset of their tag. */
   T_TABLE,      /* varint narr, u8 nhash, narr values, nhash key/values */
   T_TABLEMT,    /* same, then the metatable */
-  T_FUNC,       /* varint size, bytecode, u8 nups, nups upvalues */
+  T_FUNC,       /* u8 VM, varint size, bytecode, u8 nups, nups upvalues */
   T_OBJREF,     /* three strings: typename, identity id, handle */
   T_STABLE, T_STABLEMT, T_SFUNC, T_SOBJREF,
   T_REF,        /* varint offset of an object written earlier */
@@ -56,6 +56,25 @@ enum {
 #define T_SHARED (T_STABLE - T_TABLE)
 #define FIXSTR_MAX 63
 #define NHASH_MORE 255  /* nhash byte: 255 or more pairs, ended by a nil key */
+
+/* The VM that made a function's bytecode, the byte after T_FUNC: bytecode
+ * loads only in the VM that made it, so a function from another VM is
+ * refused by name (a frame without functions crosses between any two). */
+static const char *const vm_names[] = {
+  "an unknown Lua", "Lua 5.1", "LuaJIT", "Lua 5.2", "Lua 5.3", "Lua 5.4"
+};
+#define VM_COUNT (sizeof vm_names / sizeof vm_names[0])
+#if defined(MPROC_LUAJIT)
+#  define VM_SELF 2
+#elif LUA_VERSION_NUM >= 504
+#  define VM_SELF 5
+#elif LUA_VERSION_NUM == 503
+#  define VM_SELF 4
+#elif LUA_VERSION_NUM == 502
+#  define VM_SELF 3
+#else
+#  define VM_SELF 1
+#endif
 
 /* kinds of keys in the encoder's address map */
 enum { K_OBJ = 1, K_UPVAL = 2 };
@@ -603,7 +622,9 @@ static const char *kind_name(lua_State *L, int idx) {
     case LUA_TLIGHTUSERDATA: return "light userdata";
     case LUA_TTHREAD: return "coroutine";
     case LUA_TFUNCTION: return "C function";
-    default: return lua_typename(L, lua_type(L, idx));
+    default:
+      if (lua_type(L, idx) > LUA_TTHREAD) return "LuaJIT FFI cdata (send it by mp.register's name)";
+      return lua_typename(L, lua_type(L, idx));
   }
 }
 
@@ -900,6 +921,7 @@ static int enc_function(Enc *E, int idx) {
   push_bytecode(E, idx);
   code = lua_tolstring(L, -1, &n);
   put_byte(L, b, T_FUNC);
+  put_byte(L, b, VM_SELF);
   put_varint(L, b, n);
   put_bytes(L, b, code, n);
   lua_pop(L, 1);
@@ -937,7 +959,8 @@ static int enc_function(Enc *E, int idx) {
   return 1;
 }
 
-/* userdata, light userdata, coroutines: by name or as mproc objects */
+/* userdata, light userdata, coroutines, LuaJIT cdata: by name or as mproc
+ * objects */
 static int enc_other(Enc *E, int idx) {
   lua_State *L = E->L;
   int t = lua_type(L, idx), named;
@@ -958,7 +981,10 @@ static int enc_typed(Enc *E, int idx, int t) {
     case LUA_TFUNCTION: return enc_function(E, idx);
     case LUA_TLIGHTUSERDATA: case LUA_TUSERDATA: case LUA_TTHREAD:
       return enc_other(E, idx);
-    default: enc_scalar(E, idx, t); return 1;
+    default:
+      if (!IS_SCALAR(t)) return enc_other(E, idx);  /* LuaJIT's cdata: by name only */
+      enc_scalar(E, idx, t);
+      return 1;
   }
 }
 
@@ -1230,6 +1256,15 @@ static int dec_function(Dec *D, const unsigned char *at) {
     return dec_fail(D, NOFUNCS_MSG);
   }
   if (!dec_enter(D)) return 0;
+  NEED(D, 1);
+  if (*D->p != VM_SELF) {
+    unsigned vm = *D->p < VM_COUNT ? *D->p : 0;
+    D->p = at;
+    return dec_fail(D, "cannot receive a function made by %s here (this is %s: "
+                    "functions cross only between processes of the same Lua version)",
+                    vm_names[vm], vm_names[VM_SELF]);
+  }
+  D->p++;
   if (!get_varint(D, &size)) return 0;
   NEED(D, size);
   r.p = (const char *)D->p;

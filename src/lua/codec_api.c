@@ -156,7 +156,7 @@ static int has_identity(lua_State *L, int idx) {
   switch (lua_type(L, idx)) {
     case LUA_TTABLE: case LUA_TFUNCTION: case LUA_TUSERDATA:
     case LUA_TLIGHTUSERDATA: case LUA_TTHREAD: return 1;
-    default: return 0;
+    default: return lua_type(L, idx) > LUA_TTHREAD;  /* LuaJIT's FFI cdata */
   }
 }
 

@@ -149,7 +149,8 @@ static int l_lock_encode(lua_State *L) {
 /* }====================================================================== */
 
 /* {======================================================================
- * Guards: `local _ <close> = x:guard([timeout])`
+ * Guards: `local _ <close> = x:guard([timeout])`, or `g:close()` where
+ * the VM has no `<close>` (before 5.4)
  * ======================================================================= */
 
 /* Pushes the cached guard of the object at index 1 (user value 1). */
@@ -349,6 +350,11 @@ int mproc_open_lock(lua_State *L) {
     {"__mproc_encode", l_sem_encode},
     {NULL, NULL}
   };
+  /* guard:close() is what `<close>` does, for the VMs without it */
+  static const luaL_Reg guard_m[] = {
+    {"close", l_guard_close},
+    {NULL, NULL}
+  };
   static const luaL_Reg guard_mt[] = {
     {"__close", l_guard_close},
     {NULL, NULL}
@@ -363,7 +369,7 @@ int mproc_open_lock(lua_State *L) {
   add_died_variant(L, "mproc.Lock");
   add_died_variant(L, "mproc.RLock");
   mproc_newclass(L, "mproc.Semaphore", sem_m, sem_mt);
-  mproc_newclass(L, "mproc.Guard", NULL, guard_mt);
+  mproc_newclass(L, "mproc.Guard", guard_m, guard_mt);
   mproc_setfuncs(L, funcs);
   return 0;
 }

@@ -192,8 +192,10 @@ static void shv_bind(shv_ud *u, mproc_seg *seg, shv *v) {
   u->data = (unsigned char *)v + DATA_OFF;
 }
 
-/* opts (table or nil) at `arg`: -> lock wanted */
-static int want_lock(lua_State *L, int arg) {
+/* opts (table or nil) at `arg` of fname: -> lock wanted.  The errors name
+ * fname themselves: LuaJIT's luaL_argerror does not find a C function's
+ * name in package.loaded (it would say '?'). */
+static int want_lock(lua_State *L, int arg, const char *fname) {
   int lock = 1;
   if (lua_isnoneornil(L, arg)) return 1;
   luaL_checktype(L, arg, LUA_TTABLE);
@@ -201,11 +203,12 @@ static int want_lock(lua_State *L, int arg) {
   while (lua_next(L, arg)) {   /* a misspelt option must not pass silently */
     lua_pop(L, 1);
     if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "lock") != 0)
-      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'; the only one is 'lock'",
-                                            luaL_tolstring(L, -1, NULL)));
+      luaL_error(L, "bad argument #%d to '%s' (unknown option '%s'; the only one is 'lock')",
+                 arg, fname, luaL_tolstring(L, -1, NULL));
   }
   if (lua_getfield(L, arg, "lock") != LUA_TNIL) {
-    if (!lua_isboolean(L, -1)) luaL_argerror(L, arg, "'lock' must be a boolean");
+    if (!lua_isboolean(L, -1))
+      luaL_error(L, "bad argument #%d to '%s' ('lock' must be a boolean)", arg, fname);
     lock = lua_toboolean(L, -1);
   }
   lua_pop(L, 1);
@@ -235,7 +238,7 @@ static shv *shv_create(lua_State *L, shv_ud *u, int t, lua_Integer n, int lock, 
 /* Value(type, x [, {lock = bool}]) */
 static int l_Value(lua_State *L) {
   int t = check_type(L, 1);
-  int lock = want_lock(L, 3);
+  int lock = want_lock(L, 3, "Value");
   uint64_t bits = lua_isnoneornil(L, 2) ? 0 : to_bits(L, 2, t);
   shv_ud *u = shv_newud(L, M_VALUE);
   shv_create(L, u, t, 1, lock, MPROC_K_VALUE);
@@ -246,7 +249,7 @@ static int l_Value(lua_State *L) {
 /* Array(type, n | list [, {lock = bool}]) */
 static int l_Array(lua_State *L) {
   int t = check_type(L, 1);
-  int lock = want_lock(L, 3);
+  int lock = want_lock(L, 3, "Array");
   lua_Integer n, i;
   shv_ud *u;
   if (lua_type(L, 2) == LUA_TTABLE) {

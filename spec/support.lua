@@ -76,7 +76,7 @@ function M.run_script(src, env, opts)
     out = p:read("*a")
     ok, how, n = p:close()
   else
-    ok, how, n = os.execute(cmd .. " >" .. out_path .. " 2>&1")
+    ok, how, n = M.exec_status(os.execute(cmd .. " >" .. out_path .. " 2>&1"))
     local g = assert(io.open(out_path, "rb"))
     out = g:read("*a")
     g:close()

@@ -29,6 +29,8 @@ local CLASSES = {
   ["src/lua/lock.c:lock_m"] = { doc = "sync.md", vars = { "lock" } },
   ["src/lua/lock.c:rlock_m"] = { doc = "sync.md", vars = { "rlock", "lock" } },
   ["src/lua/lock.c:sem_m"] = { doc = "sync.md", vars = { "sem" } },
+  -- a guard's :close() (what <close> does, for the VMs without it)
+  ["src/lua/lock.c:guard_m"] = { doc = "sync.md", section = "### lock:guard(" },
   ["src/lua/cond.c:event_m"] = { doc = "sync.md", vars = { "event" } },
   ["src/lua/cond.c:cond_m"] = { doc = "sync.md", vars = { "cond" } },
   ["src/lua/cond.c:barrier_m"] = { doc = "sync.md", vars = { "barrier" } },

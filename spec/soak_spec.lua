@@ -28,8 +28,9 @@ describe("the queue soak", function()
         -- so under ASan the quarantine is capped and the bound loosened
         "ASAN_OPTIONS=" .. (os.getenv("ASAN_OPTIONS") or "") .. ":quarantine_size_mb=32",
         -- the other VMs' collectors leave more of the freed 2 MiB messages
-        -- in malloc's arenas between checkpoints (5.3 once grew 16.8 MiB
-        -- in 18 s, flat afterwards): a leak grows past either bound
+        -- in malloc's arenas between checkpoints (a 5.3 consumer once grew
+        -- 16.8 MiB in 18 s); a leak of 2 MiB messages passes either bound
+        -- within seconds
         "SOAK_RSS_LIMIT_MIB=" .. (os.getenv("MPROC_ASAN") and "96"
           or _VERSION == "Lua 5.4" and "16" or "32"),
         support.LUA, ROOT .. "/bench/soak.lua", "18" }

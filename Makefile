@@ -65,6 +65,7 @@ test-all: test test-vms
 # The three others alone (.ci/run, after make test).
 test-vms: deps-test build-vms
 	@$(MAKE) --no-print-directory smoke-vms
+	@$(MAKE) --no-print-directory hosts   # now that the VMs' headers are there
 	@MPROC_LUA=lua5.3 sh tools/run-specs.sh build-5.3
 	@MPROC_LUA=lua5.1 sh tools/run-specs.sh build-5.1
 	@MPROC_LUA=luajit sh tools/run-specs.sh build-jit

@@ -557,10 +557,17 @@ describe("mproc.Pool", function()
       local pids = {}
       for i, w in ipairs(pool._workers) do pids[i] = w.pid end
       assert.equal(2, #pids)
+      pool:apply(getpid)      -- (a spawned worker has attached the rings)
+      local tasks, results = pool._board:_names()
       pool = nil  -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
       for _, pid in ipairs(pids) do
         assert.is_true(support.wait_until(function() return not support.alive(pid) end, 10))
+      end
+      -- its rings too, whatever the start method (a spawned worker maps
+      -- them by name until it has died)
+      for _, name in ipairs { tasks, results } do
+        assert.is_nil(io.open("/dev/shm/" .. name:gsub("^/", "")), name)
       end
     end)
 

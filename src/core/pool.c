@@ -24,6 +24,7 @@ int mproc_pool_create(mproc_pool *p) {
   int fds[2], e;
   memset(p, 0, sizeof *p);
   p->rfd = p->wfd = -1;
+  p->owner = getpid();
   if (mproc_ring_create(&p->tasks, POOL_RING_CAP, 0, MPROC_RING_SIMPLE) < 0) return -1;
   if (mproc_ring_create(&p->results, POOL_RING_CAP, 0, MPROC_RING_SIMPLE) < 0) goto fail;
   /* a socket, not a pipe: a worker whose parent is gone gets EPIPE from
@@ -57,8 +58,14 @@ int mproc_pool_attach(mproc_pool *p, const char *tasks, const char *results, int
 }
 
 void mproc_pool_close(mproc_pool *p) {
-  mproc_ring_close(&p->tasks);
-  mproc_ring_close(&p->results);
+  /* the parent's handle ends the rings; a worker's lets go of them */
+  if (p->owner == getpid()) {
+    mproc_ring_end(&p->tasks);
+    mproc_ring_end(&p->results);
+  } else {
+    mproc_ring_close(&p->tasks);
+    mproc_ring_close(&p->results);
+  }
   if (p->rfd >= 0) close(p->rfd);
   if (p->wfd >= 0) close(p->wfd);
   p->rfd = p->wfd = -1;

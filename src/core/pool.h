@@ -52,6 +52,7 @@ typedef struct mproc_pool {
   mproc_bytes over;    /* parent: task frames the ring had no room for */
   size_t overpos;
   pid_t parent;        /* worker: the pool's process */
+  pid_t owner;         /* the process that created the rings */
 } mproc_pool;
 
 /* A frame's bytes: in a private buffer, or mapped from its segment. */
@@ -66,7 +67,9 @@ int mproc_pool_create(mproc_pool *p);
 /* A worker started with the spawn method: attaches the rings by name and
  * takes wfd (the notify socket's worker end).  0 or -1 (errno). */
 int mproc_pool_attach(mproc_pool *p, const char *tasks, const char *results, int wfd);
-/* Parent: drops everything (queued tasks and results included). */
+/* Parent: drops everything (queued tasks and results included) and ends
+ * the rings, even while a worker being terminated still maps them.  A
+ * spawned worker: lets go of them. */
 void mproc_pool_close(mproc_pool *p);
 /* In a new worker: keeps what a worker needs. */
 void mproc_pool_worker(mproc_pool *p);

@@ -415,7 +415,7 @@ int mproc_ring_attach(mproc_ring *r, const char *name) {
   return 0;
 }
 
-void mproc_ring_close(mproc_ring *r) {
+static void ring_close(mproc_ring *r, int owner) {
   mproc_ring_hdr *h = r->h;
   int last = 0;
   if (h == NULL) return;
@@ -424,7 +424,7 @@ void mproc_ring_close(mproc_ring *r) {
     mproc_ring_unlock(r);
   }
   r->h = NULL;
-  if (last) {
+  if (last || owner) {
     /* last handle: nobody can reach the queued messages any more */
     shm_unlink(r->name);
     discard_queued(h);
@@ -434,6 +434,13 @@ void mproc_ring_close(mproc_ring *r) {
   }
   munmap(h, r->maplen);
 }
+
+void mproc_ring_close(mproc_ring *r) { ring_close(r, 0); }
+
+/* The owner ends the ring whoever still maps it: a pool's rings are its
+ * parent's alone, and a worker still alive then is being terminated (a
+ * pool collected unclosed signals its workers in the same collection). */
+void mproc_ring_end(mproc_ring *r) { ring_close(r, 1); }
 
 int mproc_ring_kind(const mproc_ring *r) { return (int)r->h->kind; }
 uint64_t mproc_ring_maxsize(const mproc_ring *r) { return r->h->maxsize; }

@@ -59,6 +59,7 @@ int mproc_ring_attach(mproc_ring *r, const char *name);
 /* Drops the handle.  The last handle unlinks the ring and the big-message
  * segments still queued.  A handle inherited through fork only unmaps. */
 void mproc_ring_close(mproc_ring *r);
+void mproc_ring_end(mproc_ring *r);
 
 int mproc_ring_kind(const mproc_ring *r);
 uint64_t mproc_ring_maxsize(const mproc_ring *r);

@@ -1,30 +1,8 @@
 -- Joins the lines of a Lua and a Python bench run by metric and prints ratios.
 local case, lfile, pfile = ...
 
-local function load(path)
-  local t, order = {}, {}
-  for line in io.lines(path) do
-    local m, v, unit, target = line:match("^([^\t]+)\t([^\t]+)\t([^\t]+)\t?([^\t]*)")
-    if m then
-      t[m] = { value = tonumber(v), unit = unit, target = target ~= "" and target or nil }
-      order[#order + 1] = m
-    end
-  end
-  return t, order
-end
-
-local function fmt(v, unit)
-  if not v then return "-" end
-  if unit == "s" then
-    if v < 1e-3 then return ("%.2f us"):format(v * 1e6) end
-    if v < 1 then return ("%.3f ms"):format(v * 1e3) end
-    return ("%.3f s"):format(v)
-  end
-  if unit == "x" then return ("%.2f x"):format(v) end     -- a ratio to an anchor
-  if v >= 1e6 then return ("%.2fM %s"):format(v / 1e6, unit) end
-  if v >= 1e3 then return ("%.1fk %s"):format(v / 1e3, unit) end
-  return ("%.1f %s"):format(v, unit)
-end
+local lines = require "lines"
+local load, fmt = lines.load, lines.fmt
 
 -- A target is for the ratio ("<=0.2") or, with "value", for mproc's own
 -- figure ("value>=1.9", e.g. a speedup over serial Lua).

@@ -18,6 +18,6 @@ for c in "$@"; do
   run lua5.4 build "$c" "$a"
   run luajit build-jit "$c" "$j"
   if [ -f "bench/cases/$c.py" ]; then $PY -P "bench/cases/$c.py" >"$p" || echo "!! $c.py failed"; fi
-  lua5.4 bench/vmratio.lua "$c" "$a" "$j" "$p"
+  LUA_PATH="./bench/?.lua;;" lua5.4 bench/vmratio.lua "$c" "$a" "$j" "$p"
   rm -f "$a" "$j" "$p"
 done

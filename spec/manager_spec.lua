@@ -12,15 +12,7 @@ local compat = require "mproc.compat"
 -- proxy table: there len() and items() are the way (docs/managers.md).
 local META_LEN = #setmetatable({}, { __len = function() return 1 end }) == 1
 
--- Bitwise xor of two bytes in arithmetic (no ~ before 5.3).
-local function xor8(a, b)
-  local r, bit = 0, 1
-  for _ = 1, 8 do
-    if a % 2 ~= b % 2 then r = r + bit end
-    a, b, bit = (a - a % 2) / 2, (b - b % 2) / 2, bit * 2
-  end
-  return r
-end
+local xor8 = require("mproc.compat").bxor8   -- (no ~ before 5.3)
 
 local errmsg = support.errmsg
 

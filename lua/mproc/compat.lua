@@ -127,9 +127,7 @@ M.sunpack = string.unpack or function(fmt, s, pos)
   return unpack(out, 1, #list + 1)
 end
 
--- FNV-1a, 64 bits, of s as 16 hex digits, the same on every VM: the
--- integer operators where the VM has them; before 5.3 the hash in two
--- 32-bit halves (every step exact in a double).
+-- Bitwise xor of two bytes in arithmetic (no ~ before 5.3).
 local function bxor8(a, b)
   local r, bit = 0, 1
   for _ = 1, 8 do
@@ -138,7 +136,11 @@ local function bxor8(a, b)
   end
   return r
 end
+M.bxor8 = bxor8
 
+-- FNV-1a, 64 bits, of s as 16 hex digits, the same on every VM: the
+-- integer operators where the VM has them; before 5.3 the hash in two
+-- 32-bit halves (every step exact in a double).
 M.fnv1a64 = math.type and load([[
   local byte = string.byte
   return function(s)

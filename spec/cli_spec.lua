@@ -240,14 +240,7 @@ return { jobs = {
         return pending("redis-server or mproc.redis (libhiredis-dev) is not installed")
       end
       local sock = dir .. "/redis.sock"
-      local server = sp.Popen({ "redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
-        "--appendonly", "no", "--dir", dir }, { stdout = "devnull", stderr = "devnull" })
-      local redis = require "mproc.redis"
-      assert(support.wait_until(function()
-        local ok, c = redis.connect(sock, nil, 1)
-        if ok then c:close() end
-        return ok
-      end, 10))
+      local server = support.redis_server(sock, dir)
       local worker = sp.Popen({ "env", "LUA_CPATH=" .. CPATH, "MPROC_AUTHKEY=k", MPROC, "worker",
         "--url", "unix:" .. sock, "--processes", "2" }, { stdout = "devnull", stderr = "devnull" })
       write("jobs.lua", [[

@@ -3,7 +3,6 @@
 -- tools/run-specs.sh runs this file on 5.4 only.
 local mp = require "mproc"
 local support = require "support"
-local sp = mp.subprocess
 
 local have_redis = support.exec_status(os.execute("command -v redis-server >/dev/null 2>&1"))
   == true and pcall(require, "mproc.redis")
@@ -22,15 +21,7 @@ describe("mp.cluster.Pool", function()
     dir = p:read("*l")
     p:close()
     sock = dir .. "/redis.sock"
-    server = sp.Popen({ "redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
-                        "--appendonly", "no", "--dir", dir },
-                      { stdout = "devnull", stderr = "devnull" })
-    local redis = require "mproc.redis"
-    assert(support.wait_until(function()
-      local ok, c = redis.connect(sock, nil, 1)
-      if ok then c:close() end
-      return ok
-    end, 10), "redis-server did not start")
+    server = support.redis_server(sock, dir)
   end)
 
   teardown(function()

@@ -23,16 +23,7 @@ local pools = {}   -- made by pool_for, closed after each test (<close> before 5
 local nq = 0
 
 local function start_redis(extra)
-  local argv = { "redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
-                 "--appendonly", "no", "--dir", dir }
-  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
-  server = sp.Popen(argv, { stdout = "devnull", stderr = "devnull" })
-  local redis = require "mproc.redis"
-  assert(support.wait_until(function()
-    local ok, c = redis.connect(sock, nil, 1)
-    if ok then c:close() end
-    return ok
-  end, 10), "redis-server did not start")
+  server = support.redis_server(sock, dir, extra)
 end
 
 local function stop_redis(sig)

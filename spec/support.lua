@@ -205,4 +205,20 @@ function M.close(...)
   end
 end
 
+-- A private redis-server on the Unix socket `sock` (its files in `dir`),
+-- answering before this returns; `extra` adds arguments.  Returns its Popen.
+function M.redis_server(sock, dir, extra)
+  local argv = { "redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
+                 "--appendonly", "no", "--dir", dir }
+  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+  local server = mp.subprocess.Popen(argv, { stdout = "devnull", stderr = "devnull" })
+  local redis = require "mproc.redis"
+  assert(M.wait_until(function()
+    local ok, c = redis.connect(sock, nil, 1)
+    if ok then c:close() end
+    return ok
+  end, 10), "redis-server did not start")
+  return server
+end
+
 return M

@@ -1,18 +1,9 @@
 -- The part of progress_spec.lua that needs Lua 5.4: `<close>` on a bar.
 -- tools/run-specs.sh runs this file on 5.4 only.
 local mp = require "mproc"
+local support = require "support"
 
--- A stream that keeps what is written.
-local function sink()
-  local s = { parts = {} }
-  function s:write(...)
-    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
-    return self
-  end
-  function s.flush() end
-  function s:text() return table.concat(self.parts) end
-  return s
-end
+local sink = support.sink
 
 describe("mp.progress", function()
   it("works with <close>: leaving the block closes the bar (its final line)", function()

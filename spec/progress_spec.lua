@@ -4,17 +4,7 @@ local support = require "support"
 
 local errmsg = support.errmsg
 
--- A stream that keeps what is written.
-local function sink()
-  local s = { parts = {} }
-  function s:write(...)
-    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
-    return self
-  end
-  function s.flush() end
-  function s:text() return table.concat(self.parts) end
-  return s
-end
+local sink = support.sink
 
 describe("mp.progress", function()
   describe("manual form", function()

@@ -205,6 +205,18 @@ function M.close(...)
   end
 end
 
+-- A stream that keeps what is written (for mp.progress{stream=}).
+function M.sink()
+  local s = { parts = {} }
+  function s:write(...)
+    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
+    return self
+  end
+  function s.flush() end
+  function s:text() return table.concat(self.parts) end
+  return s
+end
+
 -- A private redis-server on the Unix socket `sock` (its files in `dir`),
 -- answering before this returns; `extra` adds arguments.  Returns its Popen.
 function M.redis_server(sock, dir, extra)

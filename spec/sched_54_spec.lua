@@ -4,17 +4,7 @@ local mp = require "mproc"
 local support = require "support"
 
 -- pids of the processes whose argv is exactly `argv`
-local function pids_of(argv)
-  local want, found = table.concat(argv, "\0") .. "\0", {}
-  local p = io.popen("ls /proc")
-  for pid in p:lines() do
-    if pid:match("^%d+$") and support.read_file("/proc/" .. pid .. "/cmdline") == want then
-      found[#found + 1] = pid
-    end
-  end
-  p:close()
-  return found
-end
+local pids_of = support.pids_of
 
 describe("mproc coroutines", function()
   describe("mp.run() ending early (issue 13)", function()
@@ -50,9 +40,7 @@ describe("mproc coroutines", function()
     end)
 
     it("closes the tasks on SIGINT and leaves no program running", function()
-      local script = os.tmpname()
-      local f = assert(io.open(script, "w"))
-      f:write([=[
+      local out, code = support.sigint_script([=[
         local mp = require "mproc"
         local ok, e = pcall(mp.run, function()
           mp.spawn(function()
@@ -66,21 +54,9 @@ describe("mproc coroutines", function()
           mp.sleep(30)
         end)
         print(ok, mp.is_error(e, "Interrupted"))
-      ]=])
-      f:close()
-      local cmd = ("LUA_PATH=%q LUA_CPATH=%q exec %s %s"):format(
-        package.path, package.cpath, support.LUA, script)
-      local p = mp.subprocess.Popen({ "sh", "-c", cmd }, { stdout = "pipe" })
-      finally(function() support.close(p) end)
-      assert.equal("ready", p.stdout:readline(10))
-      assert.is_true(support.wait_until(function()
-        return #pids_of({ "sleep", "30.0417" }) == 1 and support.proc_state(p.pid) == "S"
-      end, 10))
-      p:send_signal(2)
-      local out = p.stdout:read(nil, 10)
-      os.remove(script)
+      ]=], { "sleep", "30.0417" })
       assert.equal("closed\nfalse\ttrue\n", out)
-      assert.equal(0, p:wait(10))
+      assert.equal(0, code)
       assert.same({}, pids_of({ "sleep", "30.0417" }))
     end)
   end)

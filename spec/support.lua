@@ -205,6 +205,46 @@ function M.close(...)
   end
 end
 
+-- The pids of the processes whose command line is exactly `argv`.
+function M.pids_of(argv)
+  local want, found = table.concat(argv, "\0") .. "\0", {}
+  local p = io.popen("ls /proc")
+  for pid in p:lines() do
+    if pid:match("^%d+$") and M.read_file("/proc/" .. pid .. "/cmdline") == want then
+      found[#found + 1] = pid
+    end
+  end
+  p:close()
+  return found
+end
+
+-- Runs Lua source `src` (it prints "ready" once set up) in a fresh M.LUA
+-- and sends it SIGINT, as Ctrl-C would, once it printed "ready", sleeps
+-- (state S) and runs one program with the command line `argv`.  Returns
+-- what it printed after "ready", and its exit code.
+function M.sigint_script(src, argv)
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(src)
+  f:close()
+  local cmd = ("LUA_PATH=%q LUA_CPATH=%q exec %s %s"):format(
+    package.path, package.cpath, M.LUA, script)
+  local p = mp.subprocess.Popen({ "sh", "-c", cmd }, { stdout = "pipe" })
+  local ok, out, code = pcall(function()
+    assert(p.stdout:readline(10) == "ready", "no ready line")
+    assert(M.wait_until(function()
+      return #M.pids_of(argv) == 1 and M.proc_state(p.pid) == "S"
+    end, 10), "the program did not start")
+    p:send_signal(2)
+    local o = p.stdout:read(nil, 10)
+    return o, p:wait(10)
+  end)
+  M.close(p)
+  os.remove(script)
+  if not ok then error(out, 0) end
+  return out, code
+end
+
 -- A stream that keeps what is written (for mp.progress{stream=}).
 function M.sink()
   local s = { parts = {} }

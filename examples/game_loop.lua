@@ -50,6 +50,6 @@ end
 for _, r in ipairs(pending) do r:get(10); arrived = arrived + 1 end
 pool:close()
 pool:join()
-print(("%d frames, %d paths, longest frame %.1f ms (budget %.1f ms)"):format(
+print(("%d frames, %d paths, longest frame's work %.1f ms of CPU (budget %.1f ms)"):format(
   FRAMES, arrived, worst * 1000, FRAME * 1000))
-print(worst < FRAME and "no frame waited for the pool" or "a frame was late")
+print(worst < FRAME and "every frame's work fit its budget" or "a frame was late")

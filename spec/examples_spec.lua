@@ -330,8 +330,8 @@ describe("mproc examples", function()
 
   describe("examples for every Lua (issue 18)", function()
     example("game_loop", function(out)
-      assert.matches("^90 frames, 18 paths, longest frame [%d.]+ ms %(budget 16%.7 ms%)\n"
-        .. "no frame waited for the pool\n$", out)
+      assert.matches("^90 frames, 18 paths, longest frame's work [%d.]+ ms of CPU "
+        .. "%(budget 16%.7 ms%)\nevery frame's work fit its budget\n$", out)
     end)
 
     example("resty_style", function(out)

@@ -71,9 +71,12 @@ test-vms: deps-test build-vms
 	@MPROC_LUA=luajit sh tools/run-specs.sh build-jit
 
 # mproc.core alone on each VM (tools/vm-smoke.lua): handovers that yield,
-# argument errors, codec round trips; the Lua library is not loaded.
+# argument errors, codec round trips; the Lua library is not loaded.  The
+# 5.1 build also runs on LuaJIT: `luarocks --lua-version=5.1 make` builds
+# with 5.1's headers, and LuaJIT users load that.
 smoke-vms: build build-vms
-	@for vm in 5.4:lua5.4:build 5.3:lua5.3:build-5.3 5.1:lua5.1:build-5.1 jit:luajit:build-jit; do \
+	@for vm in 5.4:lua5.4:build 5.3:lua5.3:build-5.3 5.1:lua5.1:build-5.1 jit:luajit:build-jit \
+	  jit51:luajit:build-5.1; do \
 	  set -- $$(echo $$vm | tr : ' '); \
 	  LUA_PATH="./lua/?.lua;;" LUA_CPATH="./$$3/?.so;;" $$2 tools/vm-smoke.lua || exit 1; \
 	done

@@ -5,7 +5,7 @@ source = {
   url = "git+file:///dev/null",
 }
 description = {
-  summary = "Processes, pools, queues, pipes, locks and shared memory for Lua 5.4",
+  summary = "Processes, pools, queues, pipes, locks and shared memory for Lua 5.1-5.4 and LuaJIT",
   detailed = [[
 mproc gives Lua what Python's multiprocessing gives Python: processes,
 process pools with async results, queues, pipes, locks and other

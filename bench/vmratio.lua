@@ -5,9 +5,9 @@ local lines = require "lines"
 local load, fmt = lines.load, lines.fmt
 
 -- "how many times slower a is than b": seconds grow, rates shrink; a ratio
--- metric ("x") has no direction and gets none.
+-- metric ("x") or a share ("%") has no direction and gets none.
 local function slower(a, b, unit)
-  if not (a and b) or b == 0 or a == 0 or unit == "x" then return "-" end
+  if not (a and b) or b == 0 or a == 0 or unit == "x" or unit == "%" then return "-" end
   return ("%.2f"):format(unit == "s" and a / b or b / a)
 end
 

@@ -58,11 +58,6 @@ local function foreign_pid(name)
   return env ~= nil and not env:find("MPROC_SPEC_TOKEN=" .. token, 1, true)
 end
 
--- LuaJIT's collector can keep an object alive from a dead stack slot, so a
--- segment of this process may outlive collectgarbage() here; its exit path
--- unlinks it, and tools/run-specs.sh checks /dev/shm after the exit.
-local self_pid = read("/proc/self/stat"):match("^(%d+)")
-local conservative = rawget(_G, "jit") ~= nil
 
 local function shm_left()
   local found = {}
@@ -70,8 +65,7 @@ local function shm_left()
     .. " 2>/dev/null")
   for path in p:lines() do
     local name = path:match("[^/]+$")
-    local own = conservative and name:match("^mproc%-%a?(%d+)") == self_pid
-    if not foreign_pid(name) and not own then found[#found + 1] = name end
+    if not foreign_pid(name) then found[#found + 1] = name end
   end
   p:close()
   return found
@@ -80,7 +74,9 @@ end
 local function check()
   if not token then return end
   -- objects a spec dropped are released by their __gc ("closed or
-  -- collected"): collect them first, so only real leaks remain
+  -- collected"): collect them first, so only real leaks remain (LuaJIT:
+  -- after dropping the traces, which keep what they were compiled against)
+  if rawget(_G, "jit") then rawget(_G, "jit").flush() end
   collectgarbage(); collectgarbage()
   local left, shm
   for _ = 1, 40 do               -- children get up to 2 s to die with us

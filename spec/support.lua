@@ -273,4 +273,13 @@ function M.redis_server(sock, dir, extra)
   return server
 end
 
+-- Collects what the specs dropped.  A LuaJIT trace keeps the objects it
+-- was compiled against (an upvalue never assigned becomes a constant of
+-- the trace) until the trace is flushed.
+function M.full_gc()
+  local jit = rawget(_G, "jit")
+  if jit then jit.flush() end
+  collectgarbage(); collectgarbage()
+end
+
 return M

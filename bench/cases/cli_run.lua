@@ -18,6 +18,7 @@
 -- meets them all (measured one after the other, the first ran while the
 -- disk still wrote part 1's 60 000 log files).
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local bench = require "bench"
 
 local REPS = tonumber(os.getenv("CLI_BENCH_REPS") or "") or 3
@@ -34,7 +35,7 @@ local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" e
 
 local dir = os.tmpname()
 os.remove(dir)
-assert(os.execute("mkdir -p " .. sh_quote(dir)))
+assert(compat.succeeded("mkdir -p " .. sh_quote(dir)))
 
 local function write(name, text)
   local f = assert(io.open(dir .. "/" .. name, "w"))
@@ -59,7 +60,7 @@ local function best_of(cmds)
         if not c[2] then nlogs = nlogs + 1 end
         local t0 = core.now()
         local line = c[1]:gsub("LOGDIR", "logs" .. nlogs)
-        local ok = os.execute("cd " .. sh_quote(dir) .. " && " .. line)
+        local ok = compat.succeeded("cd " .. sh_quote(dir) .. " && " .. line)
         local dt = core.now() - t0
         if not ok then
           io.stderr:write("cli_run: failed: ", c[1], "\n")
@@ -73,7 +74,7 @@ local function best_of(cmds)
   for i = 1, #cmds do
     if failed[i] then b[i] = nil end
   end
-  return table.unpack(b, 1, #cmds)
+  return compat.unpack(b, 1, #cmds)
 end
 
 local function best(cmd, keep_logs)
@@ -81,7 +82,7 @@ local function best(cmd, keep_logs)
 end
 
 local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
+  return compat.succeeded("command -v " .. prog .. " >/dev/null 2>&1")
 end
 
 -- The floor under mproc run's logs: creating one new file in dir (mproc run
@@ -114,7 +115,7 @@ local shm_logs
 do
   local t = os.tmpname()
   os.remove(t)
-  if os.execute("mkdir " .. sh_quote((t:gsub("^.*/", "/dev/shm/"))) .. " 2>/dev/null") then
+  if compat.succeeded("mkdir " .. sh_quote((t:gsub("^.*/", "/dev/shm/"))) .. " 2>/dev/null") then
     shm_logs = t:gsub("^.*/", "/dev/shm/")
   end
 end

@@ -22,9 +22,10 @@
 -- stderr and no metric.
 local bench = require "bench"
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 
 local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
+  return compat.succeeded("command -v " .. prog .. " >/dev/null 2>&1")
 end
 if not have("redis-server") then
   io.stderr:write("cluster: skipped: redis-server is not installed (Debian: redis-server)\n")

@@ -69,6 +69,8 @@ def main():
         p2.map(work, jobs, 1)
         par = min(par, time.perf_counter() - t0)
     p2.close(); p2.join()
+    pybench.report("cpu_64_tasks serial", serial, "s")
+    pybench.report("cpu_64_tasks on 2 workers", par, "s")
     pybench.report("cpu_speedup_2_workers", serial / par, "x")
 
 

@@ -3,6 +3,7 @@
 -- also given as a fraction of the raw ring floor (bench/ringfloor.c).
 local mp = require "mproc"
 local core = require "mproc.core"
+local compat = require "mproc.compat"
 local bench = require "bench"
 
 local function handle(q)
@@ -53,7 +54,7 @@ end
 local floor = {}
 do
   local exe = os.tmpname()
-  if os.execute("cc -O2 -o " .. exe .. " bench/ringfloor.c 2>/dev/null") then
+  if compat.succeeded("cc -O2 -o " .. exe .. " bench/ringfloor.c 2>/dev/null") then
     local p = io.popen(exe)
     for line in p:lines() do
       local m, v = line:match("^(%S+)\t(%S+)")

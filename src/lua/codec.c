@@ -65,16 +65,23 @@ static const char *const vm_names[] = {
 };
 #define VM_COUNT (sizeof vm_names / sizeof vm_names[0])
 #if defined(MPROC_LUAJIT)
-#  define VM_SELF 2
+#  define VM_BUILT 2
 #elif LUA_VERSION_NUM >= 504
-#  define VM_SELF 5
+#  define VM_BUILT 5
 #elif LUA_VERSION_NUM == 503
-#  define VM_SELF 4
+#  define VM_BUILT 4
 #elif LUA_VERSION_NUM == 502
-#  define VM_SELF 3
+#  define VM_BUILT 3
 #else
-#  define VM_SELF 1
+#  define VM_BUILT 1
 #endif
+/* the VM this process runs: the one built for, but LuaJIT for a 5.1 build
+ * LuaJIT loaded (mproc_running_vm) */
+static unsigned char vm_self = VM_BUILT;
+
+void mproc_codec_init_vm(lua_State *L) {
+  vm_self = strcmp(mproc_running_vm(L), "LuaJIT") == 0 ? 2 : VM_BUILT;
+}
 
 /* kinds of keys in the encoder's address map */
 enum { K_OBJ = 1, K_UPVAL = 2 };
@@ -921,7 +928,7 @@ static int enc_function(Enc *E, int idx) {
   push_bytecode(E, idx);
   code = lua_tolstring(L, -1, &n);
   put_byte(L, b, T_FUNC);
-  put_byte(L, b, VM_SELF);
+  put_byte(L, b, vm_self);
   put_varint(L, b, n);
   put_bytes(L, b, code, n);
   lua_pop(L, 1);
@@ -1257,12 +1264,12 @@ static int dec_function(Dec *D, const unsigned char *at) {
   }
   if (!dec_enter(D)) return 0;
   NEED(D, 1);
-  if (*D->p != VM_SELF) {
+  if (*D->p != vm_self) {
     unsigned vm = *D->p < VM_COUNT ? *D->p : 0;
     D->p = at;
     return dec_fail(D, "cannot receive a function made by %s here (this is %s: "
                     "functions cross only between processes of the same Lua version)",
-                    vm_names[vm], vm_names[VM_SELF]);
+                    vm_names[vm], vm_names[vm_self]);
   }
   D->p++;
   if (!get_varint(D, &size)) return 0;
@@ -1312,7 +1319,9 @@ static int dec_function(Dec *D, const unsigned char *at) {
 #ifdef MPROC_UPVALUE_JOIN
       lua_upvaluejoin(L, f, i, other, m);
 #else   /* plain 5.1 (compat.h): its own frames hold no shared upvalue */
-      return dec_bad(D, "shared upvalues need Lua 5.2 or later, or LuaJIT");
+      if (mproc_upvaluejoin_p == NULL)
+        return dec_bad(D, "shared upvalues need Lua 5.2 or later, or LuaJIT");
+      mproc_upvaluejoin_p(L, f, i, other, m);
 #endif
       lua_pop(L, 1);
     } else return dec_bad(D, "bad upvalue");

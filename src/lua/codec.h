@@ -77,6 +77,8 @@ typedef struct cstate {
 
 /* Pushes the state userdata (created at the first call) and returns it. */
 cstate *mproc_codec_state(lua_State *L);
+/* Marks functions with the VM the process runs (called once, at load). */
+void mproc_codec_init_vm(lua_State *L);
 /* Pushes a new table with weak `mode` ("k" or "v"). */
 void mproc_codec_new_weak(lua_State *L, const char *mode);
 /* Appends the encoding of the value at idx to b; the state is at sidx.

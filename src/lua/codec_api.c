@@ -222,6 +222,7 @@ int mproc_open_codec(lua_State *L) {
     {NULL, NULL}
   };
   mproc_setfuncs(L, funcs);
+  mproc_codec_init_vm(L);
   return 0;
 }
 

@@ -4,6 +4,7 @@
  * mproc_tofile.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dlfcn.h>
 #include <string.h>
 
 #include "binding.h"
@@ -26,6 +27,39 @@ FILE *mproc_tofile(lua_State *L, int idx) {
 
 /* }====================================================================== */
 
+#if LUA_VERSION_NUM < 502 && !defined(MPROC_LUAJIT)
+mproc_upvalueid_fn mproc_upvalueid_p;
+mproc_upvaluejoin_fn mproc_upvaluejoin_p;
+
+/* LuaJIT's own calls, from the process's symbols (POSIX dlopen(NULL)). */
+static void find_luajit_calls(void) {
+  void *self = dlopen(NULL, RTLD_NOW);
+  if (self == NULL) return;
+  *(void **)&mproc_upvalueid_p = dlsym(self, "lua_upvalueid");
+  *(void **)&mproc_upvaluejoin_p = dlsym(self, "lua_upvaluejoin");
+  if (mproc_upvalueid_p == NULL || mproc_upvaluejoin_p == NULL)
+    mproc_upvalueid_p = NULL, mproc_upvaluejoin_p = NULL;
+  dlclose(self);
+}
+#endif
+
+const char *mproc_running_vm(lua_State *L) {
+#if LUA_VERSION_NUM < 502 && !defined(MPROC_LUAJIT)
+  int jit;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "jit");
+  jit = lua_type(L, -1) == LUA_TTABLE;
+  lua_pop(L, 2);
+  if (jit) {
+    find_luajit_calls();
+    return "LuaJIT";
+  }
+#else
+  (void)L;
+#endif
+  return MPROC_LUA_VERSION;
+}
+
 #if LUA_VERSION_NUM < 504
 /* {======================================================================
  * Numbered user values (5.4) over one table of them
@@ -41,20 +75,38 @@ FILE *mproc_tofile(lua_State *L, int idx) {
 
 /* The table keeps its size at [0]: 5.4 refuses a user value beyond it.
  * A userdata made with none keeps its default user value (nil, or on 5.1
- * the creator's environment, which has no [0]). */
+ * the creator's environment, which has no [0]).  Until its first value is
+ * set, a userdata shares one empty table per size, marked by a negative
+ * size: making a Lock must not cost a table (LuaJIT, bench/cases/sync). */
+static char shared_uv_key[8];
+
 void *mproc_newuserdatauv(lua_State *L, size_t size, int nuv) {
   void *p = lua_newuserdata(L, size);
-  if (nuv > 0) {
+  if (nuv <= 0) return p;
+  if ((size_t)nuv < sizeof shared_uv_key) {
+    lua_pushlightuserdata(L, &shared_uv_key[nuv]);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_createtable(L, 0, 1);
+      lua_pushinteger(L, -nuv);
+      lua_rawseti(L, -2, 0);
+      lua_pushlightuserdata(L, &shared_uv_key[nuv]);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+  } else {
     lua_createtable(L, nuv, 1);
     lua_pushinteger(L, nuv);
     lua_rawseti(L, -2, 0);
-    set_uv(L, -2);
   }
+  set_uv(L, -2);
   return p;
 }
 
 /* Pushes the table of the user values of the userdata at idx and returns
- * 1 when it holds a value n; otherwise pushes nothing. */
+ * 1 when it holds a value n (2 when that table is a shared empty one);
+ * otherwise pushes nothing. */
 static int uv_table(lua_State *L, int idx, int n) {
   if (lua_type(L, idx) != LUA_TUSERDATA || n < 1) return 0;
   get_uv(L, idx);
@@ -64,6 +116,7 @@ static int uv_table(lua_State *L, int idx, int n) {
     size = lua_tointeger(L, -1);
     lua_pop(L, 1);
     if (n <= size) return 1;
+    if (n <= -size) return 2;
   }
   lua_pop(L, 1);
   return 0;
@@ -82,9 +135,20 @@ int mproc_getiuservalue(lua_State *L, int idx, int n) {
 
 int mproc_setiuservalue(lua_State *L, int idx, int n) {
   idx = lua_absindex(L, idx);
-  if (!uv_table(L, idx, n)) {
+  int found = uv_table(L, idx, n);
+  if (!found) {
     lua_pop(L, 1);
     return 0;
+  }
+  if (found == 2) {   /* the first value: a table of its own */
+    lua_rawgeti(L, -1, 0);
+    lua_createtable(L, (int)-lua_tointeger(L, -1), 1);
+    lua_pushinteger(L, -lua_tointeger(L, -2));
+    lua_rawseti(L, -2, 0);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    set_uv(L, idx);
   }
   lua_insert(L, -2);
   lua_rawseti(L, -2, n);

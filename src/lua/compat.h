@@ -80,11 +80,14 @@ static inline int mproc_isinteger(lua_State *L, int idx) {
 #if LUA_VERSION_NUM >= 502 || defined(MPROC_LUAJIT)
 #  define MPROC_UPVALUE_JOIN 1
 #else
-/* An address unique to upvalue n of the closure at f (inside the closure
- * object: one word per upvalue follows its header), so that the codec's
- * bookkeeping still works; no two functions share one. */
+/* 5.1's headers: LuaJIT's lua_upvalueid/lua_upvaluejoin when LuaJIT loaded
+ * this build (looked up at load time), else none.  Without them, an address
+ * unique to upvalue n of the closure at f (inside the closure object: one
+ * word per upvalue follows its header) keeps the codec's bookkeeping going;
+ * no two functions share one. */
 #  define lua_upvalueid(L, f, n) \
-     ((void *)((const char *)lua_topointer((L), (f)) + (n)))
+     (mproc_upvalueid_p != NULL ? mproc_upvalueid_p((L), (f), (n)) \
+      : (void *)((const char *)lua_topointer((L), (f)) + (n)))
 #endif
 
 /* The hidden helpers of compat.c. */
@@ -94,8 +97,20 @@ static inline int mproc_isinteger(lua_State *L, int idx) {
 #  define MPROC_COMPAT_API extern
 #endif
 
+#if !defined(MPROC_UPVALUE_JOIN)
+typedef void *(*mproc_upvalueid_fn)(lua_State *L, int f, int n);
+typedef void (*mproc_upvaluejoin_fn)(lua_State *L, int f1, int n1, int f2, int n2);
+MPROC_COMPAT_API mproc_upvalueid_fn mproc_upvalueid_p;
+MPROC_COMPAT_API mproc_upvaluejoin_fn mproc_upvaluejoin_p;
+#endif
+
 /* The FILE * of the io file at idx, NULL when it is not an open one. */
 MPROC_COMPAT_API FILE *mproc_tofile(lua_State *L, int idx);
+
+/* MPROC_LUA_VERSION, but "LuaJIT" when LuaJIT loaded a build made with
+ * 5.1's headers (luarocks --lua-version=5.1 without LuaJIT's LUA_INCDIR):
+ * the same binary runs in both, and bytecode must not cross. */
+MPROC_COMPAT_API const char *mproc_running_vm(lua_State *L);
 
 #if LUA_VERSION_NUM < 504
 MPROC_COMPAT_API void *mproc_newuserdatauv(lua_State *L, size_t size, int nuv);

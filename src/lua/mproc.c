@@ -294,8 +294,8 @@ int luaopen_mproc_core(lua_State *L) {
   for (i = 0; openers[i]; i++) openers[i](L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
-  /* the VM the module was built for: "5.1", "LuaJIT", "5.3" or "5.4" */
-  lua_pushliteral(L, MPROC_LUA_VERSION);
+  /* the VM the module runs in: "5.1", "LuaJIT", "5.3" or "5.4" */
+  lua_pushstring(L, mproc_running_vm(L));
   lua_setfield(L, -2, "lua_version");
 #ifdef MPROC_NO_CALLK
   lua_pushlightuserdata(L, &handover_marker);

@@ -2,15 +2,27 @@
 -- ("metric<TAB>value<TAB>unit[<TAB>target]") and how a figure is printed.
 local M = {}
 
--- metric -> {value, unit, target}, and the metrics in their order
+-- metric -> {value, unit, target}, and the metrics in their order.  A
+-- metric found several times (bench/vms.sh with BENCH_RUNS > 1 appends the
+-- runs) counts its median: one run's figure on this noisy VM moves by 10-30%.
 function M.load(path)
-  local t, order = {}, {}
+  local t, order, all = {}, {}, {}
   for line in io.lines(path) do
     local m, v, unit, target = line:match("^([^\t]+)\t([^\t]+)\t([^\t]+)\t?([^\t]*)")
-    if m then
-      t[m] = { value = tonumber(v), unit = unit, target = target ~= "" and target or nil }
-      order[#order + 1] = m
+    if m and tonumber(v) then
+      if not t[m] then
+        t[m] = { unit = unit, target = target ~= "" and target or nil }
+        order[#order + 1] = m
+        all[m] = {}
+      end
+      all[m][#all[m] + 1] = tonumber(v)
     end
+  end
+  for m, vs in pairs(all) do
+    table.sort(vs)
+    local n = #vs
+    t[m].value = n % 2 == 1 and vs[(n + 1) / 2] or (vs[n / 2] + vs[n / 2 + 1]) / 2
+    t[m].runs = n
   end
   return t, order
 end

@@ -153,7 +153,8 @@ bench: build
 	@sh tools/deps.sh python3 gcc parallel
 	@sh bench/run.sh
 
-# The same cases on Lua 5.4 and LuaJIT against Python (issue 18).
+# The same cases on Lua 5.4 and LuaJIT against Python (issue 18);
+# BENCH_RUNS=3 prints the median of three runs taken in turns.
 bench-vms: build build-jit
 	@sh tools/deps.sh python3 gcc parallel
 	@sh bench/vms.sh

@@ -296,7 +296,12 @@ describe("mproc.Queue", function()
       local ok, e = pcall(q.put_many, q, { 1, 2, io.stdout })
       assert.is_false(ok)
       assert.is_true(mp.is_error(e, "SerializeError"))
-      assert.matches("list%[3%]", e.message)
+      assert.matches("^list%[3%]: cannot send", e.message)
+      assert.equal(0, q:qsize())
+      -- the element's index comes before the path inside it
+      ok, e = pcall(q.put_many, q, { 1, { x = { f = io.stdout } } })
+      assert.is_false(ok)
+      assert.matches("^list%[2%]%.x%.f: cannot send a userdata", e.message)
       assert.equal(0, q:qsize())
     end)
 

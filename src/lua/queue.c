@@ -302,6 +302,16 @@ static uint64_t locked_count(lua_State *L, lqueue *q, int unfinished);
 
 /* Encodes the values (one, or a list) into frames and puts them; blocks
  * through the slow path when full. */
+/* "list.x: ..." -> "list[i].x: ...": put_many's element named only for an
+ * error (formatting every element's name cost a fifth of a batch). */
+static void name_element(lua_State *L, lua_Integer i) {
+  size_t n;
+  const char *m = lua_tolstring(L, -1, &n);
+  if (m == NULL || n < 4 || memcmp(m, "list", 4) != 0) return;
+  lua_pushfstring(L, "list[%I]%s", (LUAI_UACINT)i, m + 4);
+  lua_replace(L, -2);
+}
+
 static int do_put(lua_State *L, lqueue *q, int many, double t) {
   mproc_bytes *b;
   size_t pos = 0;
@@ -311,14 +321,13 @@ static int do_put(lua_State *L, lqueue *q, int many, double t) {
   else { b = &q->enc; b->len = 0; q->enc_busy = 1; }
   mproc_conn_share_begin(L);   /* Pipe ends: for a getter that lacks them */
   if (many) {
-    char root[40];
     lua_getfield(L, 2, "n");
     n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)luaL_len(L, 2);
     lua_pop(L, 1);
     for (i = 1; i <= n; i++) {
       lua_geti(L, 2, i);
-      snprintf(root, sizeof root, "list[%lld]", (long long)i);
-      r = encode_frame(L, q, b, lua_gettop(L), root);
+      r = encode_frame(L, q, b, lua_gettop(L), "list");
+      if (r == 0) name_element(L, i);
       lua_pop(L, 1 - (r <= 0));       /* keep the message on failure */
       if (r <= 0) break;
     }

@@ -58,7 +58,6 @@ local function foreign_pid(name)
   return env ~= nil and not env:find("MPROC_SPEC_TOKEN=" .. token, 1, true)
 end
 
-
 local function shm_left()
   local found = {}
   local p = io.popen("find /dev/shm -maxdepth 1 -iname '*mproc*' -newer " .. marker

@@ -5,6 +5,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "binding.h"
@@ -31,7 +32,10 @@ FILE *mproc_tofile(lua_State *L, int idx) {
 mproc_upvalueid_fn mproc_upvalueid_p;
 mproc_upvaluejoin_fn mproc_upvaluejoin_p;
 
-/* LuaJIT's own calls, from the process's symbols (POSIX dlopen(NULL)). */
+/* LuaJIT's own calls, from the process's symbols (POSIX dlopen(NULL));
+ * once per process, whatever the number of states (threads) loading us. */
+static pthread_once_t luajit_calls_once = PTHREAD_ONCE_INIT;
+
 static void find_luajit_calls(void) {
   void *self = dlopen(NULL, RTLD_NOW);
   if (self == NULL) return;
@@ -51,7 +55,7 @@ const char *mproc_running_vm(lua_State *L) {
   jit = lua_type(L, -1) == LUA_TTABLE;
   lua_pop(L, 2);
   if (jit) {
-    find_luajit_calls();
+    pthread_once(&luajit_calls_once, find_luajit_calls);
     return "LuaJIT";
   }
 #else

@@ -300,8 +300,6 @@ static int push_popped(lua_State *L, lqueue *q, mproc_bytes *b, int boxed,
 
 static uint64_t locked_count(lua_State *L, lqueue *q, int unfinished);
 
-/* Encodes the values (one, or a list) into frames and puts them; blocks
- * through the slow path when full. */
 /* "list.x: ..." -> "list[i].x: ...": put_many's element named only for an
  * error (formatting every element's name cost a fifth of a batch). */
 static void name_element(lua_State *L, lua_Integer i) {
@@ -312,6 +310,8 @@ static void name_element(lua_State *L, lua_Integer i) {
   lua_replace(L, -2);
 }
 
+/* Encodes the values (one, or a list) into frames and puts them; blocks
+ * through the slow path when full. */
 static int do_put(lua_State *L, lqueue *q, int many, double t) {
   mproc_bytes *b;
   size_t pos = 0;

@@ -73,10 +73,9 @@ end
 local function check()
   if not token then return end
   -- objects a spec dropped are released by their __gc ("closed or
-  -- collected"): collect them first, so only real leaks remain (LuaJIT:
-  -- after dropping the traces, which keep what they were compiled against)
-  if rawget(_G, "jit") then rawget(_G, "jit").flush() end
-  collectgarbage(); collectgarbage()
+  -- collected"): collect them first, so only real leaks remain (loaded
+  -- here, once the file ran: support loads mproc)
+  require("support").full_gc()
   local left, shm
   for _ = 1, 40 do               -- children get up to 2 s to die with us
     left, shm = strays(), shm_left()

@@ -84,6 +84,13 @@ const char *mproc_running_vm(lua_State *L) {
  * size: making a Lock must not cost a table (LuaJIT, bench/cases/sync). */
 static char shared_uv_key[8];
 
+/* Pushes a table for nuv user values, its size (negative: shared) at [0]. */
+static void push_uv_table(lua_State *L, int nuv, int size) {
+  lua_createtable(L, nuv, 1);
+  lua_pushinteger(L, size);
+  lua_rawseti(L, -2, 0);
+}
+
 void *mproc_newuserdatauv(lua_State *L, size_t size, int nuv) {
   void *p = lua_newuserdata(L, size);
   if (nuv <= 0) return p;
@@ -92,17 +99,13 @@ void *mproc_newuserdatauv(lua_State *L, size_t size, int nuv) {
     lua_rawget(L, LUA_REGISTRYINDEX);
     if (lua_type(L, -1) != LUA_TTABLE) {
       lua_pop(L, 1);
-      lua_createtable(L, 0, 1);
-      lua_pushinteger(L, -nuv);
-      lua_rawseti(L, -2, 0);
+      push_uv_table(L, 0, -nuv);
       lua_pushlightuserdata(L, &shared_uv_key[nuv]);
       lua_pushvalue(L, -2);
       lua_rawset(L, LUA_REGISTRYINDEX);
     }
   } else {
-    lua_createtable(L, nuv, 1);
-    lua_pushinteger(L, nuv);
-    lua_rawseti(L, -2, 0);
+    push_uv_table(L, nuv, nuv);
   }
   set_uv(L, -2);
   return p;
@@ -145,12 +148,11 @@ int mproc_setiuservalue(lua_State *L, int idx, int n) {
     return 0;
   }
   if (found == 2) {   /* the first value: a table of its own */
+    int nuv;
     lua_rawgeti(L, -1, 0);
-    lua_createtable(L, (int)-lua_tointeger(L, -1), 1);
-    lua_pushinteger(L, -lua_tointeger(L, -2));
-    lua_rawseti(L, -2, 0);
-    lua_replace(L, -3);
-    lua_pop(L, 1);
+    nuv = (int)-lua_tointeger(L, -1);
+    lua_pop(L, 2);                      /* the size, the shared table */
+    push_uv_table(L, nuv, nuv);
     lua_pushvalue(L, -1);
     set_uv(L, idx);
   }
